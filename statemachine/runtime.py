@@ -1,0 +1,74 @@
+"""The long-lived resources of one process (engine, HTTP client, providers, cipher), opened once.
+
+The CLI, the worker and the web app each open one `Runtime` at start and close it at exit; jobs and
+requests borrow from it. One HTTP client per process: creating one per request costs more CPU than
+the refresh itself (DESIGN.md performance notes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from statemachine.cycle import CycleDeps
+from statemachine.db import Sessionmaker, make_engine, make_sessionmaker
+from statemachine.provider import OAuthProvider, RetryPolicy, make_http_client
+from statemachine.secrets import TokenCipher
+from statemachine.settings import Settings
+from statemachine.unit_of_work import EventContext
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    sessionmaker: Sessionmaker
+    http: httpx.AsyncClient
+    cipher: TokenCipher
+    providers: dict[str, OAuthProvider]
+    events: EventContext
+
+    def cycle_deps(self, incident_open: Callable[[str], bool] | None = None) -> CycleDeps:
+        extra = {"incident_open": incident_open} if incident_open else {}
+        return CycleDeps(
+            self.sessionmaker, self.providers, self.cipher, self.events, self.settings.lease_seconds, **extra
+        )
+
+
+def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OAuthProvider]:
+    """The configured providers; a provider without client credentials is left out (its cycles fail as config)."""
+    if not (settings.google_client_id and settings.google_client_secret):
+        return {}
+    retry = RetryPolicy(settings.retry_tries, settings.retry_base_seconds, settings.retry_max_seconds)
+    google = OAuthProvider(
+        http,
+        name="google",
+        client_id=settings.google_client_id,
+        client_secret=settings.google_client_secret.reveal(),
+        token_url=settings.google_token_url,
+        auth_url=settings.google_auth_url,
+        retry=retry,
+    )
+    return {"google": google}
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    settings.require("database_url", "encryption_keys")
+    assert settings.database_url is not None
+    engine = make_engine(settings.database_url)
+    http = make_http_client(settings.http_timeout_seconds)
+    try:
+        yield Runtime(
+            settings=settings,
+            sessionmaker=make_sessionmaker(engine),
+            http=http,
+            cipher=TokenCipher(settings.encryption_keys),
+            providers=build_providers(settings, http),
+            events=EventContext.from_settings(settings),
+        )
+    finally:
+        await http.aclose()
+        await engine.dispose()
