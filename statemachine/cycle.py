@@ -15,9 +15,11 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine import repository
 from statemachine.db import Sessionmaker
@@ -47,6 +49,16 @@ class TokenRefresher(Protocol):
     async def refresh(self, refresh_token: str) -> Grant: ...
 
 
+class OutcomeObserver(Protocol):
+    """The provider-incident guard's view of every cycle, called inside the cycle's transaction."""
+
+    async def observe(
+        self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
+    ) -> bool:
+        """Record one cycle's outcome; return True while a provider incident is open (no escalation)."""
+        ...
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -60,7 +72,7 @@ class CycleDeps:
     cipher: TokenCipher
     events: EventContext
     lease_seconds: float
-    incident_open: Callable[[str], bool] = field(default=lambda provider: False)
+    observer: OutcomeObserver | None = None
     clock: Callable[[], datetime] = utcnow
     jitter: Callable[[], float] = random.random
 
@@ -126,12 +138,13 @@ async def _apply_outcome(
             _release(mailbox, lease)
             return CycleResult(mailbox.id, "stale", verdict=verdict)
         now = deps.clock()
+        incident = await _observe(deps, session, mailbox, verdict, now)
         occurrence = Occurrence(
             at=now,
             actor=actor,
             verdict=verdict,
             expires_in=grant.expires_in if grant else None,
-            incident=verdict is not None and deps.incident_open(mailbox.provider),
+            incident=incident and verdict is not None,
             jitter=deps.jitter(),
         )
         if grant is not None:
@@ -140,6 +153,16 @@ async def _apply_outcome(
         outcome = await apply_event(session, mailbox, event, occurrence, deps.events)
         _release(mailbox, lease)
     return CycleResult(mailbox.id, "refreshed" if verdict is None else "failed", outcome, verdict)
+
+
+async def _observe(
+    deps: CycleDeps, session: AsyncSession, mailbox: Mailbox, verdict: Verdict | None, now: datetime
+) -> bool:
+    if deps.observer is None:
+        return False
+    return await deps.observer.observe(
+        session, provider=mailbox.provider, mailbox_id=mailbox.id, verdict=verdict, at=now
+    )
 
 
 def _store_access_token(cipher: TokenCipher, mailbox: Mailbox, grant: Grant, now: datetime) -> None:

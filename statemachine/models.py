@@ -142,8 +142,49 @@ class Notification(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
     sent_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
         Index("ix_notifications_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class RefreshOutcome(Base):
+    """One row per refresh cycle (healthy ones included): the incident guard's window and the 24 h success rate."""
+
+    __tablename__ = "refresh_outcomes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    mailbox_id: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('success', 'transient', 'permanent', 'config')", name="outcome"),
+        Index("ix_refresh_outcomes_provider_at", "provider", "at"),
+    )
+
+
+class Incident(Base):
+    """A provider-wide failure: while open, failures do not escalate and users get no email."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(8), server_default="open")
+    cause: Mapped[str] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(Text)
+    failure_ratio: Mapped[float | None]
+    mailboxes_affected: Mapped[int] = mapped_column(server_default=text("0"))
+    opened_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'closed')", name="status"),
+        CheckConstraint("(status = 'open') = (closed_at IS NULL)", name="closed_when_closed"),
+        Index("uq_incidents_one_open_per_provider", "provider", unique=True, postgresql_where=text("status = 'open'")),
     )

@@ -30,8 +30,10 @@ class EmailFacts:
     next_attempt_at: datetime | None
 
 
-def dedupe_key(mailbox_id: int, episode: int, kind: EmailKind) -> str:
-    return f"mailbox:{mailbox_id}:episode:{episode}:{kind.value}"
+def dedupe_key(mailbox_id: int, episode: int, kind: EmailKind, occasion: str | None = None) -> str:
+    """One email per (mailbox, episode, kind); `occasion` tells apart repeated kinds such as reminders ("1d")."""
+    key = f"mailbox:{mailbox_id}:episode:{episode}:{kind.value}"
+    return f"{key}:{occasion}" if occasion else key
 
 
 def message_id(mail_domain: str) -> str:

@@ -7,7 +7,7 @@ the refresh itself (DESIGN.md performance notes).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -30,11 +30,8 @@ class Runtime:
     providers: dict[str, OAuthProvider]
     events: EventContext
 
-    def cycle_deps(self, incident_open: Callable[[str], bool] | None = None) -> CycleDeps:
-        extra = {"incident_open": incident_open} if incident_open else {}
-        return CycleDeps(
-            self.sessionmaker, self.providers, self.cipher, self.events, self.settings.lease_seconds, **extra
-        )
+    def cycle_deps(self) -> CycleDeps:
+        return CycleDeps(self.sessionmaker, self.providers, self.cipher, self.events, self.settings.lease_seconds)
 
 
 def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OAuthProvider]:

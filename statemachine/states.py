@@ -39,6 +39,7 @@ class EmailKind(StrEnum):
     TOKEN_REFRESH_FINAL_FAILURE = "token_refresh_final_failure"
     TOKEN_REFRESH_PERMANENT_FAILURE = "token_refresh_permanent_failure"
     RECONNECTED = "reconnected"
+    TOKEN_REFRESH_REMINDER = "token_refresh_reminder"
 
 
 ACTIVE_STATES = frozenset({State.HEALTHY, State.RETRYING, State.DEGRADED})

@@ -26,7 +26,7 @@ TOKEN_URL = "https://oauth2.test/token"
 AUTH_URL = "https://accounts.test/o/oauth2/v2/auth"
 CLIENT_ID = "tw-test-client.apps.test"
 CLIENT_SECRET = "tw-test-client-secret-DO-NOT-LEAK"
-TABLES = "users, mailboxes, mailbox_state_transitions, notifications"
+TABLES = "users, mailboxes, mailbox_state_transitions, notifications, refresh_outcomes, incidents"
 
 
 def service_environment(database_url: str, **overrides: str) -> dict[str, str]:

