@@ -47,6 +47,7 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
         token_url=settings.google_token_url,
         auth_url=settings.google_auth_url,
         retry=retry,
+        deadline_seconds=settings.http_timeout_seconds * 2,
     )
     return {"google": google}
 
