@@ -1,0 +1,4 @@
+"""Placeholder until the mail jobs land: the worker imports `functions` and `cron_jobs` from here."""
+
+functions: list = []
+cron_jobs: list = []
