@@ -62,6 +62,7 @@ def _add_mailbox_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     bulk.set_defaults(handler=commands.mailbox_import)
     listing = mailbox.add_parser("list", help="list mailboxes")
     listing.add_argument("--state", choices=[s.value for s in State])
+    listing.add_argument("--limit", type=mailbox_id, default=1000, help="at most this many (default 1000)")
     _json_flag(listing)
     listing.set_defaults(handler=commands.mailbox_list)
     show = mailbox.add_parser("show", help="one mailbox's connection state")

@@ -127,11 +127,13 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
 
 
 async def mailbox_list(args: argparse.Namespace, env: Env) -> int:
-    rows = await _read(env, queries.list_mailboxes, args.state)
+    rows = await _read(env, queries.list_mailboxes, args.state, args.limit)
     if args.json:
         _print_json(rows)
-    else:
-        _table(rows, ("id", "address", "provider", "state", "token_refresh_attempt_count", "next_refresh_at"))
+        return 0
+    _table(rows, ("id", "address", "provider", "state", "token_refresh_attempt_count", "next_refresh_at"))
+    if len(rows) == args.limit:
+        print(f"(showing the first {args.limit}; use --limit or --state to see others)", file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,7 @@ def service_environment(database_url: str, **overrides: str) -> dict[str, str]:
         "GOOGLE_TOKEN_URL": TOKEN_URL,
         "GOOGLE_AUTH_URL": AUTH_URL,
         "TOKENWARDEN_RETRY_BASE_SECONDS": "0",
+        "TOKENWARDEN_RETRY_MAX_SECONDS": "1",
         "TOKENWARDEN_DEGRADE_MIN_AGE_SECONDS": "0",
         "TOKENWARDEN_DISCONNECT_MIN_AGE_SECONDS": "0",
         "TOKENWARDEN_HTTP_TIMEOUT_SECONDS": "2",
