@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from statemachine.mailer import validate_smtp_url
 from statemachine.policy import Policy
 from statemachine.secrets import Secret
 
@@ -47,6 +48,13 @@ class Settings:
     http_timeout_seconds: float = 10.0
     lease_seconds: float = 300.0
     scan_interval_seconds: float = 60.0
+    smtp_timeout_seconds: float = 30.0
+    smtp_retry_tries: int = 3
+    smtp_retry_base_seconds: float = 1.0
+    outbox_interval_seconds: float = 5.0
+    outbox_retry_base_seconds: float = 60.0
+    outbox_max_attempts: int = 40
+    reminder_days: tuple[float, ...] = (1.0, 3.0, 7.0)
     policy: Policy = field(default_factory=Policy)
 
     def require(self, *names: str) -> None:
@@ -111,6 +119,11 @@ def _delays(raw: str) -> tuple[float, ...]:
     parts = [p.strip() for p in raw.split(",")]
     parse = _number(1)
     return tuple(parse(p) for p in parts)
+
+
+def _days(raw: str) -> tuple[float, ...]:
+    parse = _number(0.00001)
+    return tuple(sorted({parse(p.strip()) for p in raw.split(",")}))
 
 
 def _url(*schemes: str) -> Callable[[str], str]:
@@ -189,7 +202,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     settings = Settings(
         database_url=env.get("DATABASE_URL", None, database_url),
         redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "unix")),
-        smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:25", _url("smtp", "smtps")),
+        smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:25", validate_smtp_url),
         google_client_id=env.get("GOOGLE_CLIENT_ID", None, str),
         google_client_secret=env.get("GOOGLE_CLIENT_SECRET", None, Secret),
         google_token_url=env.get("GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL, _url("https", "http")),
@@ -204,6 +217,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         http_timeout_seconds=env.get("TOKENWARDEN_HTTP_TIMEOUT_SECONDS", 10.0, _number(0.1)),
         lease_seconds=env.get("TOKENWARDEN_LEASE_SECONDS", 300.0, _number(1)),
         scan_interval_seconds=env.get("TOKENWARDEN_SCAN_INTERVAL_SECONDS", 60.0, _number(1)),
+        smtp_timeout_seconds=env.get("TOKENWARDEN_SMTP_TIMEOUT_SECONDS", 30.0, _number(0.1)),
+        smtp_retry_tries=env.get("TOKENWARDEN_SMTP_RETRY_TRIES", 3, _whole(1)),
+        smtp_retry_base_seconds=env.get("TOKENWARDEN_SMTP_RETRY_BASE_SECONDS", 1.0, _number(0)),
+        outbox_interval_seconds=env.get("TOKENWARDEN_OUTBOX_INTERVAL_SECONDS", 5.0, _number(1)),
+        outbox_retry_base_seconds=env.get("TOKENWARDEN_OUTBOX_RETRY_BASE_SECONDS", 60.0, _number(0)),
+        outbox_max_attempts=env.get("TOKENWARDEN_OUTBOX_MAX_ATTEMPTS", 40, _whole(1)),
+        reminder_days=env.get("TOKENWARDEN_REMINDER_DAYS", (1.0, 3.0, 7.0), _days),
         policy=_policy(env),
     )
     errors = env.errors or _cross_checks(settings)
