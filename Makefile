@@ -3,6 +3,7 @@
 #
 #   make test         install if needed, then lint, format check and the whole pytest suite
 #   make demo         install if needed, then run `tokenwarden demo`
+#   make bench        client-CPU benchmark of the token refresh (httpx default transport vs ours)
 #   make lint | fmt   ruff check + format check | apply ruff's fixes and formatting
 #   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
 #   make clean        remove the venv and every cache
@@ -18,7 +19,7 @@ PIP_FLAGS := --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: install test demo lint fmt constraints clean
+.PHONY: install test demo bench lint fmt constraints clean
 
 install: $(STAMP)
 
@@ -41,6 +42,10 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/tokenwarden demo
+
+# Prints figures (ratios against a baseline measured in the same run); never part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.http_client
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
