@@ -147,22 +147,23 @@ async def mailbox_show(args: argparse.Namespace, env: Env) -> int:
     return 0
 
 
-async def history(args: argparse.Namespace, env: Env) -> int:
-    rows = await _read(env, queries.history, args.id)
+async def _rows(args: argparse.Namespace, env: Env, query: Any, key: Any, columns: tuple[str, ...]) -> int:
+    rows = await _read(env, query, key)
     if args.json:
         _print_json(rows)
     else:
-        _table(rows, ("at", "event", "from_state", "to_state", "actor", "reason"))
+        _table(rows, columns)
     return 0
+
+
+async def history(args: argparse.Namespace, env: Env) -> int:
+    return await _rows(
+        args, env, queries.history, args.id, ("at", "event", "from_state", "to_state", "actor", "reason")
+    )
 
 
 async def outbox(args: argparse.Namespace, env: Env) -> int:
-    rows = await _read(env, queries.outbox, args.mailbox)
-    if args.json:
-        _print_json(rows)
-    else:
-        _table(rows, ("id", "kind", "mailbox_id", "recipient", "status", "created_at"))
-    return 0
+    return await _rows(args, env, queries.outbox, args.mailbox, ("id", "kind", "mailbox_id", "recipient", "status"))
 
 
 def describe(outcome: Outcome) -> str:

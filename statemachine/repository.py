@@ -82,34 +82,31 @@ async def owner_of(session: AsyncSession, mailbox: Mailbox) -> User:
     return user
 
 
+# Lifecycle field -> mailbox column: the one place that says how the machine's model is persisted.
+LIFECYCLE_COLUMNS = {
+    "state": "state",
+    "attempt_count": "token_refresh_attempt_count",
+    "config_failure_count": "config_failure_count",
+    "failed_at": "token_refresh_failed_at",
+    "last_error": "token_refresh_error",
+    "failure_kind": "failure_kind",
+    "user_notified": "user_notified",
+    "episode": "episode",
+    "next_refresh_at": "next_refresh_at",
+}
+
+
 def lifecycle_of(mailbox: Mailbox) -> Lifecycle:
-    return Lifecycle(
-        state=mailbox.state,
-        attempt_count=mailbox.token_refresh_attempt_count,
-        config_failure_count=mailbox.config_failure_count,
-        failed_at=mailbox.token_refresh_failed_at,
-        last_error=mailbox.token_refresh_error,
-        failure_kind=mailbox.failure_kind,
-        user_notified=mailbox.user_notified,
-        episode=mailbox.episode,
-        next_refresh_at=mailbox.next_refresh_at,
-    )
+    return Lifecycle(**{field: getattr(mailbox, column) for field, column in LIFECYCLE_COLUMNS.items()})
 
 
 def write_lifecycle(mailbox: Mailbox, lifecycle: Lifecycle, now: datetime) -> None:
     """Copy the machine's result onto the row; the caller's transaction persists it."""
     if mailbox.state != lifecycle.state:
         mailbox.state_changed_at = now
-    mailbox.state = lifecycle.state
+    for field, column in LIFECYCLE_COLUMNS.items():
+        setattr(mailbox, column, getattr(lifecycle, field))
     mailbox.is_active = lifecycle.is_active
-    mailbox.token_refresh_attempt_count = lifecycle.attempt_count
-    mailbox.config_failure_count = lifecycle.config_failure_count
-    mailbox.token_refresh_failed_at = lifecycle.failed_at
-    mailbox.token_refresh_error = lifecycle.last_error
-    mailbox.failure_kind = lifecycle.failure_kind
-    mailbox.user_notified = lifecycle.user_notified
-    mailbox.episode = lifecycle.episode
-    mailbox.next_refresh_at = lifecycle.next_refresh_at
     mailbox.revision += 1
     mailbox.updated_at = now
 

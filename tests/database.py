@@ -18,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from statemachine.db import Sessionmaker
 from statemachine.migrations import migrate
+from statemachine.models import Base
 from statemachine.runtime import Runtime, open_runtime
 from statemachine.settings import Settings, load_settings
 
@@ -26,7 +27,7 @@ TOKEN_URL = "https://oauth2.test/token"
 AUTH_URL = "https://accounts.test/o/oauth2/v2/auth"
 CLIENT_ID = "tw-test-client.apps.test"
 CLIENT_SECRET = "tw-test-client-secret-DO-NOT-LEAK"
-TABLES = "users, mailboxes, mailbox_state_transitions, notifications, refresh_outcomes, incidents"
+TABLES = ", ".join(Base.metadata.tables)  # every table the migrations create
 
 
 def service_environment(database_url: str, **overrides: str) -> dict[str, str]:
