@@ -10,6 +10,7 @@ scrubbed, so they can go into logs and `notifications.last_error`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -113,6 +114,8 @@ def build_message(mail: Mail, sender: str) -> EmailMessage:
     message["Message-ID"] = mail.message_id
     message.set_content(mail.body_text)
     message.add_alternative(mail.body_html, subtype="html")
+    # The default boundary is random; one derived from the Message-ID keeps a resend identical.
+    message.set_boundary(f"==tokenwarden-{hashlib.sha256(mail.message_id.encode()).hexdigest()[:32]}==")
     return message
 
 

@@ -15,15 +15,23 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ipaddress
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 TEMPORARY = "451 4.3.0 Temporary failure, try again later"
 PERMANENT = "550 5.1.1 Mailbox unavailable"
@@ -37,6 +45,7 @@ class Received:
     rcpt_tos: tuple[str, ...]
     message: EmailMessage
     login: str | None
+    tls: bool
 
 
 @dataclass
@@ -71,7 +80,8 @@ class CapturingHandler:
         raw = cast(bytes, envelope.original_content or envelope.content)
         message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
-        self.received.append(Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), message, login))
+        tls = server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
+        self.received.append(Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), message, login, tls))
         self.changed.set()
         return "250 OK: queued"
 
@@ -91,6 +101,14 @@ class SmtpServer:
     handler: CapturingHandler
     server: asyncio.Server
     port: int
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def restart(self) -> None:
+        """Serve again on the same port with the same handler (after `stop`, to model an outage)."""
+        self.server = (await start_smtp_server(self.port, self.handler)).server
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -113,10 +131,19 @@ class SmtpServer:
         return self.messages
 
 
-async def start_smtp_server() -> SmtpServer:
-    """Serve aiosmtpd's SMTP protocol on the running loop, 127.0.0.1, a free port."""
+async def start_smtp_server(
+    port: int = 0,
+    handler: CapturingHandler | None = None,
+    *,
+    starttls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
+) -> SmtpServer:
+    """Serve aiosmtpd's SMTP protocol on the running loop, 127.0.0.1, a free port (or `port`, to restart one).
+
+    `starttls` offers STARTTLS with that context; `implicit_tls` speaks TLS from the first byte (smtps).
+    """
     loop = asyncio.get_running_loop()
-    handler = CapturingHandler()
+    handler = handler or CapturingHandler()
 
     def protocol() -> SMTP:
         return SMTP(
@@ -124,12 +151,39 @@ async def start_smtp_server() -> SmtpServer:
             hostname="smtp.tokenwarden.test",
             authenticator=handler.authenticate,
             auth_require_tls=False,
+            tls_context=starttls,
             loop=loop,
         )
 
-    server = await loop.create_server(protocol, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return SmtpServer(handler, server, port)
+    server = await loop.create_server(protocol, "127.0.0.1", port, ssl=implicit_tls)
+    return SmtpServer(handler, server, server.sockets[0].getsockname()[1])
+
+
+def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1 and the CA file a client needs to trust it (point SSL_CERT_FILE at it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
 
 
 @pytest.fixture(name="smtp_server")
@@ -139,5 +193,4 @@ async def smtp_server_fixture() -> AsyncIterator[SmtpServer]:
     try:
         yield smtp
     finally:
-        smtp.server.close()
-        await smtp.server.wait_closed()
+        await smtp.stop()
