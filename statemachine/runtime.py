@@ -15,6 +15,7 @@ import httpx
 
 from statemachine.cycle import CycleDeps
 from statemachine.db import Sessionmaker, make_engine, make_sessionmaker
+from statemachine.incidents import IncidentGuard
 from statemachine.provider import OAuthProvider, RetryPolicy, make_http_client
 from statemachine.secrets import TokenCipher
 from statemachine.settings import Settings
@@ -29,9 +30,18 @@ class Runtime:
     cipher: TokenCipher
     providers: dict[str, OAuthProvider]
     events: EventContext
+    incidents: IncidentGuard | None = None
 
     def cycle_deps(self) -> CycleDeps:
-        return CycleDeps(self.sessionmaker, self.providers, self.cipher, self.events, self.settings.lease_seconds)
+        """The same dependencies, incident guard included, for the CLI's `refresh` and the worker's job."""
+        return CycleDeps(
+            self.sessionmaker,
+            self.providers,
+            self.cipher,
+            self.events,
+            self.settings.lease_seconds,
+            observer=self.incidents,
+        )
 
 
 def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OAuthProvider]:
@@ -56,7 +66,8 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     settings.require("database_url", "encryption_keys")
     assert settings.database_url is not None
-    engine = make_engine(settings.database_url)
+    # every worker job holds at most one connection at a time; the rest is for crons and the web app
+    engine = make_engine(settings.database_url, pool_size=max(10, settings.worker_max_jobs + 4))
     http = make_http_client(settings.http_timeout_seconds)
     try:
         yield Runtime(
@@ -66,6 +77,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             cipher=TokenCipher(settings.encryption_keys),
             providers=build_providers(settings, http),
             events=EventContext.from_settings(settings),
+            incidents=IncidentGuard(settings.incidents),
         )
     finally:
         await http.aclose()

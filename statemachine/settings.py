@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from statemachine.incident_rules import IncidentThresholds
 from statemachine.mailer import validate_smtp_url
 from statemachine.policy import Policy
 from statemachine.secrets import Secret
@@ -55,6 +56,12 @@ class Settings:
     outbox_retry_base_seconds: float = 60.0
     outbox_max_attempts: int = 40
     reminder_days: tuple[float, ...] = (1.0, 3.0, 7.0)
+    metrics_port: int = 9464
+    worker_max_jobs: int = 10
+    scan_batch_size: int = 500
+    shutdown_grace_seconds: float = 20.0
+    redis_outage_seconds: float = 120.0
+    incidents: IncidentThresholds = field(default_factory=IncidentThresholds)
     policy: Policy = field(default_factory=Policy)
 
     def require(self, *names: str) -> None:
@@ -126,6 +133,20 @@ def _days(raw: str) -> tuple[float, ...]:
     return tuple(sorted({parse(p.strip()) for p in raw.split(",")}))
 
 
+def _ratio(raw: str) -> float:
+    value = _number(0)(raw)
+    if not 0 < value <= 1:
+        raise ValueError(f"must be a fraction above 0 and at most 1, got {raw}")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _whole(0)(raw)
+    if value > 65535:
+        raise ValueError(f"must be a TCP port (0 turns it off), got {raw}")
+    return value
+
+
 def _url(*schemes: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         parts = urlsplit(raw)
@@ -183,6 +204,18 @@ def _policy(env: _Reader) -> Policy:
     )
 
 
+def _incidents(env: _Reader) -> IncidentThresholds:
+    base = IncidentThresholds()
+    return IncidentThresholds(
+        window_seconds=env.get("TOKENWARDEN_INCIDENT_WINDOW_SECONDS", base.window_seconds, _number(1)),
+        failure_ratio=env.get("TOKENWARDEN_INCIDENT_FAILURE_RATIO", base.failure_ratio, _ratio),
+        min_mailboxes=env.get("TOKENWARDEN_INCIDENT_MIN_MAILBOXES", base.min_mailboxes, _whole(1)),
+        recovery_spread_seconds=env.get(
+            "TOKENWARDEN_INCIDENT_RECOVERY_SPREAD_SECONDS", base.recovery_spread_seconds, _number(0)
+        ),
+    )
+
+
 def _cross_checks(settings: Settings) -> list[str]:
     errors = []
     policy = settings.policy
@@ -224,6 +257,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         outbox_retry_base_seconds=env.get("TOKENWARDEN_OUTBOX_RETRY_BASE_SECONDS", 60.0, _number(0)),
         outbox_max_attempts=env.get("TOKENWARDEN_OUTBOX_MAX_ATTEMPTS", 40, _whole(1)),
         reminder_days=env.get("TOKENWARDEN_REMINDER_DAYS", (1.0, 3.0, 7.0), _days),
+        metrics_port=env.get("TOKENWARDEN_METRICS_PORT", 9464, _port),
+        worker_max_jobs=env.get("TOKENWARDEN_WORKER_MAX_JOBS", 10, _whole(1)),
+        scan_batch_size=env.get("TOKENWARDEN_SCAN_BATCH_SIZE", 500, _whole(1)),
+        shutdown_grace_seconds=env.get("TOKENWARDEN_SHUTDOWN_GRACE_SECONDS", 20.0, _number(0)),
+        redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),
+        incidents=_incidents(env),
         policy=_policy(env),
     )
     errors = env.errors or _cross_checks(settings)

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = ["statemachine.states", "statemachine.errors", "statemachine.policy", "statemachine.machine",
-        "statemachine.classify", "statemachine.emails"]  # fmt: skip
+        "statemachine.classify", "statemachine.emails", "statemachine.incident_rules"]  # fmt: skip
 IO_PACKAGES = ("sqlalchemy", "httpx", "arq", "starlette", "asyncpg", "aiohttp", "redis")
 
 

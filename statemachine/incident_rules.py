@@ -1,0 +1,124 @@
+"""When a provider's failures are the provider's (or our configuration's) fault, not the users': pure rules.
+
+Counts of the recent cycle outcomes of one provider come in, a decision comes out, so every threshold
+is a table test. Three ways to open an incident, tried in this order (the most actionable first):
+one config code (ours: a rotated client secret) hitting many mailboxes, one permanent code hitting
+many mailboxes at once (a Google app left in "Testing" expires every refresh token after 7 days),
+and transient failures (an outage). Each needs both the failure share of the window's cycles and
+the number of distinct mailboxes to cross the thresholds, so one user revoking access, or a blip
+on a quiet provider, never opens one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRANSIENT, PERMANENT, CONFIG, SUCCESS = "transient", "permanent", "config", "success"
+
+
+@dataclass(frozen=True)
+class IncidentThresholds:
+    window_seconds: float = 600.0
+    failure_ratio: float = 0.5
+    min_mailboxes: int = 5
+    recovery_spread_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class CodeCount:
+    """Cycles of one outcome kind and code in the window, and how many distinct mailboxes they hit."""
+
+    kind: str
+    code: str | None
+    cycles: int
+    mailboxes: int
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    cycles: int
+    successes: int
+    transient_cycles: int
+    transient_mailboxes: int
+    codes: tuple[CodeCount, ...] = ()
+
+    @property
+    def failures(self) -> int:
+        return self.cycles - self.successes
+
+    @property
+    def failure_ratio(self) -> float:
+        return self.failures / self.cycles if self.cycles else 0.0
+
+
+@dataclass(frozen=True)
+class Opening:
+    """Why to open an incident: `cause` is for operators, in plain words."""
+
+    cause: str
+    code: str | None
+    failure_ratio: float
+    mailboxes: int
+
+
+def _share(cycles: int, counts: WindowCounts) -> float:
+    return cycles / counts.cycles if counts.cycles else 0.0
+
+
+def _crosses(cycles: int, mailboxes: int, counts: WindowCounts, rules: IncidentThresholds) -> bool:
+    return mailboxes >= rules.min_mailboxes and _share(cycles, counts) >= rules.failure_ratio
+
+
+def _window_words(counts: WindowCounts, rules: IncidentThresholds, cycles: int) -> str:
+    minutes = rules.window_seconds / 60
+    span = f"{minutes:g} min" if minutes >= 1 else f"{rules.window_seconds:g} s"
+    return f"{_share(cycles, counts):.0%} of {counts.cycles} refresh cycles in the last {span}"
+
+
+_CODE_CAUSES = {
+    "invalid_client": "our OAuth client was rejected: the client secret was probably rotated or is wrong "
+    "(check GOOGLE_CLIENT_SECRET)",
+    "unauthorized_client": "our OAuth client is not allowed this grant: check the client's configuration",
+    "invalid_grant": "refresh tokens are rejected en masse: the app is probably still in 'Testing' status "
+    "(tokens expire after 7 days) or its client was reset; users are not at fault",
+}
+
+
+def _code_cause(item: CodeCount, provider: str, counts: WindowCounts, rules: IncidentThresholds) -> str:
+    default = (
+        "our configuration was rejected" if item.kind == CONFIG else "a provider- or app-level change, not the users"
+    )
+    why = _CODE_CAUSES.get(item.code or "", default)
+    return (
+        f"{provider}: {item.code} for {item.mailboxes} mailboxes ({_window_words(counts, rules, item.cycles)}): {why}"
+    )
+
+
+def _transient_cause(provider: str, counts: WindowCounts, rules: IncidentThresholds) -> str:
+    transient = sorted((c for c in counts.codes if c.kind == TRANSIENT), key=lambda c: (-c.cycles, c.code or ""))
+    example = f", mostly {transient[0].code}" if transient else ""
+    return (
+        f"{provider}: the token endpoint fails for {counts.transient_mailboxes} mailboxes "
+        f"({_window_words(counts, rules, counts.transient_cycles)}{example}): a provider outage or a network problem"
+    )
+
+
+def should_open(provider: str, counts: WindowCounts, rules: IncidentThresholds) -> Opening | None:
+    """The incident these counts call for, or None. Order: config code, permanent code, transient failures."""
+    for kind in (CONFIG, PERMANENT):
+        candidates = sorted((c for c in counts.codes if c.kind == kind), key=lambda c: (-c.mailboxes, c.code or ""))
+        for item in candidates:
+            if _crosses(item.cycles, item.mailboxes, counts, rules):
+                cause = _code_cause(item, provider, counts, rules)
+                return Opening(cause, item.code, _share(item.cycles, counts), item.mailboxes)
+    if _crosses(counts.transient_cycles, counts.transient_mailboxes, counts, rules):
+        cause = _transient_cause(provider, counts, rules)
+        return Opening(cause, None, _share(counts.transient_cycles, counts), counts.transient_mailboxes)
+    return None
+
+
+def should_close(counts: WindowCounts, open_seconds: float, rules: IncidentThresholds) -> bool:
+    """Close when failures fall back under the ratio with at least one success, or none failed for a full window."""
+    if counts.successes >= 1 and counts.failure_ratio < rules.failure_ratio:
+        return True
+    return counts.failures == 0 and open_seconds >= rules.window_seconds
