@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from statemachine import commands
 from statemachine.accounts import InvalidInputError, UnknownUserError
+from statemachine.logs import configure_logging, log_level
 from statemachine.machine import InvalidEventError
 from statemachine.repository import UnknownMailboxError
 from statemachine.secrets import TokenDecryptionError
@@ -120,6 +121,7 @@ def _database_error(err: DBAPIError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging(log_level(os.environ, "WARNING"))
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args, os.environ)
