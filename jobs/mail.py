@@ -30,13 +30,14 @@ from statemachine.mailer import DeliveryError, Mail, PermanentDeliveryError, Smt
 from statemachine.models import Mailbox, Notification
 from statemachine.runtime import Runtime
 from statemachine.settings import Settings, SettingsError, load_settings
-from statemachine.states import EmailKind
+from statemachine.states import EmailKind, State
 
 logger = logging.getLogger(__name__)
 
 DELIVER_JOB = "deliver_notification"
 SWEEP_BATCH = 500
 LOCK_MARGIN_SECONDS = 60.0
+OBSOLETE = "not sent: the mailbox is no longer disconnected"
 # The delay users care about: from the start of the failure episode to the email about it.
 FAILURE_KINDS = frozenset(
     {EmailKind.TOKEN_REFRESH_RETRY, EmailKind.TOKEN_REFRESH_FINAL_FAILURE, EmailKind.TOKEN_REFRESH_PERMANENT_FAILURE}
@@ -51,6 +52,7 @@ class Claim:
     kind: str
     attempts: int
     mail: Mail
+    obsolete: bool = False
 
 
 def send_deadline_seconds(settings: Settings) -> float:
@@ -89,15 +91,19 @@ async def claim(session: AsyncSession, notification_id: int, seconds: float) -> 
             Notification.status == "pending",
             Notification.next_attempt_at <= _now(),
             _unlocked(),
+            Notification.mailbox_id == Mailbox.id,
         )
         .values(locked_until=_now() + timedelta(seconds=seconds), attempts=Notification.attempts + 1)
-        .returning(Notification)
+        .returning(Notification, Mailbox.state)
     )
-    row = (await session.execute(statement)).scalar_one_or_none()
-    if row is None:
+    found = (await session.execute(statement)).one_or_none()
+    if found is None:
         return None
+    row: Notification = found[0]
     mail = Mail(row.recipient, row.subject, row.body_text, row.body_html, row.message_id, row.created_at)
-    return Claim(row.id, row.kind, row.attempts, mail)
+    # A reminder says "still disconnected": once the mailbox is back, sending it would be wrong.
+    obsolete = row.kind == EmailKind.TOKEN_REFRESH_REMINDER and found.state != State.DISCONNECTED
+    return Claim(row.id, row.kind, row.attempts, mail, obsolete)
 
 
 async def mark_sent(session: AsyncSession, claimed: Claim) -> tuple[datetime, datetime | None] | None:
@@ -146,13 +152,19 @@ def _unlocked() -> Any:
 
 
 async def deliver_notification(ctx: Mapping[str, Any], notification_id: int) -> str:
-    """Claim, send, record: "sent", "retry", "failed", or "skipped" (not due, or another job has it)."""
+    """Claim, send, record: "sent", "retry", "failed", "obsolete" (a reminder for a mailbox that is back),
+    or "skipped" (not due, or another job has it)."""
     runtime: Runtime = ctx["runtime"]
     settings = runtime.settings
     async with runtime.sessionmaker() as session, session.begin():
         claimed = await claim(session, notification_id, lock_seconds(settings))
     if claimed is None:
         return "skipped"
+    if claimed.obsolete:
+        async with runtime.sessionmaker() as session, session.begin():
+            await mark_failed(session, claimed, OBSOLETE)
+        _count(claimed, "obsolete", OBSOLETE, logging.INFO)
+        return "obsolete"
     error = await _send(settings, claimed)
     if error is None:
         await _record_sent(runtime.sessionmaker, claimed)
