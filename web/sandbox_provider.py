@@ -114,11 +114,12 @@ class Fault:
     count: int | None = None
     seconds: float = 30.0
     status: int = 502
-    retry_after: int = 30
+    retry_after: float = 30  # a fraction is allowed: time-compressed simulations scale it down
     variant: str = "not_json"
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
-    ends_at: float | None = None  # time.monotonic() deadline (outage)
+    lasts_seconds: float | None = None  # once it first hits a request, it ends by itself this much later
+    ends_at: float | None = None  # time.monotonic() deadline (outage, or a hit fault with lasts_seconds)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -188,6 +189,7 @@ class SandboxState:
     faults: dict[str, Fault] = field(default_factory=dict)  # by refresh token, or PROVIDER_WIDE
     requests_by_token: Counter[str] = field(default_factory=Counter)
     requests_by_grant_type: Counter[str] = field(default_factory=Counter)
+    access_token_lifetime: int = ACCESS_TOKEN_LIFETIME  # `expires_in` of issued access tokens
 
     def reset(self) -> None:
         """Forget every account, token, code, fault and count; keep the client's configuration."""
@@ -265,6 +267,8 @@ class SandboxState:
             if fault.ends_at is not None and fault.ends_at <= now:
                 del self.faults[key]
                 continue
+            if fault.lasts_seconds is not None and fault.ends_at is None:
+                fault.ends_at = now + fault.lasts_seconds
             if fault.count is not None:
                 fault.count -= 1
                 if fault.count <= 0:
@@ -364,7 +368,7 @@ FAULT_RESPONSES: dict[FaultMode, Callable[[Fault], Response]] = {
     FaultMode.REVOKE: lambda f: invalid_grant(),
     FaultMode.HTTP_5XX: lambda f: google_error_page(f.status),
     FaultMode.RATE_LIMIT: lambda f: google_error(
-        429, "rate_limit_exceeded", "Rate Limit Exceeded", {"Retry-After": str(f.retry_after)}
+        429, "rate_limit_exceeded", "Rate Limit Exceeded", {"Retry-After": f"{f.retry_after:g}"}
     ),
     FaultMode.MALFORMED: _malformed_response,
     FaultMode.INVALID_CLIENT: lambda f: google_error(401, "invalid_client", "Unauthorized"),
@@ -380,7 +384,7 @@ def _refresh_grant(state: SandboxState, form: FormData) -> Response:
     grant = state.grants.get(token)
     if grant is None:
         return invalid_grant()
-    body: dict[str, Any] = {"access_token": new_access_token(), "expires_in": ACCESS_TOKEN_LIFETIME}
+    body: dict[str, Any] = {"access_token": new_access_token(), "expires_in": state.access_token_lifetime}
     if grant.rotate:
         grant = state.rotate(grant)
         body["refresh_token"] = grant.refresh_token
@@ -408,7 +412,7 @@ def _code_grant(state: SandboxState, form: FormData) -> Response:
     grant = state.add_grant(account.sub, scope=code.scope)
     body = {
         "access_token": new_access_token(),
-        "expires_in": ACCESS_TOKEN_LIFETIME,
+        "expires_in": state.access_token_lifetime,
         "refresh_token": grant.refresh_token,
         "scope": grant.scope,
         "token_type": "Bearer",
@@ -561,10 +565,11 @@ def parse_fault(data: Mapping[str, Any]) -> tuple[str, Fault]:
         count=_get(data, "count", int),
         seconds=float(_get(data, "seconds", (int, float), 60.0 if mode is FaultMode.OUTAGE else 30.0)),
         status=_get(data, "status", int, default_status),
-        retry_after=_get(data, "retry_after", int, 30),
+        retry_after=_get(data, "retry_after", (int, float), 30),
         variant=_get(data, "variant", str, "not_json"),
         headers={str(k): str(v) for k, v in (_get(data, "headers", dict) or {}).items()},
         body=_get(data, "body", str, ""),
+        lasts_seconds=_get(data, "lasts_seconds", (int, float)),
     )
     _check_fault(fault)
     if mode is FaultMode.OUTAGE:
@@ -575,8 +580,8 @@ def parse_fault(data: Mapping[str, Any]) -> tuple[str, Fault]:
 def _check_fault(fault: Fault) -> None:
     if fault.count is not None and fault.count < 1:
         raise SandboxRequestError("count must be at least 1 (leave it out for 'until cleared')")
-    if fault.seconds < 0 or fault.retry_after < 0:
-        raise SandboxRequestError("seconds and retry_after must not be negative")
+    if fault.seconds < 0 or fault.retry_after < 0 or (fault.lasts_seconds or 0) < 0:
+        raise SandboxRequestError("seconds, retry_after and lasts_seconds must not be negative")
     if fault.mode is FaultMode.HTTP_5XX and not 500 <= fault.status <= 599:
         raise SandboxRequestError("http_5xx needs a status from 500 to 599")
     if not 200 <= fault.status <= 599:
@@ -677,8 +682,14 @@ def sandbox_state(app: Starlette) -> SandboxState:
     return state
 
 
-def create_sandbox_app(*, client_id: str, client_secret: str, redirect_uris: tuple[str, ...] = ()) -> Starlette:
-    """A fresh sandbox provider for one OAuth client; `redirect_uris` empty accepts any http(s) URL."""
+def create_sandbox_app(
+    *, client_id: str, client_secret: str, redirect_uris: tuple[str, ...] = (),
+    access_token_lifetime: int = ACCESS_TOKEN_LIFETIME,
+) -> Starlette:  # fmt: skip
+    """A fresh sandbox provider for one OAuth client; `redirect_uris` empty accepts any http(s) URL.
+
+    `access_token_lifetime` (seconds) is shortened by time-compressed simulations (`tokenwarden simulate`).
+    """
     routes = [
         Route("/authorize", authorize_page, methods=["GET"], name="authorize"),
         Route("/authorize", authorize_decision, methods=["POST"], name="authorize_decision"),
@@ -695,5 +706,6 @@ def create_sandbox_app(*, client_id: str, client_secret: str, redirect_uris: tup
     ]
     app = Starlette(routes=routes, exception_handlers={SandboxRequestError: _bad_sandbox_request})
     app.state.sandbox = SandboxState(client_id, client_secret, tuple(redirect_uris))
+    app.state.sandbox.access_token_lifetime = access_token_lifetime
     app.state.sandbox_templates = Jinja2Templates(directory=TEMPLATES_DIR)
     return app
