@@ -1,0 +1,121 @@
+"""The app's plumbing: /healthz, /metrics, error pages, start-up checks, and `tokenwarden serve` for real."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from statemachine.runtime import open_runtime
+from statemachine.settings import SettingsError, load_settings
+from tests.web.support import SECRET_KEY, Browser
+from web.app import create_app
+from web.pages import WebContext
+from web.serving import serve_in_thread
+from web.signing import Signing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_healthz_reports_each_check(browser: Browser) -> None:
+    answer = await browser().get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+
+@pytest.mark.parametrize("broken", ["database", "redis"])
+async def test_healthz_is_503_when_a_dependency_is_down(web_env: dict[str, str], broken: str) -> None:
+    env = dict(web_env)
+    if broken == "database":
+        env["DATABASE_URL"] = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
+    settings = load_settings(env)
+    redis_url = "unix:///nonexistent/redis.sock" if broken == "redis" else settings.redis_url
+    async with open_runtime(settings) as runtime:
+        redis = Redis.from_url(redis_url)
+        app = create_app(settings, context=WebContext(runtime, redis, Signing(SECRET_KEY)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.base_url) as client:
+            answer = await client.get("/healthz")
+        await redis.aclose()
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["status"] == "failing"
+    assert body["checks"][broken].startswith("failing (")
+    assert "nobody" not in answer.text
+    assert "nonexistent" not in answer.text
+
+
+async def test_metrics_is_a_route_not_a_redirect(browser: Browser) -> None:
+    answer = await browser().get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "# TYPE python_info gauge" in answer.text
+
+
+async def test_unknown_paths_end_on_a_page_or_json(browser: Browser) -> None:
+    page = await browser().get("/nowhere")
+    assert page.status_code == 404
+    assert "Page not found" in page.text
+    api = await browser().get("/api/nowhere")
+    assert api.status_code == 404
+    assert api.json() == {"error": "Not Found"}
+
+
+async def test_static_css_is_served(browser: Browser) -> None:
+    css = await browser().get("/static/app.css")
+    assert css.status_code == 200
+    assert ".banner-danger" in css.text
+
+
+def test_the_app_refuses_to_start_without_a_secret_key(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="TOKENWARDEN_SECRET_KEY is not set"):
+        create_app(load_settings(env))
+
+
+def test_the_lifespan_opens_and_closes_the_resources(web_env: dict[str, str]) -> None:
+    app: Starlette = create_app(load_settings(web_env))
+    with serve_in_thread(app) as server:
+        assert httpx.get(f"{server.url}/healthz", timeout=5).json()["status"] == "ok"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serving(web_env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
+    """`tokenwarden serve` in a subprocess, as an operator runs it; returns its URL once it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **web_env, "TOKENWARDEN_BASE_URL": url}
+    command = [sys.executable, "-m", "statemachine.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return url, process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"tokenwarden serve did not start:\n{process.communicate()[0].decode()}")
+
+
+def test_tokenwarden_serve_runs_the_app_and_logs_no_query_string(web_env: dict[str, str]) -> None:
+    url, process = start_serving(web_env)
+    try:
+        assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
+        assert httpx.get(f"{url}/login?token=SECRET-LOOKING-VALUE", timeout=5).status_code == 400
+    finally:
+        process.terminate()
+        log = process.communicate(timeout=10)[0].decode()
+    assert "GET /login 400" in log
+    assert "SECRET-LOOKING-VALUE" not in log

@@ -1,0 +1,63 @@
+"""`tokenwarden serve` and `tokenwarden login-link`, added to the CLI through the `tokenwarden.commands` entry point."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+
+import uvicorn
+
+from statemachine.db import make_engine, make_sessionmaker
+from statemachine.logs import configure_logging, log_level
+from statemachine.settings import load_settings
+from web.app import create_app
+from web.auth import MAX_LINK_MINUTES, create_login_link
+from web.signing import Signing
+
+DEFAULT_LINK_MINUTES = 15
+
+
+def _minutes(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LINK_MINUTES:
+        raise argparse.ArgumentTypeError(f"minutes must be a whole number from 1 to {MAX_LINK_MINUTES}")
+    return int(text)
+
+
+def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the web app until interrupted; the configuration is checked before the port is opened."""
+    app = create_app(load_settings(env))
+    configure_logging(log_level(env, "INFO"))
+    # access_log=False: uvicorn's line includes the query string, where login links and OAuth callbacks
+    # carry one-time secrets; web.app logs method, path and status instead.
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=True)
+    return 0
+
+
+async def login_link(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print a single-use sign-in link for an existing user."""
+    settings = load_settings(env)
+    settings.require("database_url", "secret_key")
+    assert settings.database_url is not None
+    assert settings.secret_key is not None
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        link = await create_login_link(
+            make_sessionmaker(engine), Signing(settings.secret_key.reveal()), settings.base_url, args.email,
+            args.minutes,
+        )  # fmt: skip
+    finally:
+        await engine.dispose()
+    print(link)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("serve", help="run the web app (dashboard, reconnect, operator pages, /healthz, /metrics)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    run.set_defaults(handler=serve)
+    link = sub.add_parser("login-link", help="print a single-use sign-in link for a user")
+    link.add_argument("email", help="the user's email (the user must exist: `tokenwarden user add`)")
+    link.add_argument("--minutes", type=_minutes, default=DEFAULT_LINK_MINUTES,
+                      help=f"how long the link works (default {DEFAULT_LINK_MINUTES})")  # fmt: skip
+    link.set_defaults(handler=login_link)

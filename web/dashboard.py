@@ -1,0 +1,55 @@
+"""The user's dashboard: each of their mailboxes with its state-driven banner, and one notice per incident."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from statemachine.emails import provider_display_name
+from web import reports, store
+from web.auth import authenticate
+from web.banners import Banner, banner_for
+from web.pages import context_of, render
+
+
+@dataclass(frozen=True)
+class MailboxCard:
+    id: int
+    address: str
+    provider: str
+    state: str
+    banner: Banner
+    last_refreshed_at: datetime | None
+
+
+def card_for(row: Any, incident_providers: set[str], now: datetime) -> MailboxCard:
+    banner = banner_for(
+        row.state, row.token_refresh_error, row.next_refresh_at, now,
+        provider=row.provider, failure_kind=row.failure_kind, incident=row.provider in incident_providers,
+    )  # fmt: skip
+    return MailboxCard(row.id, row.address, row.provider, row.state, banner, row.last_refreshed_at)
+
+
+async def dashboard(request: Request) -> Response:
+    """GET /: the signed-in user's mailboxes; a short explanation for everyone else."""
+    auth = await authenticate(request)
+    if auth is None:
+        return render(request, "signed_out.html")
+    now = datetime.now(UTC)
+    async with context_of(request).runtime.sessionmaker() as session, session.begin():
+        rows = await reports.owned_mailboxes(session, auth.user.user_id)
+        incidents = await reports.incident_providers(session)
+        flash = await store.take_flash(session, auth.user.session_id)
+    cards = [card_for(row, incidents, now) for row in rows]
+    notices = [provider_display_name(p) for p in sorted({card.provider for card in cards} & incidents)]
+    response = render(request, "dashboard.html", {"cards": cards, "notices": notices, "flash": flash})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+routes = [Route("/", dashboard, methods=["GET"], name="dashboard")]

@@ -1,0 +1,113 @@
+"""Read queries behind the dashboard, the operator pages and the API (no token column is ever selected).
+
+Incidents and refresh outcomes are read straight from their tables: the web needs only "which
+providers have an open incident" and a ratio, not the worker's incident logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from statemachine.models import Incident, Mailbox, RefreshOutcome, User
+from statemachine.queries import MAILBOX_COLUMNS
+
+LIST_LIMIT = 200
+FAILING_FOR = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+
+
+@dataclass(frozen=True)
+class MailboxFilter:
+    """The operator list's filters; None means "any"."""
+
+    state: str | None = None
+    provider: str | None = None
+    search: str | None = None
+    failing_for: str | None = None  # a key of FAILING_FOR
+
+
+def plain(row: Any) -> dict[str, Any]:
+    """A row as a JSON-ready dict (the same shape as statemachine.queries)."""
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
+
+
+def _mailboxes() -> Select[Any]:
+    return select(*MAILBOX_COLUMNS).join(User, User.id == Mailbox.user_id)
+
+
+async def owned_mailboxes(session: AsyncSession, user_id: int) -> list[Any]:
+    """The user's mailboxes, in the order they were connected."""
+    return list(await session.execute(_mailboxes().where(Mailbox.user_id == user_id).order_by(Mailbox.id)))
+
+
+async def mailbox_owner(session: AsyncSession, mailbox_id: int) -> int | None:
+    """The owner's user id, or None when there is no such mailbox."""
+    return await session.scalar(select(Mailbox.user_id).where(Mailbox.id == mailbox_id))
+
+
+async def mailbox_provider(session: AsyncSession, mailbox_id: int, user_id: int) -> tuple[str, str] | None:
+    """(provider, address) of the user's own mailbox; None when it is not theirs or does not exist."""
+    statement = select(Mailbox.provider, Mailbox.address).where(Mailbox.id == mailbox_id, Mailbox.user_id == user_id)
+    row = (await session.execute(statement)).one_or_none()
+    return (row.provider, row.address) if row is not None else None
+
+
+async def incident_providers(session: AsyncSession) -> set[str]:
+    return set(await session.scalars(select(Incident.provider).where(Incident.status == "open")))
+
+
+async def open_incidents(session: AsyncSession) -> list[dict[str, Any]]:
+    columns = (Incident.id, Incident.provider, Incident.cause, Incident.code, Incident.failure_ratio,
+               Incident.mailboxes_affected, Incident.opened_at)  # fmt: skip
+    statement = select(*columns).where(Incident.status == "open").order_by(Incident.opened_at)
+    return [plain(row) for row in await session.execute(statement)]
+
+
+async def counts(session: AsyncSession) -> list[dict[str, Any]]:
+    """Mailboxes per (provider, state)."""
+    statement = (
+        select(Mailbox.provider, Mailbox.state, func.count().label("mailboxes"))
+        .group_by(Mailbox.provider, Mailbox.state)
+        .order_by(Mailbox.provider, Mailbox.state)
+    )
+    return [plain(row) for row in await session.execute(statement)]
+
+
+async def success_rate(session: AsyncSession, now: datetime, hours: int = 24) -> dict[str, Any]:
+    """Successful refresh cycles / all cycles over the last `hours`; `rate` is None when there were none."""
+    succeeded = func.count().filter(RefreshOutcome.outcome == "success")
+    statement = select(succeeded, func.count()).where(RefreshOutcome.at > now - timedelta(hours=hours))
+    ok, total = (await session.execute(statement)).one()
+    return {"hours": hours, "succeeded": ok, "cycles": total, "rate": ok / total if total else None, "target": 0.95}
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def filtered_mailboxes(
+    session: AsyncSession, wanted: MailboxFilter, now: datetime, limit: int = LIST_LIMIT
+) -> tuple[list[dict[str, Any]], int]:
+    """The operator list: matching mailboxes, longest-failing first, and how many match in all."""
+    conditions = []
+    if wanted.state:
+        conditions.append(Mailbox.state == wanted.state)
+    if wanted.provider:
+        conditions.append(Mailbox.provider == wanted.provider)
+    if wanted.search:
+        conditions.append(Mailbox.address.ilike(f"%{_escape_like(wanted.search.strip().lower())}%", escape="\\"))
+    if wanted.failing_for in FAILING_FOR:
+        conditions.append(Mailbox.token_refresh_failed_at <= now - FAILING_FOR[wanted.failing_for])
+    statement = (
+        _mailboxes()
+        .where(*conditions)
+        .order_by(Mailbox.token_refresh_failed_at.asc().nulls_last(), Mailbox.id)
+        .limit(limit)
+    )
+    rows = [plain(row) for row in await session.execute(statement)]
+    total = await session.scalar(select(func.count()).select_from(Mailbox).where(*conditions))
+    return rows, int(total or 0)
