@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statemachine.runtime import open_runtime
 from statemachine.settings import Settings, load_settings
-from web import auth, dashboard, oauth
+from web import api, auth, dashboard, oauth, ops
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
 
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None, context: WebContext | None = No
             yield
 
     routes = [
-        *dashboard.routes, *auth.routes, *oauth.routes,
+        *dashboard.routes, *auth.routes, *oauth.routes, *ops.routes, *api.routes,
         Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]  # fmt: skip

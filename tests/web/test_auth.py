@@ -80,6 +80,7 @@ async def test_sign_out_ends_the_session_on_the_server(web: WebContext, sign_in:
     copy = browser()
     copy.cookies.update(stolen)
     assert "You are not signed in" in (await copy.get("/")).text
+    assert (await copy.get("/api/mailboxes")).status_code == 401
     async with web.runtime.sessionmaker() as session:
         assert await session.scalar(select(func.count()).where(WebSession.revoked_at.is_not(None))) == 1
 

@@ -1,0 +1,165 @@
+"""Operator pages, their actions and the JSON API, with the authorization rules of each."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import insert
+
+from statemachine import queries
+from statemachine.models import Incident, Notification, RefreshOutcome
+from tests.web.support import ADMIN, OTHER, OWNER, Browser, SignIn, csrf_of, mailbox, now, row
+from web.pages import WebContext
+
+OPS_PAGES = ["/ops", "/ops/mailboxes/{id}", "/api/mailboxes?all=1", "/api/ops/summary"]
+
+
+async def outcomes(web: WebContext, ok: int, failed: int, *, hours_ago: float = 1) -> None:
+    at = now() - timedelta(hours=hours_ago)
+    rows = [{"provider": "google", "mailbox_id": 1, "outcome": "success", "at": at}] * ok
+    rows += [{"provider": "google", "mailbox_id": 1, "outcome": "transient", "code": "http_503", "at": at}] * failed
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(insert(RefreshOutcome), rows)
+
+
+@pytest.mark.parametrize("path", OPS_PAGES)
+async def test_operator_pages_need_the_admin_flag(
+    web: WebContext, sign_in: SignIn, browser: Browser, path: str
+) -> None:
+    mailbox_id = await mailbox(web)
+    url = path.format(id=mailbox_id)
+    assert (await browser().get(url)).status_code == 401
+    assert (await (await sign_in()).get(url)).status_code == 403
+    assert (await (await sign_in(ADMIN, admin=True)).get(url)).status_code == 200
+
+
+async def test_overview_counts_rate_and_incidents(web: WebContext, sign_in: SignIn) -> None:
+    await mailbox(web)
+    await mailbox(
+        web, address="b@gmail.test", state="degraded", token_refresh_failed_at=now(), failure_kind="transient"
+    )
+    await outcomes(web, ok=97, failed=3)
+    await outcomes(web, ok=0, failed=50, hours_ago=25)  # outside the window
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(insert(Incident).values(provider="google", cause="token endpoint answers 503"))
+    page = (await (await sign_in(ADMIN, admin=True)).get("/ops")).text
+    assert 'data-rate="0.9700"' in page
+    assert "97 of 100 cycles · target &gt; 95 %" in page
+    assert "(met)" in page
+    assert "token endpoint answers 503" in page
+    counts = re.search(r'<tr data-provider="google">.*?</tr>', page, re.S)
+    assert counts is not None
+    assert re.search(r'data-count="healthy"><a [^>]*>1<', counts.group(0))
+    assert re.search(r'data-count="degraded"><a [^>]*>1<', counts.group(0))
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),
+        ("?state=disconnected", {"c@gmail.test"}),
+        ("?q=B%40GMAIL", {"b@gmail.test"}),
+        ("?q=%25", set()),  # a LIKE wildcard is searched for literally
+        ("?failing=24h", {"c@gmail.test"}),
+        ("?provider=microsoft", set()),
+        ("?state=bogus&failing=forever", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),
+    ],
+)
+async def test_the_mailbox_list_filters(web: WebContext, sign_in: SignIn, query: str, expected: set[str]) -> None:
+    await mailbox(web, address="a@gmail.test")
+    await mailbox(
+        web, address="b@gmail.test", state="retrying", token_refresh_failed_at=now(), failure_kind="transient"
+    )
+    old = now() - timedelta(days=2)
+    await mailbox(
+        web, address="c@gmail.test", state="disconnected", token_refresh_failed_at=old, failure_kind="permanent"
+    )
+    page = (await (await sign_in(ADMIN, admin=True)).get(f"/ops{query}")).text
+    listed = set(re.findall(r'<td><a href="/ops/mailboxes/\d+">([^<]+@[^<]+)</a></td>', page))
+    assert listed == expected
+
+
+async def test_mailbox_page_shows_history_and_outbox_and_actions_are_recorded(web: WebContext, sign_in: SignIn) -> None:
+    mailbox_id = await mailbox(web)
+    admin = await sign_in(ADMIN, admin=True)
+    token = await csrf_of(admin, f"/ops/mailboxes/{mailbox_id}")
+    done = await admin.post(
+        f"/ops/mailboxes/{mailbox_id}/disconnect", data={"csrf_token": token, "reason": "owner asked by phone"}
+    )
+    assert (done.status_code, done.headers["location"]) == (303, f"/ops/mailboxes/{mailbox_id}")
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(
+            insert(Notification).values(
+                mailbox_id=mailbox_id, kind="token_refresh_final_failure", recipient=OWNER, subject="Gmail lost",
+                body_text="t", body_html="h", dedupe_key="k1", message_id="<m1@test>",
+            )
+        )  # fmt: skip
+    page = (await admin.get(f"/ops/mailboxes/{mailbox_id}")).text
+    assert "Disconnected. The owner sees the red banner" in page
+    timeline = re.search(r'<tr data-event="ops_disconnect">.*?</tr>', page, re.S)
+    assert timeline is not None
+    for text in ("healthy → disconnected", "owner asked by phone", f"operator:{ADMIN}"):
+        assert text in timeline.group(0)
+    assert 'data-email="token_refresh_final_failure"' in page
+    again = await admin.post(f"/ops/mailboxes/{mailbox_id}/disconnect", data={"csrf_token": token})
+    assert again.status_code == 303
+    assert "Nothing was done" in (await admin.get(f"/ops/mailboxes/{mailbox_id}")).text
+    retry = await admin.post(f"/ops/mailboxes/{mailbox_id}/retry-now", data={"csrf_token": token})
+    assert retry.status_code == 303
+    mailbox_row = await row(web, mailbox_id)
+    assert mailbox_row.state == "retrying"
+    assert mailbox_row.next_refresh_at is not None
+    assert mailbox_row.next_refresh_at <= now()
+    async with web.runtime.sessionmaker() as session:
+        actors = [(r["event"], r["actor"]) for r in await queries.history(session, mailbox_id)]
+    assert actors == [("ops_disconnect", f"operator:{ADMIN}"), ("ops_retry_now", f"operator:{ADMIN}")]
+
+
+async def test_actions_need_csrf_and_the_admin_flag(web: WebContext, sign_in: SignIn) -> None:
+    mailbox_id = await mailbox(web)
+    admin = await sign_in(ADMIN, admin=True)
+    user = await sign_in()
+    for action in ("retry-now", "disconnect"):
+        url = f"/ops/mailboxes/{mailbox_id}/{action}"
+        assert (await admin.post(url, data={})).status_code == 403
+        assert (await admin.post(url, data={"csrf_token": "f" * 64})).status_code == 403
+        assert (await user.post(url, data={"csrf_token": await csrf_of(user)})).status_code == 403
+        assert (await admin.get(url)).status_code == 405
+    assert (
+        await admin.post("/ops/mailboxes/999999/disconnect", data={"csrf_token": await csrf_of(admin)})
+    ).status_code == 404
+    assert (await row(web, mailbox_id)).state == "healthy"
+
+
+async def test_api_users_read_their_own_mailboxes_only(web: WebContext, sign_in: SignIn, browser: Browser) -> None:
+    mine = await mailbox(web)
+    theirs = await mailbox(web, user=OTHER, address="them@gmail.test")
+    client = await sign_in()
+    listed = (await client.get("/api/mailboxes")).json()["mailboxes"]
+    assert [m["id"] for m in listed] == [mine]
+    assert (await client.get(f"/api/mailboxes/{mine}")).json()["address"] == "ana@gmail.test"
+    assert (await client.get(f"/api/mailboxes/{mine}/history")).json() == {"mailbox_id": mine, "history": []}
+    for path in (f"/api/mailboxes/{theirs}", f"/api/mailboxes/{theirs}/history", "/api/mailboxes/999999"):
+        answer = await client.get(path)
+        assert answer.status_code == 404
+        assert answer.json() == {"error": answer.json()["error"]}
+    assert (await client.get("/api/mailboxes?all=1")).status_code == 403
+    assert (await client.get("/api/mailboxes?state=bogus")).status_code == 400
+    assert (await browser().get("/api/mailboxes")).status_code == 401
+
+
+async def test_api_operators_read_every_mailbox_and_no_secret(web: WebContext, sign_in: SignIn) -> None:
+    first = await mailbox(web)
+    second = await mailbox(web, user=OTHER, address="them@gmail.test")
+    admin = await sign_in(ADMIN, admin=True)
+    everything = await admin.get("/api/mailboxes?all=1")
+    assert [m["id"] for m in everything.json()["mailboxes"]] == [first, second]
+    assert (await admin.get("/api/mailboxes")).json() == {"mailboxes": []}  # an operator's own
+    assert (await admin.get(f"/api/mailboxes/{second}")).status_code == 200
+    summary = (await admin.get("/api/ops/summary")).json()
+    assert summary["success_rate_24h"]["rate"] is None
+    for body in (everything.text, (await admin.get(f"/api/mailboxes/{second}")).text):
+        assert "SECRET" not in body
+        assert "ciphertext" not in body

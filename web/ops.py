@@ -1,0 +1,117 @@
+"""Operator pages (admin only): the fleet at a glance, a filterable mailbox list, and one mailbox's story.
+
+"Why was this mailbox disconnected, and when?" is answered by /ops/mailboxes/{id}: every history row
+(event, from -> to, reason, actor, time) and every email the outbox holds for it. The two actions
+are events like any other, recorded with `operator:<email>` as the actor; "retry now" only makes
+the mailbox due, the worker's next scan refreshes it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from statemachine import queries
+from statemachine.machine import InvalidEventError
+from statemachine.models import PROVIDERS
+from statemachine.operations import operator_action
+from statemachine.repository import UnknownMailboxError
+from statemachine.states import Event, State
+from web import reports, store
+from web.auth import checked_form, require_admin
+from web.pages import PageError, context_of, render
+
+MAX_NOTE_LENGTH = 500
+ACTIONS = {
+    "retry-now": (Event.OPS_RETRY_NOW, "Retry scheduled: the worker will try this mailbox at its next scan."),
+    "disconnect": (Event.OPS_DISCONNECT, "Disconnected. The owner sees the red banner and can reconnect."),
+}
+
+
+def mailbox_filter(params: Any) -> reports.MailboxFilter:
+    """The list's filters from the query string; unknown values are ignored rather than guessed at."""
+    state = params.get("state")
+    provider = params.get("provider")
+    failing = params.get("failing")
+    return reports.MailboxFilter(
+        state=state if state in {s.value for s in State} else None,
+        provider=provider if provider in PROVIDERS else None,
+        search=(params.get("q") or "").strip()[:200] or None,
+        failing_for=failing if failing in reports.FAILING_FOR else None,
+    )
+
+
+def pivot(counts: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """{provider: {state: mailboxes, ..., "total": n}} with every state present."""
+    table: dict[str, dict[str, int]] = {}
+    for row in counts:
+        cells = table.setdefault(row["provider"], {s.value: 0 for s in State} | {"total": 0})
+        cells[row["state"]] += row["mailboxes"]
+        cells["total"] += row["mailboxes"]
+    return table
+
+
+async def overview(request: Request) -> Response:
+    """GET /ops: counts, the 24 h success rate, open incidents and the filtered mailbox list."""
+    await require_admin(request)
+    wanted = mailbox_filter(request.query_params)
+    now = datetime.now(UTC)
+    async with context_of(request).runtime.sessionmaker() as session:
+        counts = await reports.counts(session)
+        rate = await reports.success_rate(session, now)
+        incidents = await reports.open_incidents(session)
+        mailboxes, matching = await reports.filtered_mailboxes(session, wanted, now)
+    context = {
+        "counts": pivot(counts), "rate": rate, "incidents": incidents, "mailboxes": mailboxes, "matching": matching,
+        "wanted": wanted, "states": [s.value for s in State], "providers": PROVIDERS, "failing": reports.FAILING_FOR,
+    }  # fmt: skip
+    return render(request, "ops/index.html", context)
+
+
+async def mailbox_page(request: Request) -> Response:
+    """GET /ops/mailboxes/{id}: the mailbox, its whole history timeline and its outbox."""
+    auth = await require_admin(request)
+    mailbox_id: int = request.path_params["mailbox_id"]
+    async with context_of(request).runtime.sessionmaker() as session, session.begin():
+        try:
+            mailbox = await queries.show_mailbox(session, mailbox_id)
+        except UnknownMailboxError:
+            raise PageError(404, "Mailbox not found", f"There is no mailbox {mailbox_id}.") from None
+        history = await queries.history(session, mailbox_id)
+        outbox = await queries.outbox(session, mailbox_id)
+        flash = await store.take_flash(session, auth.user.session_id)
+    context = {"mailbox": mailbox, "history": list(reversed(history)), "outbox": outbox, "flash": flash}
+    return render(request, "ops/mailbox.html", context)
+
+
+async def action(request: Request) -> Response:
+    """POST /ops/mailboxes/{id}/{retry-now|disconnect}: apply the operator's event, then back to the page."""
+    auth = await require_admin(request)
+    form = await checked_form(request, auth)
+    mailbox_id: int = request.path_params["mailbox_id"]
+    if request.path_params["action"] not in ACTIONS:
+        raise PageError(404, "No such action", "Operators can retry now or disconnect.")
+    event, done = ACTIONS[request.path_params["action"]]
+    note = str(form.get("reason") or "").strip()[:MAX_NOTE_LENGTH] or None
+    runtime, actor = context_of(request).runtime, f"operator:{auth.user.email}"
+    try:
+        await operator_action(runtime.sessionmaker, runtime.events, mailbox_id, event, actor, note)
+        flash = ("success", done)
+    except UnknownMailboxError:
+        raise PageError(404, "Mailbox not found", f"There is no mailbox {mailbox_id}.") from None
+    except InvalidEventError:
+        flash = ("error", "Nothing was done: that action is not possible in the mailbox's current state.")
+    async with runtime.sessionmaker() as session, session.begin():
+        await store.set_flash(session, auth.user.session_id, *flash)
+    return RedirectResponse(f"/ops/mailboxes/{mailbox_id}", status_code=303)
+
+
+routes = [
+    Route("/ops", overview, methods=["GET"], name="ops"),
+    Route("/ops/mailboxes/{mailbox_id:int}", mailbox_page, methods=["GET"], name="ops_mailbox"),
+    Route("/ops/mailboxes/{mailbox_id:int}/{action:str}", action, methods=["POST"], name="ops_action"),
+]
