@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +22,7 @@ from tests.factories import add_mailbox
 from web.auth import create_login_link
 from web.pages import WebContext
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "tw-test-session-secret-0123456789-abcdef-DO-NOT-LEAK"
 OWNER, OTHER, ADMIN = "owner@example.test", "other@example.test", "admin@example.test"
 Browser = Callable[[], httpx.AsyncClient]
@@ -70,3 +77,41 @@ async def row(web: WebContext, mailbox_id: int) -> Mailbox:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serving(web_env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """`tokenwarden serve` in a subprocess, as an operator runs it, logging to `log`; returns its URL once it answers.
+
+    A file, not a pipe: nobody reads a pipe while the test runs, and a full one would block the server.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **web_env, "TOKENWARDEN_BASE_URL": url}
+    command = [sys.executable, "-m", "statemachine.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return url, process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"tokenwarden serve did not start:\n{log.read_text(errors='replace')}")
+
+
+def stop_serving(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

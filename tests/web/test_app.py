@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,13 +11,11 @@ from starlette.applications import Starlette
 
 from statemachine.runtime import open_runtime
 from statemachine.settings import SettingsError, load_settings
-from tests.web.support import SECRET_KEY, Browser
+from tests.web.support import SECRET_KEY, Browser, start_serving, stop_serving
 from web.app import create_app
 from web.pages import WebContext
 from web.serving import serve_in_thread
 from web.signing import Signing
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_healthz_reports_each_check(browser: Browser) -> None:
@@ -85,37 +78,14 @@ def test_the_lifespan_opens_and_closes_the_resources(web_env: dict[str, str]) ->
         assert httpx.get(f"{server.url}/healthz", timeout=5).json()["status"] == "ok"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_serving(web_env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
-    """`tokenwarden serve` in a subprocess, as an operator runs it; returns its URL once it answers."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **web_env, "TOKENWARDEN_BASE_URL": url}
-    command = [sys.executable, "-m", "statemachine.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            return url, process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"tokenwarden serve did not start:\n{process.communicate()[0].decode()}")
-
-
-def test_tokenwarden_serve_runs_the_app_and_logs_no_query_string(web_env: dict[str, str]) -> None:
-    url, process = start_serving(web_env)
+def test_tokenwarden_serve_runs_the_app_and_logs_no_query_string(web_env: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    url, process = start_serving(web_env, log)
     try:
         assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
         assert httpx.get(f"{url}/login?token=SECRET-LOOKING-VALUE", timeout=5).status_code == 400
     finally:
-        process.terminate()
-        log = process.communicate(timeout=10)[0].decode()
-    assert "GET /login 400" in log
-    assert "SECRET-LOOKING-VALUE" not in log
+        stop_serving(process)
+    text = log.read_text()
+    assert '"message": "GET /login 400"' in text
+    assert "SECRET-LOOKING-VALUE" not in text
