@@ -7,7 +7,6 @@ The shapes are statemachine.queries' (the CLI's `--json`), so one script works a
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,10 +17,6 @@ from statemachine.states import State
 from web import reports
 from web.auth import Auth, require_admin, require_user
 from web.pages import PageError, context_of
-
-
-def _json(data: Any) -> Response:
-    return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
 async def _readable(request: Request, auth: Auth, mailbox_id: int) -> None:
@@ -46,7 +41,7 @@ async def mailboxes(request: Request) -> Response:
         else:
             rows = [reports.plain(row) for row in await reports.owned_mailboxes(session, auth.user.user_id)]
             rows = [row for row in rows if state is None or row["state"] == state]
-    return _json({"mailboxes": rows})
+    return JSONResponse({"mailboxes": rows})
 
 
 async def mailbox(request: Request) -> Response:
@@ -54,7 +49,7 @@ async def mailbox(request: Request) -> Response:
     mailbox_id: int = request.path_params["mailbox_id"]
     await _readable(request, auth, mailbox_id)
     async with context_of(request).runtime.sessionmaker() as session:
-        return _json(await queries.show_mailbox(session, mailbox_id))
+        return JSONResponse(await queries.show_mailbox(session, mailbox_id))
 
 
 async def history(request: Request) -> Response:
@@ -62,7 +57,7 @@ async def history(request: Request) -> Response:
     mailbox_id: int = request.path_params["mailbox_id"]
     await _readable(request, auth, mailbox_id)
     async with context_of(request).runtime.sessionmaker() as session:
-        return _json({"mailbox_id": mailbox_id, "history": await queries.history(session, mailbox_id)})
+        return JSONResponse({"mailbox_id": mailbox_id, "history": await queries.history(session, mailbox_id)})
 
 
 async def ops_summary(request: Request) -> Response:
@@ -72,7 +67,7 @@ async def ops_summary(request: Request) -> Response:
         counts = await reports.counts(session)
         rate = await reports.success_rate(session, datetime.now(UTC))
         incidents = await reports.open_incidents(session)
-    return _json({"counts": counts, "success_rate_24h": rate, "open_incidents": incidents})
+    return JSONResponse({"counts": counts, "success_rate_24h": rate, "open_incidents": incidents})
 
 
 routes = [

@@ -64,7 +64,8 @@ def _origin(url: str) -> str:
 
 
 class HeadersAndAccessLog:
-    """Pure ASGI middleware: adds the security headers and logs method, path (no query), status, time."""
+    """Pure ASGI middleware: security headers, `no-store` on every dynamic response, and an access log line
+    with method, path (no query string), status and time."""
 
     def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
@@ -75,12 +76,16 @@ class HeadersAndAccessLog:
             await self.app(scope, receive, send)
             return
         started, status = time.perf_counter(), 0
+        static = scope["path"].startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), *self.headers]
+                headers = [*message.get("headers", []), *self.headers]
+                if not any(name.lower() == b"cache-control" for name, _ in headers) and not static:
+                    headers.append((b"cache-control", b"no-store"))  # pages and JSON are personal
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -115,7 +120,7 @@ async def healthz(request: Request) -> Response:
     }
     healthy = all(result == "ok" for result in checks.values())
     body = {"status": "ok" if healthy else "failing", "checks": checks}
-    return JSONResponse(body, status_code=200 if healthy else 503, headers={"Cache-Control": "no-store"})
+    return JSONResponse(body, status_code=200 if healthy else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -133,9 +133,7 @@ async def login_page(request: Request) -> Response:
         user = await store.login_token_user(session, hash_secret(secret), datetime.now(UTC))
     if user is None:
         raise PageError(400, "Sign-in link not valid", _LINK_GONE)
-    response = render(request, "login.html", {"email": user.email, "token": token})
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return render(request, "login.html", {"email": user.email, "token": token})
 
 
 async def login(request: Request) -> Response:

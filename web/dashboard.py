@@ -47,9 +47,7 @@ async def dashboard(request: Request) -> Response:
         flash = await store.take_flash(session, auth.user.session_id)
     cards = [card_for(row, incidents, now) for row in rows]
     notices = [provider_display_name(p) for p in sorted({card.provider for card in cards} & incidents)]
-    response = render(request, "dashboard.html", {"cards": cards, "notices": notices, "flash": flash})
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return render(request, "dashboard.html", {"cards": cards, "notices": notices, "flash": flash})
 
 
 routes = [Route("/", dashboard, methods=["GET"], name="dashboard")]

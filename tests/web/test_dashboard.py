@@ -99,7 +99,18 @@ async def test_security_headers_and_no_secret_in_pages(web: WebContext, sign_in:
     assert "frame-ancestors 'none'" in csp
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["referrer-policy"] == "same-origin"
+    assert page.headers["cache-control"] == "no-store"
     assert "<script" not in page.text
     assert "style=" not in page.text
     for secret in (SECRET_KEY, CLIENT_SECRET, TEST_KEY, "1//refresh-SECRET", *client.cookies.values()):
         assert secret not in page.text
+
+
+async def test_addresses_and_reasons_are_escaped(web: WebContext, sign_in: SignIn) -> None:
+    client = await sign_in()
+    hostile = '"><script>alert(1)</script>@evil.test'
+    await mailbox(web, address=hostile, state="disconnected", token_refresh_error="x: <img src=x onerror=alert(2)>")
+    page = (await client.get("/")).text
+    assert "<script>alert(1)" not in page
+    assert "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
