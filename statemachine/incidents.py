@@ -199,7 +199,7 @@ async def _close_if_recovered(
 
 async def _pull_forward(session: AsyncSession, provider: str, now: datetime, spread_seconds: float) -> None:
     """Retry the waiting mailboxes soon, spread over `spread_seconds` so they do not all hit the provider at once."""
-    soon = literal(now) + literal(timedelta(seconds=1)) * (func.random() * spread_seconds)
+    soon = literal(now) + func.make_interval(0, 0, 0, 0, 0, 0, func.random() * spread_seconds)
     statement = (
         update(Mailbox)
         .where(_failing(provider))

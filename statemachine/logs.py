@@ -21,6 +21,8 @@ LOG_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("tokenwarden_log_context
 LEVEL_VARIABLE = "TOKENWARDEN_LOG_LEVEL"
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 _HANDLER_MARK = "_tokenwarden_json"
+# Chatty at INFO (one line per callback, per HTTP request): shown only when DEBUG is asked for.
+_CHATTY_LOGGERS = ("transitions", "httpx", "httpcore")
 
 
 @contextlib.contextmanager
@@ -83,6 +85,8 @@ def configure_logging(level: str | int = logging.INFO) -> None:
     """Send JSON lines to stderr from the root logger; idempotent, leaves other handlers (pytest's) alone."""
     root = logging.getLogger()
     root.setLevel(level)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
     if any(getattr(handler, _HANDLER_MARK, False) for handler in root.handlers):
         return
     handler = _StderrHandler()

@@ -40,6 +40,14 @@ class Claim:
         return f"{self.job_id}:reclaim:{epoch_ms(now)}"
 
 
+@dataclass(frozen=True)
+class StartedClaim:
+    """The claim a job took over: its own owner id, for `run_cycle(lease_owner=...)`."""
+
+    owner: uuid.UUID
+    provider: str
+
+
 def epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
@@ -72,16 +80,17 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease_seco
 
 async def start_claim(
     session: AsyncSession, mailbox_id: int, owner: uuid.UUID, now: datetime, lease_seconds: float
-) -> uuid.UUID | None:
-    """Take over the claim `owner` from the scan for this job; None when it is finished or taken already."""
+) -> StartedClaim | None:
+    """Take over the claim `owner` for this job; None when it is finished or another job took it."""
     mine = uuid.uuid4()
     statement = (
         update(Mailbox)
         .where(Mailbox.id == mailbox_id, Mailbox.lease_owner == owner)
         .values(lease_owner=mine, lease_until=now + timedelta(seconds=lease_seconds))
-        .returning(Mailbox.id)
+        .returning(Mailbox.provider)
     )
-    return mine if (await session.execute(statement)).scalar_one_or_none() is not None else None
+    provider = (await session.execute(statement)).scalar_one_or_none()
+    return None if provider is None else StartedClaim(mine, provider)
 
 
 async def provider_of(session: AsyncSession, mailbox_id: int) -> str | None:

@@ -1,0 +1,61 @@
+"""`tokenwarden worker` and `tokenwarden incidents`, added to the CLI through the entry-point group."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jobs.serve import serve
+from statemachine.db import make_engine, make_sessionmaker
+from statemachine.incidents import list_incidents
+from statemachine.logs import configure_logging, log_level
+from statemachine.settings import load_settings
+
+Env = Mapping[str, str]
+INCIDENT_COLUMNS = ("id", "provider", "status", "opened_at", "closed_at", "cause")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = sub.add_parser("worker", help="run the worker: scheduled refreshes, email delivery, incident guard")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty (one pass)")
+    worker.set_defaults(handler=run_worker)
+    incidents = sub.add_parser("incidents", help="provider incidents, newest first")
+    incidents.add_argument("--limit", type=int, default=100)
+    incidents.add_argument("--json", action="store_true", help="machine-readable output")
+    incidents.set_defaults(handler=show_incidents)
+
+
+async def run_worker(args: argparse.Namespace, env: Env) -> int:
+    settings = load_settings(env)
+    settings.require("database_url", "encryption_keys")
+    configure_logging(log_level(env, "INFO"))
+    return await serve(settings, burst=args.burst)
+
+
+async def show_incidents(args: argparse.Namespace, env: Env) -> int:
+    settings = load_settings(env)
+    settings.require("database_url")
+    assert settings.database_url is not None
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            rows = await list_incidents(session, args.limit)
+    finally:
+        await engine.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+    else:
+        _table(rows)
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no incidents")
+        return
+    cells = [[str(row[c]) if row[c] is not None else "-" for c in INCIDENT_COLUMNS] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(INCIDENT_COLUMNS)]
+    for line in [list(INCIDENT_COLUMNS), *cells]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

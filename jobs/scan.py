@@ -1,0 +1,75 @@
+"""The due-scan (an arq cron): claim due mailboxes in PostgreSQL, then enqueue one refresh job per claim.
+
+Claims are committed before anything is enqueued, in short batches, so a crash in between leaves
+only leases that run out and are claimed again: Redis may lose every job and no mailbox is
+forgotten. The job id names the mailbox and its due time, so a claim enqueued twice runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
+
+from statemachine import scheduling
+from statemachine.runtime import Runtime
+from statemachine.scheduling import Claim
+
+logger = logging.getLogger(__name__)
+
+REFRESH_JOB = "refresh_mailbox"
+ENQUEUE_CONCURRENCY = 20
+
+
+def scan_budget_seconds(interval_seconds: float) -> float:
+    """Stop claiming new batches after this long, so one scan never runs into the next one."""
+    return max(1.0, 0.8 * interval_seconds)
+
+
+async def scan_due(ctx: Mapping[str, Any]) -> dict[str, int]:
+    """Claim and enqueue every due mailbox, batch by batch, until none is due or the time budget is spent."""
+    runtime: Runtime = ctx["runtime"]
+    settings = runtime.settings
+    deadline = time.monotonic() + scan_budget_seconds(settings.scan_interval_seconds)
+    totals: Counter[str] = Counter()
+    while True:
+        now = datetime.now(UTC)
+        async with runtime.sessionmaker() as session, session.begin():
+            claims = await scheduling.claim_due(session, now, settings.scan_batch_size, settings.lease_seconds)
+        totals["claimed"] += len(claims)
+        totals.update(await enqueue_claims(ctx["redis"], claims, now))
+        if len(claims) < settings.scan_batch_size or time.monotonic() >= deadline:
+            break
+    if totals["claimed"]:
+        logger.info("due-scan", extra=dict(totals))
+    return dict(totals)
+
+
+async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime) -> Counter[str]:
+    """Enqueue the claims' jobs a few at a time; count what happened to each."""
+    gate = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
+
+    async def one(claim: Claim) -> str:
+        async with gate:
+            return await _enqueue(redis, claim, now)
+
+    return Counter(await asyncio.gather(*(one(claim) for claim in claims)))
+
+
+async def _enqueue(redis: ArqRedis, claim: Claim, now: datetime) -> str:
+    args = (REFRESH_JOB, claim.mailbox_id, str(claim.owner))
+    if await redis.enqueue_job(*args, _job_id=claim.job_id) is not None:
+        return "enqueued"
+    if claim.reclaimed and await Job(claim.job_id, redis).status() is JobStatus.in_progress:
+        # The lease ran out while its job is "in progress": that worker died (a live job keeps its
+        # lease). arq would retry the job only when its in-progress key expires, so enqueue anew.
+        await redis.enqueue_job(*args, _job_id=claim.fallback_job_id(now))
+        return "re-enqueued"
+    return "already_queued"

@@ -1,0 +1,133 @@
+"""Run the arq worker so that it never sits alive but idle (arq #435, #498).
+
+arq's worker loop dies with the first Redis error, and nothing restarts it: a worker embedded in a
+process stays up doing nothing. Here every Redis command has a socket timeout (a silent network
+partition raises instead of hanging), and on a Redis error we let the running cycles finish, wait
+for Redis, and start a fresh arq worker within a second of its return; if Redis stays away longer
+than TOKENWARDEN_REDIS_OUTAGE_SECONDS we exit non-zero so the process supervisor restarts us. The
+Runtime (database pool, HTTP client, metrics server) lives across those restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+import redis.exceptions
+from arq.connections import ArqRedis
+from arq.worker import Worker
+
+from jobs.worker import refresh_timeout_seconds, shutdown, startup, worker_settings
+from statemachine.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, asyncio.TimeoutError)
+REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
+REDIS_PROBE_SECONDS = 0.5
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT, whether an arq worker is running (its handler) or we wait for Redis (ours)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.event.set)
+
+    def on_worker_stop(self, sig: signal.Signals) -> None:
+        if sig != signal.SIGUSR1:  # arq's own close() signals SIGUSR1
+            self.event.set()
+
+
+def redis_pool(url: str) -> ArqRedis:
+    """An arq Redis client whose every command times out instead of hanging on a dead connection."""
+    return ArqRedis.from_url(
+        url, socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS
+    )
+
+
+async def serve(settings: Settings, *, burst: bool = False) -> int:
+    """Run until SIGTERM (0), the end of a burst (0), or Redis gone longer than allowed (1)."""
+    stop = _Stop()
+    stop.install()
+    ctx: dict[str, Any] = {"settings": settings}
+    await startup(ctx)
+    try:
+        while not stop.event.is_set():
+            try:
+                await _run_worker(settings, ctx, stop, burst=burst)
+                return 0
+            except REDIS_ERRORS as err:
+                logger.error("lost Redis; waiting for it to come back", extra={"error": type(err).__name__})
+            stop.install()
+            if not await _wait_for_redis(settings, stop):
+                return 0 if stop.event.is_set() else _gave_up(settings)
+        return 0
+    finally:
+        await shutdown(ctx)
+
+
+def _gave_up(settings: Settings) -> int:
+    logger.critical(
+        "Redis did not come back; exiting so the process supervisor restarts the worker",
+        extra={"waited_seconds": settings.redis_outage_seconds},
+    )
+    return 1
+
+
+async def _run_worker(settings: Settings, ctx: dict[str, Any], stop: _Stop, *, burst: bool) -> None:
+    pool = redis_pool(settings.redis_url)
+    options = {**worker_settings(settings), "on_startup": None, "on_shutdown": None, "ctx": ctx}
+    del options["redis_settings"]
+    worker = Worker(**options, redis_pool=pool, burst=burst, handle_signals=True)
+    worker.on_stop = stop.on_worker_stop
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:
+        if not stop.event.is_set():
+            raise
+        logger.info("worker stopped by signal")
+    finally:
+        await _close(worker, pool, refresh_timeout_seconds(settings))
+
+
+async def _close(worker: Worker, pool: ArqRedis, wait_seconds: float) -> None:
+    """Let running jobs end (their cycles commit or roll back on their own), then drop the connection quietly."""
+    tasks = [task for task in worker.tasks.values() if not task.done()]
+    if tasks:
+        await asyncio.wait(tasks, timeout=wait_seconds)
+    for task in worker.tasks.values():
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a job that could not report to a dead Redis is not an error here
+    with contextlib.suppress(*REDIS_ERRORS, redis.exceptions.RedisError):
+        await asyncio.wait_for(pool.delete(worker.health_check_key), REDIS_SOCKET_TIMEOUT_SECONDS)
+    with contextlib.suppress(*REDIS_ERRORS, redis.exceptions.RedisError):
+        await pool.aclose(close_connection_pool=True)
+
+
+async def _wait_for_redis(settings: Settings, stop: _Stop) -> bool:
+    """True once Redis answers a PING; False on stop, or when the outage outlasts the allowed time."""
+    deadline = time.monotonic() + settings.redis_outage_seconds
+    while time.monotonic() < deadline and not stop.event.is_set():
+        probe = redis_pool(settings.redis_url)
+        try:
+            if await asyncio.wait_for(probe.ping(), REDIS_SOCKET_TIMEOUT_SECONDS):
+                logger.warning("Redis is back; restarting the worker")
+                return True
+        except (*REDIS_ERRORS, redis.exceptions.RedisError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.aclose(close_connection_pool=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.event.wait(), REDIS_PROBE_SECONDS)
+    return False

@@ -1,0 +1,23 @@
+"""Housekeeping crons: close recovered provider incidents, prune old cycle outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from statemachine import incidents
+from statemachine.runtime import Runtime
+
+
+async def check_incidents(ctx: Mapping[str, Any]) -> dict[str, int]:
+    """Close the incidents whose provider recovered; their waiting mailboxes are retried soon."""
+    runtime: Runtime = ctx["runtime"]
+    closed = await incidents.close_recovered(runtime.sessionmaker, runtime.settings.incidents, datetime.now(UTC))
+    return {"closed": len(closed)}
+
+
+async def prune_outcomes(ctx: Mapping[str, Any]) -> dict[str, int]:
+    """Keep 48 h of cycle outcomes: enough for the incident window and the 24 h success rate."""
+    runtime: Runtime = ctx["runtime"]
+    return {"deleted": await incidents.prune_outcomes(runtime.sessionmaker, datetime.now(UTC))}

@@ -1,0 +1,121 @@
+"""The arq worker's configuration, built from the same environment as the CLI.
+
+`worker_settings(settings)` is the wiring; `WorkerSettings` (resolved lazily, so importing this
+module never reads the environment) lets `arq jobs.worker.WorkerSettings` run it too, although
+`tokenwarden worker` is the supported entry point (it also survives Redis restarts: jobs/serve.py).
+The arq traps this avoids (../shared/STACK.md §2): refresh jobs have deterministic ids, so they keep
+no result (`keep_result=0`), and failed jobs keep theirs only briefly; `max_jobs` stays under the
+database pool; SIGTERM lets running cycles finish for `TOKENWARDEN_SHUTDOWN_GRACE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import func
+from prometheus_client import start_http_server
+
+from jobs import mail, metrics, reminders
+from jobs.refresh import refresh_mailbox
+from jobs.scan import REFRESH_JOB, scan_due
+from jobs.upkeep import check_incidents, prune_outcomes
+from statemachine.runtime import open_runtime
+from statemachine.settings import Settings, load_settings
+
+FAILED_RESULT_SECONDS = 2  # a failed refresh's id is blocked this long (arq applies it to every terminal failure)
+HEALTH_CHECK_SECONDS = 10
+# arq starts at most `max_jobs` jobs per poll and then sleeps poll_delay: at its default (0.5 s) a worker
+# with 10 slots does 20 quick refreshes a second, whatever the CPU. A poll is one cheap Redis query.
+POLL_DELAY_SECONDS = 0.05
+MAX_TRIES = 3
+
+
+def cron_fields(seconds: float) -> dict[str, Any]:
+    """arq cron fields for "at least every `seconds`": cron has no interval, only sets of seconds/minutes."""
+    step = max(1, round(seconds))
+    if step < 60:
+        return {"second": set(range(0, 60, step))}
+    minutes = step // 60
+    if minutes < 60:
+        return {"minute": set(range(0, 60, minutes)), "second": 0}
+    return {"minute": 0, "second": 0}
+
+
+def refresh_timeout_seconds(settings: Settings) -> float:
+    """A refresh job ends before its lease does, so no other job can take the mailbox while it runs."""
+    return settings.lease_seconds - min(5.0, settings.lease_seconds * 0.1)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Open the process's resources once: the Runtime, the metrics server, the gauge refresher."""
+    if "runtime" in ctx:
+        return
+    settings: Settings = ctx.get("settings") or load_settings(os.environ)
+    stack = contextlib.AsyncExitStack()
+    runtime = await stack.enter_async_context(open_runtime(settings))
+    if runtime.incidents is not None:
+        runtime.incidents.listeners.append(metrics.record_incident_opened)
+    if settings.metrics_port:
+        server, thread = start_http_server(settings.metrics_port)
+        stack.callback(thread.join, 5)
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+    gauges = asyncio.create_task(metrics.refresh_gauges(runtime.sessionmaker), name="tokenwarden-gauges")
+    stack.push_async_callback(_cancel, gauges)
+    ctx.update(runtime=runtime, exit_stack=stack)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    stack: contextlib.AsyncExitStack | None = ctx.pop("exit_stack", None)
+    ctx.pop("runtime", None)
+    if stack is not None:
+        await stack.aclose()
+
+
+def refresh_crons(settings: Settings) -> list[Any]:
+    """The due-scan, the incident close check (both every scan interval) and the hourly outcome pruning."""
+    every_scan = cron_fields(settings.scan_interval_seconds)
+    scan_timeout = settings.scan_interval_seconds + 30
+    return [
+        cron(scan_due, name="scan_due", run_at_startup=True, timeout=scan_timeout, **every_scan),
+        cron(check_incidents, name="check_incidents", timeout=scan_timeout, **every_scan),
+        cron(prune_outcomes, name="prune_outcomes", minute={7}, second=0, timeout=600),
+    ]
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `arq.worker.Worker` (arq accepts a dict wherever it takes WorkerSettings)."""
+    refresh = func(
+        refresh_mailbox, name=REFRESH_JOB, keep_result=0, max_tries=MAX_TRIES, timeout=refresh_timeout_seconds(settings)
+    )
+    return {
+        "functions": [refresh, *mail.functions, *reminders.functions],
+        "cron_jobs": [*refresh_crons(settings), *mail.cron_jobs, *reminders.cron_jobs],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "keep_result": FAILED_RESULT_SECONDS,
+        "max_jobs": settings.worker_max_jobs,
+        "poll_delay": POLL_DELAY_SECONDS,
+        "max_tries": MAX_TRIES,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+        "job_completion_wait": settings.shutdown_grace_seconds,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerSettings":
+        return worker_settings(load_settings(os.environ))
+    raise AttributeError(name)

@@ -1,0 +1,159 @@
+"""Helpers for the worker's tests: a served sandbox provider, bulk mailboxes, arq workers in and out of process.
+
+The token endpoint is the real local sandbox (web/sandbox_provider.py) served on 127.0.0.1, so the
+code under test makes real HTTP requests and the sandbox counts them per refresh token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Worker
+from sqlalchemy import text
+
+from jobs.worker import refresh_crons, worker_settings
+from statemachine import accounts
+from statemachine.runtime import Runtime
+from tests.database import CLIENT_ID, CLIENT_SECRET
+from web.sandbox_provider import create_sandbox_app, sandbox_state
+from web.serving import RunningServer, serve_in_thread
+
+OWNER = "owner@example.test"
+TOKENWARDEN = Path(sys.executable).with_name("tokenwarden")
+
+
+@dataclass
+class Sandbox:
+    server: RunningServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/token"
+
+    def requests_by_token(self) -> dict[str, int]:
+        counts: dict[str, int] = httpx.get(f"{self.url}/_sandbox/requests").json()["by_refresh_token"]
+        return counts
+
+    def fault(self, **body: Any) -> None:
+        httpx.post(f"{self.url}/_sandbox/faults", json=body).raise_for_status()
+
+
+@contextlib.contextmanager
+def serve_sandbox(tokens: list[str]) -> Iterator[Sandbox]:
+    """A sandbox that knows `tokens` (one account); each refresh token answers until a fault says otherwise."""
+    app = create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    state = sandbox_state(app)
+    account = state.add_account("box-owner@gmail.test")
+    for token in tokens:
+        state.add_grant(account.sub, refresh_token=token)
+    with serve_in_thread(app) as server:
+        yield Sandbox(server)
+
+
+def tokens(count: int, prefix: str = "tok") -> list[str]:
+    return [f"1//{prefix}-{i:05d}-SECRET" for i in range(count)]
+
+
+async def add_mailboxes(runtime: Runtime, refresh_tokens: list[str], *, due_in_seconds: float = 0.0) -> list[int]:
+    """Connect one mailbox per token in one transaction, all due `due_in_seconds` from now."""
+    now = datetime.now(UTC)
+    async with runtime.sessionmaker() as session, session.begin():
+        users = await accounts.user_ids(session, {OWNER}, create=True)
+        ids = await accounts.reserve_ids(session, len(refresh_tokens))
+        rows = []
+        for mailbox_id, token in zip(ids, refresh_tokens, strict=True):
+            mailbox = accounts.new_mailbox(
+                user=OWNER, provider="google", address=f"box{mailbox_id}@gmail.test", refresh_token=token
+            )
+            policy = runtime.settings.policy
+            row = accounts.row_values(mailbox, mailbox_id, users[OWNER], runtime.cipher, policy, now, 0)
+            row["next_refresh_at"] = now + timedelta(seconds=due_in_seconds)
+            rows.append(row)
+        await accounts.insert_mailboxes(session, rows)
+    return ids
+
+
+async def fetch(runtime: Runtime, sql: str, **params: Any) -> list[Any]:
+    async with runtime.sessionmaker() as session:
+        return list((await session.execute(text(sql), params)).all())
+
+
+async def scalar(runtime: Runtime, sql: str, **params: Any) -> Any:
+    async with runtime.sessionmaker() as session:
+        return await session.scalar(text(sql), params)
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def arq_pool(redis_url: str) -> ArqRedis:
+    return await create_pool(RedisSettings.from_dsn(redis_url))
+
+
+@contextlib.asynccontextmanager
+async def running_worker(runtime: Runtime, redis_url: str, *, poll_delay: float = 0.05) -> AsyncIterator[Worker]:
+    """The real worker configuration (refresh job and its crons, no email delivery) on the test's loop."""
+    options = worker_settings(runtime.settings)
+    pool = await arq_pool(redis_url)
+    worker = Worker(
+        functions=options["functions"][:1],
+        cron_jobs=refresh_crons(runtime.settings),
+        redis_pool=pool,
+        ctx={"runtime": runtime},
+        poll_delay=poll_delay,
+        handle_signals=False,
+        keep_result=options["keep_result"],
+        max_jobs=options["max_jobs"],
+    )
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        worker.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+        await pool.aclose()
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`tokenwarden worker` in its own process, logging JSON lines to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(TOKENWARDEN), "worker"],
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -1,0 +1,126 @@
+"""Due-scan -> refresh jobs -> one refresh per mailbox, with a burst arq worker on real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from arq.connections import ArqRedis
+from arq.worker import Worker
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+
+from jobs.refresh import refresh_mailbox
+from jobs.scan import scan_due
+from jobs.worker import cron_fields, worker_settings
+from statemachine.runtime import Runtime, open_runtime
+from statemachine.scheduling import epoch_ms
+from statemachine.settings import load_settings
+from tests.database import service_environment
+from tests.jobs.support import Sandbox, add_mailboxes, arq_pool, fetch, scalar, serve_sandbox, tokens
+
+DUE, LATER = tokens(12, "due"), tokens(3, "later")
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with serve_sandbox(DUE + LATER) as served:
+        yield served
+
+
+@pytest.fixture
+async def runtime(database_url: str, redis_url: str, sandbox: Sandbox) -> AsyncIterator[Runtime]:
+    env = service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
+    async with open_runtime(load_settings(env)) as rt:
+        yield rt
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
+    pool = await arq_pool(redis_url)
+    await pool.flushdb()
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+async def drain(runtime: Runtime, redis: ArqRedis) -> None:
+    options = worker_settings(runtime.settings)
+    worker = Worker(
+        functions=options["functions"][:1],
+        redis_pool=redis,
+        ctx={"runtime": runtime},
+        burst=True,
+        poll_delay=0.01,
+        handle_signals=False,
+        keep_result=options["keep_result"],
+    )
+    await worker.main()
+
+
+def successes() -> float:
+    labels = {"provider": "google", "outcome": "success"}
+    return REGISTRY.get_sample_value("tokenwarden_refresh_cycles_total", labels) or 0.0
+
+
+async def test_each_due_mailbox_is_refreshed_once_and_a_second_scan_enqueues_nothing(runtime, redis, sandbox) -> None:
+    due = await add_mailboxes(runtime, DUE)
+    await add_mailboxes(runtime, LATER, due_in_seconds=3600)
+    ctx = {"runtime": runtime, "redis": redis}
+    first = await scan_due(ctx)
+    assert first == {"claimed": len(DUE), "enqueued": len(DUE)}
+    dues = dict(await fetch(runtime, "select id, next_refresh_at from mailboxes where id = any(:ids)", ids=due))
+    queued = {job.job_id: job.args for job in await redis.queued_jobs()}
+    assert set(queued) == {f"refresh:{i}:{epoch_ms(dues[i])}" for i in due}
+    assert await scan_due(ctx) == {"claimed": 0}  # the same window: the leases hold
+
+    before = successes()
+    await drain(runtime, redis)
+    assert sandbox.requests_by_token() == dict.fromkeys(DUE, 1)
+    assert successes() - before == len(DUE)
+    assert await scalar(runtime, "select count(*) from mailboxes where lease_owner is not null") == 0
+    assert await scan_due(ctx) == {"claimed": 0}  # refreshed: due again only shortly before expiry
+
+
+async def test_a_claim_that_outlived_its_lease_is_claimed_again_under_the_same_job_id(runtime, redis, sandbox) -> None:
+    await add_mailboxes(runtime, DUE)
+    ctx = {"runtime": runtime, "redis": redis}
+    await scan_due(ctx)
+    jobs_before = sorted(job.job_id for job in await redis.queued_jobs())
+    async with runtime.sessionmaker() as session, session.begin():
+        await session.execute(text("update mailboxes set lease_until = now() - interval '1 second'"))
+    again = await scan_due(ctx)
+    assert again == {"claimed": len(DUE), "already_queued": len(DUE)}
+    assert sorted(job.job_id for job in await redis.queued_jobs()) == jobs_before
+    await drain(runtime, redis)
+    assert sandbox.requests_by_token() == dict.fromkeys(DUE, 1)
+
+
+async def test_a_job_whose_claim_is_finished_or_taken_does_nothing(runtime, redis, sandbox) -> None:
+    (mailbox_id,) = await add_mailboxes(runtime, DUE[:1])
+    ctx = {"runtime": runtime, "redis": redis}
+    await scan_due(ctx)
+    ((owner,),) = await fetch(runtime, "select lease_owner from mailboxes")
+    job_ctx = {**ctx, "job_id": "refresh:test", "job_try": 1}
+    assert await refresh_mailbox(job_ctx, mailbox_id, str(owner)) == "refreshed"
+    assert await refresh_mailbox(job_ctx, mailbox_id, str(owner)) == "skipped"  # arq ran it again
+    assert await refresh_mailbox(job_ctx, mailbox_id, str(uuid.uuid4())) == "skipped"  # not its claim
+    assert await refresh_mailbox(job_ctx, 424242, str(owner)) == "unknown"  # deleted meanwhile
+    assert sandbox.requests_by_token() == {DUE[0]: 1}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "fields"),
+    [
+        (1, {"second": set(range(60))}),
+        (15, {"second": {0, 15, 30, 45}}),
+        (45, {"second": {0, 45}}),
+        (60, {"minute": set(range(60)), "second": 0}),
+        (600, {"minute": {0, 10, 20, 30, 40, 50}, "second": 0}),
+        (7200, {"minute": 0, "second": 0}),
+    ],
+)
+def test_scan_interval_becomes_cron_fields(seconds: float, fields: dict) -> None:
+    assert cron_fields(seconds) == fields
