@@ -27,6 +27,7 @@ class Policy:
     confirm_permanent_seconds: float = 60.0
     refresh_lead_seconds: float = 600.0
     reprobe_seconds: float = 21600.0
+    min_refresh_interval_seconds: float = MIN_REFRESH_INTERVAL_SECONDS  # time-compressed simulations lower it
 
     def rung(self, attempts: int, episode_age_seconds: float) -> State:
         """The highest rung whose count *and* minimum episode age are both reached."""
@@ -49,5 +50,5 @@ class Policy:
         """Refresh between 1x and 1.5x the lead time before expiry, spread so a burst of connects spreads out."""
         lifetime = expires_in if expires_in and expires_in > 0 else DEFAULT_ACCESS_TOKEN_SECONDS
         lead = self.refresh_lead_seconds * (1.0 + 0.5 * jitter)
-        wait = max(lifetime - lead, MIN_REFRESH_INTERVAL_SECONDS * (1.0 + jitter))
+        wait = max(lifetime - lead, self.min_refresh_interval_seconds * (1.0 + jitter))
         return now + timedelta(seconds=wait)

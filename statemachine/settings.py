@@ -201,6 +201,9 @@ def _policy(env: _Reader) -> Policy:
         ),
         refresh_lead_seconds=env.get("TOKENWARDEN_REFRESH_LEAD_SECONDS", base.refresh_lead_seconds, _number(1)),
         reprobe_seconds=env.get("TOKENWARDEN_REPROBE_SECONDS", base.reprobe_seconds, _number(1)),
+        min_refresh_interval_seconds=env.get(
+            "TOKENWARDEN_MIN_REFRESH_INTERVAL_SECONDS", base.min_refresh_interval_seconds, _number(1)
+        ),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -84,3 +86,12 @@ def test_repr_shows_no_secret() -> None:
     text = repr(settings)
     for secret in ("db-PASSWORD", "client-SECRET", KEY, "s" * 40, "smtp-PASSWORD"):
         assert secret not in text
+
+
+def test_the_minimum_refresh_interval_is_configurable_for_time_compressed_runs() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert load_settings({}).policy.next_refresh_at(now, 30, 0.0) == now + timedelta(seconds=60)
+    fast = {"TOKENWARDEN_REFRESH_LEAD_SECONDS": "10", "TOKENWARDEN_SCAN_INTERVAL_SECONDS": "1"}
+    assert load_settings(fast).policy.next_refresh_at(now, 30, 0.0) == now + timedelta(seconds=60)
+    policy = load_settings({**fast, "TOKENWARDEN_MIN_REFRESH_INTERVAL_SECONDS": "1"}).policy
+    assert policy.next_refresh_at(now, 30, 0.0) == now + timedelta(seconds=20)
