@@ -1,6 +1,6 @@
 """Helpers for the worker's tests: a served sandbox provider, bulk mailboxes, arq workers in and out of process.
 
-The token endpoint is the real local sandbox (web/sandbox_provider.py) served on 127.0.0.1, so the
+The token endpoint is the real local sandbox (web/sandbox/) served on 127.0.0.1, so the
 code under test makes real HTTP requests and the sandbox counts them per refresh token.
 """
 
@@ -28,7 +28,7 @@ from jobs.worker import refresh_crons, worker_settings
 from statemachine import accounts
 from statemachine.runtime import Runtime
 from tests.database import CLIENT_ID, CLIENT_SECRET
-from web.sandbox_provider import create_sandbox_app, sandbox_state
+from web.sandbox import create_sandbox_app, sandbox_state
 from web.serving import RunningServer, serve_in_thread
 
 OWNER = "owner@example.test"

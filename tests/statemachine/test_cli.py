@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet
 
 from statemachine.cli import main
 from tests.database import CLIENT_ID, CLIENT_SECRET, service_environment
-from web.sandbox_provider import create_sandbox_app
+from web.sandbox import create_sandbox_app
 from web.serving import RunningServer, serve_in_thread
 
 CASES = json.loads((Path(__file__).resolve().parents[3] / "shared" / "oauth-error-cases.json").read_text())

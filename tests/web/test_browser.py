@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from statemachine.cli import main
 from tests.database import CLIENT_ID, CLIENT_SECRET
 from tests.web.support import ADMIN, OWNER, ROOT, start_serving, stop_serving
-from web.sandbox_provider import create_sandbox_app
+from web.sandbox import create_sandbox_app
 from web.serving import RunningServer, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -21,7 +21,7 @@ from tests.database import CLIENT_ID, CLIENT_SECRET
 from tests.web.support import OTHER, OWNER, Browser, SignIn, csrf_of, mailbox, now, row
 from web import store
 from web.pages import WebContext
-from web.sandbox_provider import create_sandbox_app
+from web.sandbox import create_sandbox_app
 from web.serving import RunningServer, serve_in_thread
 from web.signing import hash_secret, new_secret
 

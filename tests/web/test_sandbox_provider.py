@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from web.sandbox_provider import create_sandbox_app
+from web.sandbox import create_sandbox_app
 from web.serving import RunningServer, serve_in_thread
 
 CLIENT_ID = "sandbox-client.apps.googleusercontent.com"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from web.sandbox_provider import create_sandbox_app
+from web.sandbox import create_sandbox_app
 from web.serving import serve_in_thread
 
 CLIENT_ID, CLIENT_SECRET = "sim-client.apps.googleusercontent.com", "GOCSPX-sim-secret"
