@@ -93,20 +93,48 @@ async def open_incident_id(session: AsyncSession, provider: str) -> int | None:
     return await session.scalar(statement)
 
 
-async def _record_for_failing(session: AsyncSession, provider: str, event: str, reason: str, at: datetime) -> None:
-    """One history row per mailbox the incident holds back (from = to = its state), written in one statement."""
-    rows = select(
-        Mailbox.id,
-        literal(event),
-        Mailbox.state,
-        Mailbox.state,
-        literal(reason),
-        literal(SYSTEM_ACTOR),
-        Mailbox.token_refresh_attempt_count,
-        literal(at),
-    ).where(_failing(provider))
-    columns = ["mailbox_id", "event", "from_state", "to_state", "reason", "actor", "attempt", "at"]
-    await session.execute(insert(StateTransition).from_select(columns, rows))
+HISTORY_COLUMNS = ["mailbox_id", "event", "from_state", "to_state", "reason", "actor", "attempt", "at"]
+
+
+def _history_from(rows: Any, event: str, reason: str, at: datetime) -> Any:
+    """INSERT one history row (from = to = state, actor system) per row of `rows` (id, state, attempt count)."""
+    values = select(
+        rows.c.id, literal(event), rows.c.state, rows.c.state, literal(reason), literal(SYSTEM_ACTOR),
+        rows.c.token_refresh_attempt_count, literal(at),
+    )  # fmt: skip
+    return insert(StateTransition).from_select(HISTORY_COLUMNS, values)
+
+
+def _failing_rows(provider: str, *, update: bool) -> Any:
+    """The held-back mailboxes, locked without waiting: SKIP LOCKED passes over rows a cycle holds right now.
+
+    Never waiting is what keeps this deadlock-free next to concurrent cycles (each holds its own row
+    FOR UPDATE, and a history row's foreign key needs a KEY SHARE lock on its mailbox). A skipped
+    mailbox is mid-cycle: that cycle writes its own history row.
+    """
+    columns = (Mailbox.id, Mailbox.state, Mailbox.token_refresh_attempt_count)
+    lock = {"key_share": True, "skip_locked": True, "read": not update}  # FOR KEY SHARE / FOR NO KEY UPDATE
+    return select(*columns).where(_failing(provider)).with_for_update(**lock).cte("failing")
+
+
+async def _record_opened(session: AsyncSession, provider: str, reason: str, at: datetime) -> None:
+    await session.execute(_history_from(_failing_rows(provider, update=False), OPENED_EVENT, reason, at))
+
+
+async def _pull_forward(
+    session: AsyncSession, provider: str, now: datetime, spread_seconds: float, reason: str
+) -> None:
+    """Retry the held-back mailboxes soon, spread over `spread_seconds`, and record it in their history."""
+    locked = _failing_rows(provider, update=True)
+    soon = literal(now) + func.make_interval(0, 0, 0, 0, 0, 0, func.random() * spread_seconds)
+    pulled = (
+        update(Mailbox)
+        .where(Mailbox.id == locked.c.id)
+        .values(next_refresh_at=func.least(func.coalesce(Mailbox.next_refresh_at, soon), soon))
+        .returning(Mailbox.id, Mailbox.state, Mailbox.token_refresh_attempt_count)
+        .cte("pulled")
+    )
+    await session.execute(_history_from(pulled, CLOSED_EVENT, reason, now))
 
 
 @dataclass
@@ -153,7 +181,7 @@ class IncidentGuard:
         if incident_id is None:
             return  # another cycle opened it first; it wrote the rows and raised the alert
         reason = f"Provider incident opened: {opening.cause}. Failures are not escalated and no email is sent."
-        await _record_for_failing(session, provider, OPENED_EVENT, reason, at)
+        await _record_opened(session, provider, reason, at)
         logger.error(
             "provider incident opened",
             extra={"incident_id": incident_id, "provider": provider, "cause": opening.cause, "code": opening.code,
@@ -187,25 +215,13 @@ async def _close_if_recovered(
         return False
     incident.status, incident.closed_at = "closed", now
     reason = "Provider incident closed: the provider answers again; retrying soon."
-    await _record_for_failing(session, incident.provider, CLOSED_EVENT, reason, now)
-    await _pull_forward(session, incident.provider, now, rules.recovery_spread_seconds)
+    await _pull_forward(session, incident.provider, now, rules.recovery_spread_seconds, reason)
     logger.warning(
         "provider incident closed",
         extra={"incident_id": incident.id, "provider": incident.provider, "cause": incident.cause,
                "open_seconds": round((now - incident.opened_at).total_seconds(), 1)},
     )  # fmt: skip
     return True
-
-
-async def _pull_forward(session: AsyncSession, provider: str, now: datetime, spread_seconds: float) -> None:
-    """Retry the waiting mailboxes soon, spread over `spread_seconds` so they do not all hit the provider at once."""
-    soon = literal(now) + func.make_interval(0, 0, 0, 0, 0, 0, func.random() * spread_seconds)
-    statement = (
-        update(Mailbox)
-        .where(_failing(provider))
-        .values(next_refresh_at=func.least(func.coalesce(Mailbox.next_refresh_at, soon), soon))
-    )
-    await session.execute(statement)
 
 
 async def prune_outcomes(sessionmaker: Sessionmaker, now: datetime) -> int:

@@ -80,8 +80,9 @@ async def state_of(runtime: Runtime, mailbox_id: int) -> str:
 async def test_the_ladder_climbs_and_recovers_on_the_workers_clock(runtime, sandbox, redis_url) -> None:
     sandbox.fault(refresh_token=BOXES[0], mode="http_5xx", status=503, count=3)  # three failed cycles
     (mailbox_id,) = await add_mailboxes(runtime, BOXES[:1])
-    async with running_worker(runtime, redis_url):
+    async with running_worker(runtime, redis_url) as worker:
         await wait_until(lambda: _healthy_again(runtime, mailbox_id), 20, "failure, escalation and recovery")
+    assert worker.jobs_failed == 0
     assert [row[1:] for row in await history(runtime)] == [
         ("refresh_failed_transient", "healthy", "retrying", "worker"),
         ("refresh_failed_transient", "retrying", "degraded", "worker"),
@@ -112,10 +113,11 @@ async def test_an_outage_opens_an_incident_that_holds_back_escalation_and_email(
     sandbox.fault(mode="outage", seconds=3.5)
     boxes = await add_mailboxes(runtime, BOXES)
     await add_mailboxes(runtime, CONTROL, due_in_seconds=4.5)  # first cycles after the outage: successes
-    async with running_worker(runtime, redis_url):
+    async with running_worker(runtime, redis_url) as worker:
         await wait_until(lambda: _incident(runtime, "open"), 10, "an incident to open")
         await wait_until(lambda: _incident(runtime, "closed"), 15, "the incident to close")
         await wait_until(lambda: _all_healthy(runtime), 10, "every mailbox to recover")
+    assert worker.jobs_failed == 0  # e.g. no deadlock between concurrent cycles writing incident history
     rows = await history(runtime)
     assert {to for _, event, _, to, _ in rows if event.startswith("refresh_")} == {"retrying", "healthy"}
     assert await outbox_kinds(runtime) == []
