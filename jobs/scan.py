@@ -44,6 +44,8 @@ async def scan_due(ctx: Mapping[str, Any]) -> dict[str, int]:
         async with runtime.sessionmaker() as session, session.begin():
             claims = await scheduling.claim_due(session, now, settings.scan_batch_size, settings.lease_seconds)
         totals["claimed"] += len(claims)
+        if reclaimed := sum(claim.reclaimed for claim in claims):
+            totals["reclaimed"] += reclaimed  # leases that ran out before their job finished
         totals.update(await enqueue_claims(ctx["redis"], claims, now))
         if len(claims) < settings.scan_batch_size or time.monotonic() >= deadline:
             break
@@ -67,9 +69,10 @@ async def _enqueue(redis: ArqRedis, claim: Claim, now: datetime) -> str:
     args = (REFRESH_JOB, claim.mailbox_id, str(claim.owner))
     if await redis.enqueue_job(*args, _job_id=claim.job_id) is not None:
         return "enqueued"
-    if claim.reclaimed and await Job(claim.job_id, redis).status() is JobStatus.in_progress:
-        # The lease ran out while its job is "in progress": that worker died (a live job keeps its
-        # lease). arq would retry the job only when its in-progress key expires, so enqueue anew.
-        await redis.enqueue_job(*args, _job_id=claim.fallback_job_id(now))
-        return "re-enqueued"
-    return "already_queued"
+    if await Job(claim.job_id, redis).status() in (JobStatus.queued, JobStatus.deferred):
+        return "already_queued"  # it will run, and the claim kept its owner for it
+    # "In progress" although the lease ran out means its worker died (a live job keeps its lease), and
+    # arq would retry it only once its in-progress key expires; a failed job's result blocks the id for
+    # a moment. Either way, enqueue anew: start_claim lets only one of the two jobs run the cycle.
+    await redis.enqueue_job(*args, _job_id=claim.fallback_job_id(now))
+    return "re-enqueued"

@@ -92,7 +92,7 @@ async def test_a_claim_that_outlived_its_lease_is_claimed_again_under_the_same_j
     async with runtime.sessionmaker() as session, session.begin():
         await session.execute(text("update mailboxes set lease_until = now() - interval '1 second'"))
     again = await scan_due(ctx)
-    assert again == {"claimed": len(DUE), "already_queued": len(DUE)}
+    assert again == {"claimed": len(DUE), "reclaimed": len(DUE), "already_queued": len(DUE)}
     assert sorted(job.job_id for job in await redis.queued_jobs()) == jobs_before
     await drain(runtime, redis)
     assert sandbox.requests_by_token() == dict.fromkeys(DUE, 1)
