@@ -88,9 +88,16 @@ async def assert_no_duplicate_effects(runtime: Runtime) -> None:
     assert await fetch(runtime, per_mailbox.format("notifications")) == []
 
 
+def lines_of(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
 def logged(log: Path, message: str) -> list[dict]:
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [line for line in lines if line["message"] == message]
+    return [line for line in lines_of(log) if line["message"] == message]
+
+
+def errors(*logs: Path) -> list[str]:
+    return [line["message"] for log in logs for line in lines_of(log) if line["level"] in ("ERROR", "CRITICAL")]
 
 
 async def test_two_workers_refresh_each_of_520_mailboxes_exactly_once(runtime, worker_env, sandbox, tmp_path) -> None:
@@ -117,6 +124,7 @@ async def test_two_workers_refresh_each_of_520_mailboxes_exactly_once(runtime, w
     assert 'tokenwarden_refresh_cycles_total{outcome="success",provider="google"}' in metrics
     assert "tokenwarden_mailboxes{" in metrics
     assert not any("SECRET" in log.read_text() for log in logs)
+    assert errors(*logs) == []
 
 
 async def test_a_killed_worker_leaves_nothing_behind(runtime, worker_env, sandbox, tmp_path) -> None:
@@ -140,6 +148,7 @@ async def test_a_killed_worker_leaves_nothing_behind(runtime, worker_env, sandbo
     assert sum(counts.get(token, 0) for token in MANY[:300]) <= 300 + 4  # at most the cycles in flight at the kill
     await assert_no_duplicate_effects(runtime)
     assert await scalar(runtime, "select count(*) from notifications") == len(REVOKED)
+    assert errors(tmp_path / "second.log") == []
 
 
 async def _at_least(runtime: Runtime, count: int) -> bool:
