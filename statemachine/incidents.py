@@ -88,11 +88,6 @@ async def window_counts(session: AsyncSession, provider: str, since: datetime) -
     )
 
 
-async def open_incident_id(session: AsyncSession, provider: str) -> int | None:
-    statement = select(Incident.id).where(Incident.provider == provider, Incident.status == "open")
-    return await session.scalar(statement)
-
-
 HISTORY_COLUMNS = ["mailbox_id", "event", "from_state", "to_state", "reason", "actor", "attempt", "at"]
 
 
@@ -151,8 +146,9 @@ class IncidentGuard:
         outcome = SUCCESS if verdict is None else verdict.kind.value
         code = None if verdict is None else verdict.code
         values = {"provider": provider, "mailbox_id": mailbox_id, "outcome": outcome, "code": code, "at": at}
-        await session.execute(insert(RefreshOutcome).values(**values))
-        if await open_incident_id(session, provider) is not None:
+        open_id = select(Incident.id).where(Incident.provider == provider, Incident.status == "open").scalar_subquery()
+        # one round trip per cycle for the common case: record the outcome and read whether an incident is open
+        if await session.scalar(insert(RefreshOutcome).values(**values).returning(open_id)) is not None:
             return True
         if verdict is None:
             return False

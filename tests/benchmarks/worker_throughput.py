@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import subprocess
 import tempfile
 import time
 from datetime import datetime
@@ -27,14 +25,9 @@ from statemachine.embedded import start_embedded_postgres, start_embedded_redis
 from statemachine.migrations import migrate
 from statemachine.runtime import open_runtime
 from statemachine.settings import load_settings
-from tests.jobs.support import TOKENWARDEN, add_mailboxes, scalar, serve_sandbox, tokens
+from tests.jobs.support import add_mailboxes, scalar, serve_sandbox, start_worker, tokens
 
 CLIENT = {"GOOGLE_CLIENT_ID": "tw-test-client.apps.test", "GOOGLE_CLIENT_SECRET": "tw-test-client-secret-DO-NOT-LEAK"}
-
-
-async def refreshed(env: dict[str, str]) -> int:
-    async with open_runtime(load_settings(env)) as rt:
-        return int(await scalar(rt, "select count(*) from mailboxes where last_refreshed_at is not null"))
 
 
 async def prepare(env: dict[str, str], refresh_tokens: list[str]) -> None:
@@ -50,6 +43,22 @@ def cycle_times(log: Path) -> list[datetime]:
     return [datetime.fromisoformat(line["ts"]) for line in lines if line.get("message") == "refresh cycle"]
 
 
+async def refresh_all(env: dict[str, str], count: int, log: Path) -> float:
+    """Start one worker, wait until every mailbox is refreshed; return the wall time from its start."""
+    async with open_runtime(load_settings(env)) as rt:
+        worker = start_worker(env, log)
+        started = time.monotonic()
+        try:
+            done = "select count(*) from mailboxes where last_refreshed_at is not null"
+            while await scalar(rt, done) < count:
+                await asyncio.sleep(0.5)
+                assert worker.poll() is None, f"the worker exited; see {log}"
+            return time.monotonic() - started
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(worker.wait, 30)
+
+
 def run(count: int, max_jobs: int) -> None:
     refresh_tokens = tokens(count, "bench")
     with start_embedded_postgres() as db, start_embedded_redis() as redis, serve_sandbox(refresh_tokens) as sandbox:
@@ -59,17 +68,7 @@ def run(count: int, max_jobs: int) -> None:
                "TOKENWARDEN_WORKER_MAX_JOBS": str(max_jobs), "TOKENWARDEN_LOG_LEVEL": "INFO"}  # fmt: skip
         asyncio.run(prepare(env, refresh_tokens))
         log = Path(tempfile.mkdtemp(prefix="twbench")) / "worker.log"
-        with log.open("wb") as out:
-            worker = subprocess.Popen([str(TOKENWARDEN), "worker"], env={**os.environ, **env}, stdout=out, stderr=out)
-        started = time.monotonic()
-        try:
-            while asyncio.run(refreshed(env)) < count:
-                time.sleep(0.5)
-                assert worker.poll() is None, log.read_text()[-2000:]
-            wall = time.monotonic() - started
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
+        wall = asyncio.run(refresh_all(env, count, log))
         times = cycle_times(log)
         rate = (len(times) - 1) / (times[-1] - times[0]).total_seconds()
         requests = sum(sandbox.requests_by_token().values())
