@@ -72,10 +72,12 @@ def start_embedded_postgres(data_dir: Path | None = None) -> Iterator[str]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """On Linux, make a child get SIGTERM if pytest is killed, so no redis-server is orphaned.
+def die_with_parent_hook() -> Callable[[], None] | None:
+    """On Linux, a `preexec_fn` that makes a child get SIGTERM when its parent dies (pytest or the demo
+    killed), so no server is orphaned. The demo uses it for its worker too.
 
-    The libc function is resolved here, in the parent, so the forked child only makes one call.
+    The libc function is resolved here, in the parent, so the forked child only makes one call. The
+    signal comes when the *thread* that started the child ends: start children from the main thread.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -130,9 +132,12 @@ def start_embedded_redis(data_dir: Path | None = None) -> Iterator[str]:
             "--save", "", "--appendonly", "no", "--dir", str(root), "--logfile", "", "--daemonize", "no"]  # fmt: skip
     try:
         with log.open("wb") as out:
+            # its own process group: a Ctrl-C in the terminal reaches the parent only, which then stops
+            # its users (the worker) before Redis, instead of Redis vanishing under them
             proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent_hook()
-            )
+                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent_hook(), process_group=0,
+            )  # fmt: skip
         try:
             _wait_for_socket(proc, sock, log)
             yield f"unix://{sock}?db=0"
