@@ -80,6 +80,12 @@ async def start_reconnect(request: Request) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
+async def reconnect_link(request: Request) -> Response:
+    """GET /mailboxes/{id}/reconnect, the emails' "Reconnect now" link: to the mailbox's card on the dashboard,
+    whose Reconnect button starts the flow. A GET never starts it (mail scanners follow links)."""
+    return RedirectResponse(f"/#mailbox-{request.path_params['mailbox_id']}", status_code=303)
+
+
 def _state_error(problem: str) -> PageError:
     return PageError(400, "Reconnect not finished", f"{_STATE_PROBLEMS[problem]} Nothing was changed. Try again.")
 
@@ -165,5 +171,6 @@ async def google_callback(request: Request) -> Response:
 
 routes = [
     Route("/mailboxes/{mailbox_id:int}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
+    Route("/mailboxes/{mailbox_id:int}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
     Route("/auth/google/callback", google_callback, methods=["GET"], name="google_callback"),
 ]
