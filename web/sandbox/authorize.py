@@ -61,13 +61,19 @@ def _redirect_back(redirect_uri: str, **params: str) -> Response:
 
 
 async def authorize_page(request: Request) -> Response:
-    """The consent page: one Allow button per sandbox account, and Deny."""
+    """The consent page: one Allow button per sandbox account, and Deny.
+
+    The `login_hint` account comes first and is marked, as Google preselects it: with the demo's dozens of
+    accounts the one being reconnected is then the obvious choice (any other may still be picked).
+    """
     state = sandbox_state(request.app)
     params = {name: request.query_params[name] for name in AUTHORIZE_PARAMS if name in request.query_params}
     refusal = check_authorization_request(state, params)
     if refusal is not None:
         return _page(request, refusal.status, refusal=refusal)
-    return _page(request, params=params, accounts=list(state.accounts.values()), client_id=state.client_id)
+    hint = params.get("login_hint")
+    accounts = sorted(state.accounts.values(), key=lambda account: account.email != hint)
+    return _page(request, params=params, accounts=accounts, client_id=state.client_id, hint=hint)
 
 
 async def authorize_decision(request: Request) -> Response:
