@@ -19,7 +19,7 @@ INCIDENT_COLUMNS = ("id", "provider", "status", "opened_at", "closed_at", "cause
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser("worker", help="run the worker: scheduled refreshes, email delivery, incident guard")
-    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty (one pass)")
+    worker.add_argument("--burst", action="store_true", help="one pass: refresh what is due, send the emails, exit")
     worker.set_defaults(handler=run_worker)
     incidents = sub.add_parser("incidents", help="provider incidents, newest first")
     incidents.add_argument("--limit", type=int, default=100)

@@ -21,7 +21,8 @@ import redis.exceptions
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from jobs.worker import refresh_timeout_seconds, shutdown, startup, worker_settings
+from jobs import mail, reminders
+from jobs.worker import refresh_crons, refresh_timeout_seconds, shutdown, startup, worker_settings
 from statemachine.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,28 @@ def _gave_up(settings: Settings) -> int:
 
 async def _run_worker(settings: Settings, ctx: dict[str, Any], stop: _Stop, *, burst: bool) -> None:
     pool = redis_pool(settings.redis_url)
+    try:
+        if not burst:
+            await _run_arq(settings, ctx, pool, stop, burst=False)
+            return
+        # One pass: arq's burst mode never ends while crons keep enqueueing, so run each cron once instead,
+        # the refresh side first, then the email side (which sends what the refreshes queued).
+        for crons in (refresh_crons(settings), [*mail.cron_jobs, *reminders.cron_jobs]):
+            for job in crons:
+                await job.coroutine({**ctx, "redis": pool})
+            await _run_arq(settings, ctx, pool, stop, burst=True)
+            if stop.event.is_set():
+                return
+    finally:
+        with contextlib.suppress(*REDIS_ERRORS, redis.exceptions.RedisError):
+            await pool.aclose(close_connection_pool=True)
+
+
+async def _run_arq(settings: Settings, ctx: dict[str, Any], pool: ArqRedis, stop: _Stop, *, burst: bool) -> None:
     options = {**worker_settings(settings), "on_startup": None, "on_shutdown": None, "ctx": ctx}
     del options["redis_settings"]
+    if burst:
+        options["cron_jobs"] = []
     worker = Worker(**options, redis_pool=pool, burst=burst, handle_signals=True)
     worker.on_stop = stop.on_worker_stop
     try:
@@ -97,11 +118,11 @@ async def _run_worker(settings: Settings, ctx: dict[str, Any], stop: _Stop, *, b
             raise
         logger.info("worker stopped by signal")
     finally:
-        await _close(worker, pool, refresh_timeout_seconds(settings))
+        await _finish(worker, pool, refresh_timeout_seconds(settings))
 
 
-async def _close(worker: Worker, pool: ArqRedis, wait_seconds: float) -> None:
-    """Let running jobs end (their cycles commit or roll back on their own), then drop the connection quietly."""
+async def _finish(worker: Worker, pool: ArqRedis, wait_seconds: float) -> None:
+    """Let running jobs end (their cycles commit or roll back on their own); a dead Redis is not an error here."""
     tasks = [task for task in worker.tasks.values() if not task.done()]
     if tasks:
         await asyncio.wait(tasks, timeout=wait_seconds)
@@ -110,8 +131,6 @@ async def _close(worker: Worker, pool: ArqRedis, wait_seconds: float) -> None:
             task.exception()  # retrieved: a job that could not report to a dead Redis is not an error here
     with contextlib.suppress(*REDIS_ERRORS, redis.exceptions.RedisError):
         await asyncio.wait_for(pool.delete(worker.health_check_key), REDIS_SOCKET_TIMEOUT_SECONDS)
-    with contextlib.suppress(*REDIS_ERRORS, redis.exceptions.RedisError):
-        await pool.aclose(close_connection_pool=True)
 
 
 async def _wait_for_redis(settings: Settings, stop: _Stop) -> bool:

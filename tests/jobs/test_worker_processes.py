@@ -5,7 +5,9 @@ Every worker here is a real subprocess with the service's environment; each is k
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -203,3 +205,14 @@ def test_worker_refuses_to_start_without_a_database(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.decode().startswith("tokenwarden: error: DATABASE_URL is not set\n")
+
+
+async def test_a_burst_worker_refreshes_what_is_due_and_exits(runtime, worker_env, sandbox, tmp_path) -> None:
+    await add_mailboxes(runtime, MANY[:5])
+    await add_mailboxes(runtime, MANY[5:7], due_in_seconds=3600)
+    result = await asyncio.to_thread(
+        subprocess.run, [TOKENWARDEN, "worker", "--burst"], env={**os.environ, **worker_env}, capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sandbox.requests_by_token() == dict.fromkeys(MANY[:5], 1)
