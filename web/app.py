@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,6 +35,9 @@ from statemachine.settings import Settings, load_settings
 from web import api, auth, dashboard, oauth, ops
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
+
+if TYPE_CHECKING:
+    from web.demo.config import DemoConfig
 
 logger = logging.getLogger("tokenwarden.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -82,8 +86,10 @@ class HeadersAndAccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [*message.get("headers", []), *self.headers]
-                if not any(name.lower() == b"cache-control" for name, _ in headers) and not static:
+                own = {name.lower() for name, _ in message.get("headers", [])}
+                # a response that sets one of these itself (the demo's email viewer) knows better
+                headers = [*message.get("headers", []), *((n, v) for n, v in self.headers if n not in own)]
+                if b"cache-control" not in own and not static:
                     headers.append((b"cache-control", b"no-store"))  # pages and JSON are personal
                 message["headers"] = headers
             await send(message)
@@ -146,8 +152,13 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return render(request, "message.html", {"title": "Something went wrong", "detail": detail}, status_code=500)
 
 
-def create_app(settings: Settings | None = None, context: WebContext | None = None) -> Starlette:
-    """The web app; `uvicorn --factory web.app:create_app` reads the settings from the environment."""
+def create_app(
+    settings: Settings | None = None, context: WebContext | None = None, demo: DemoConfig | None = None
+) -> Starlette:
+    """The web app; `uvicorn --factory web.app:create_app` reads the settings from the environment.
+
+    Only `tokenwarden demo` passes `demo`: it adds /dev/mail and /dev/sandbox, which no setting can turn on.
+    """
     settings = settings or load_settings(os.environ)
     settings.require("database_url", "encryption_keys", "secret_key")
     assert settings.secret_key is not None
@@ -169,10 +180,15 @@ def create_app(settings: Settings | None = None, context: WebContext | None = No
         Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]  # fmt: skip
+    if demo is not None:
+        from web.demo.pages import routes as demo_routes  # imported only in demo mode
+
+        routes += demo_routes
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, Exception: server_error}
     )
     app.add_middleware(HeadersAndAccessLog, headers=security_headers(settings))
     if context is not None:
         app.state.web = context
+    app.state.demo = demo
     return app

@@ -75,5 +75,6 @@ TEMPLATES = make_templates()
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """Render templates/pages/<name> with the signed-in user (if any) and their CSRF token."""
     auth = getattr(request.state, "auth", None)
-    values = {"auth": auth, "csrf_token": auth.csrf if auth else "", **(context or {})}
+    demo = getattr(request.app.state, "demo", None)  # the "demo timings" label; None outside `tokenwarden demo`
+    values = {"auth": auth, "csrf_token": auth.csrf if auth else "", "demo": demo, **(context or {})}
     return TEMPLATES.TemplateResponse(request, f"pages/{name}", values, status_code=status_code)

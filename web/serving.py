@@ -45,17 +45,24 @@ class RunningServer:
         self.stop()
 
 
-def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", *, startup_timeout: float = 10.0) -> RunningServer:
-    """Start `app` on `host` and a free port; return once it accepts requests (app lifespan included).
+def serve_in_thread(
+    app: ASGIApp, host: str = "127.0.0.1", *, port: int = 0, startup_timeout: float = 10.0
+) -> RunningServer:
+    """Start `app` on `host` and `port` (0: a free one); return once it accepts requests (app lifespan included).
 
-    The socket is bound here and handed to uvicorn, so no other process can take the port in between.
+    The socket is bound here and handed to uvicorn, so no other process can take the port in between;
+    a port in use raises OSError before any thread starts.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so; without it every
     # keep-alive response waits ~40 ms for a delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
