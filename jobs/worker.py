@@ -57,7 +57,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         return
     settings: Settings = ctx.get("settings") or load_settings(os.environ)
     stack = contextlib.AsyncExitStack()
-    runtime = await stack.enter_async_context(open_runtime(settings))
+    runtime = await stack.enter_async_context(open_runtime(settings, pre_ping=False))  # see make_engine
     if runtime.incidents is not None:
         runtime.incidents.listeners.append(metrics.record_incident_opened)
     if settings.metrics_port:

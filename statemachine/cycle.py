@@ -189,6 +189,7 @@ def _log_cycle(result: CycleResult, provider: str, seconds: float) -> None:
             "reason": result.verdict.code if result.verdict else None,
             "from_state": outcome.from_state if outcome else None,
             "to_state": outcome.to_state if outcome else None,
+            "attempt": outcome.attempt if outcome else None,
             "duration_ms": round(seconds * 1000, 1),
         },
     )

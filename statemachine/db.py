@@ -7,8 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 Sessionmaker = async_sessionmaker[AsyncSession]
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """A pooled engine. Pre-ping (a round trip per checkout) hides a database restart from web
+    requests; the worker turns it off: it checks out several connections per refresh, and a cycle
+    broken by a restart rolls back and is retried once its lease runs out. Recycling bounds their age."""
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping, pool_recycle=900
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> Sessionmaker:

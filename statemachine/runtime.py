@@ -63,11 +63,11 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def open_runtime(settings: Settings, *, pre_ping: bool = True) -> AsyncIterator[Runtime]:
     settings.require("database_url", "encryption_keys")
     assert settings.database_url is not None
     # every worker job holds at most one connection at a time; the rest is for crons and the web app
-    engine = make_engine(settings.database_url, pool_size=max(10, settings.worker_max_jobs + 4))
+    engine = make_engine(settings.database_url, pool_size=max(10, settings.worker_max_jobs + 4), pre_ping=pre_ping)
     http = make_http_client(settings.http_timeout_seconds)
     try:
         yield Runtime(

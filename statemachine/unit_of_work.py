@@ -49,6 +49,7 @@ class Outcome:
     emails: tuple[str, ...]
     next_refresh_at: datetime | None
     error: str | None
+    attempt: int  # failed cycles in the current episode after this event (0 once healthy)
 
 
 async def apply_event(
@@ -71,6 +72,7 @@ async def apply_event(
         emails=tuple(queued),
         next_refresh_at=mailbox.next_refresh_at,
         error=mailbox.token_refresh_error,
+        attempt=mailbox.token_refresh_attempt_count + mailbox.config_failure_count,
     )
 
 
