@@ -163,13 +163,22 @@ def duplicate_emails(pairs: Iterable[tuple[Email, Episode | None]]) -> tuple[int
 
 
 def window_emails(
-    pairs: Sequence[tuple[Email, Episode | None]], window: Window | None
+    pairs: Sequence[tuple[Email, Episode | None]], window: Window | None, revoked: Mapping[int, float]
 ) -> tuple[int | None, int | None]:
-    """Emails created during `window`, and how many of them are about failures that began in it."""
+    """Emails created during `window`, and how many of them the window caused.
+
+    Caused: about a failure episode that began in the window, of a mailbox whose grant was still valid
+    (a user who revoked access during an outage is rightly told, and that is not the outage's doing).
+    """
     if window is None:
         return None, None
     inside = [(email, episode) for email, episode in pairs if email.created in window]
-    return len(inside), sum(1 for _, episode in inside if episode is not None and episode.start in window)
+    caused = [
+        email
+        for email, episode in inside
+        if episode is not None and episode.start in window and revoked.get(email.mailbox_id, math.inf) > email.created
+    ]
+    return len(inside), len(caused)
 
 
 def _revoked_during(episode: Episode, revoked: Mapping[int, float]) -> bool:
@@ -197,8 +206,8 @@ def ours(
     revoked_failed, delays = email_delays(cycles, emails, truth.revoked, tolerance)
     pairs = assign(found, emails, tolerance)
     assigned, duplicates = duplicate_emails(pairs)
-    outage, outage_caused = window_emails(pairs, truth.outage)
-    misconfig, misconfig_caused = window_emails(pairs, truth.misconfig)
+    outage, outage_caused = window_emails(pairs, truth.outage, truth.revoked)
+    misconfig, misconfig_caused = window_emails(pairs, truth.misconfig, truth.revoked)
     return Metrics(
         cycles=len(cycles),
         success_rate=ratio(sum(1 for c in cycles if c.outcome == SUCCESS), len(cycles)),

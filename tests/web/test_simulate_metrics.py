@@ -119,14 +119,16 @@ def test_an_email_written_a_moment_before_its_cycle_row_still_belongs_to_the_epi
 
 @pytest.mark.parametrize(
     ("window", "expected"),
-    [(None, (None, None)), (Window(10, 20), (2, 1)), (Window(0, 5), (0, 0))],
+    [(None, (None, None)), (Window(10, 20), (3, 1)), (Window(0, 5), (0, 0))],
 )
-def test_window_emails_tell_apart_failures_that_began_in_the_window(
+def test_window_emails_tell_apart_those_the_window_caused(
     window: Window | None, expected: tuple[int | None, int | None]
 ) -> None:
-    found = episodes([*cycles(1, "t5 t11 t16 s25"), *cycles(2, "t12 t13 t18 s30")])
+    found = episodes([*cycles(1, "t5 t11 t16 s25"), *cycles(2, "t12 t13 t18 s30"), *cycles(3, "p12 p13")])
     emails = [Email(1, RETRY, 11.0), Email(2, RETRY, 18.0), Email(2, "reconnected", 30.0)]
-    assert window_emails(assign(found, emails, tolerance=0.1), window) == expected
+    emails.append(Email(3, PERMANENT_EMAIL, 13.0))  # revoked at 11: rightly told, not the window's doing
+    revoked = {3: 11.0}
+    assert window_emails(assign(found, emails, tolerance=0.1), window, revoked) == expected
 
 
 def test_ours_counts_recovery_disconnects_and_emails() -> None:
