@@ -8,7 +8,8 @@
 #   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
 #   make clean        remove the venv and every cache
 #
-# PYTEST_ARGS passes extra arguments to pytest, e.g. `make test PYTEST_ARGS="-x tests/web"`.
+# PYTEST_ARGS passes extra arguments to pytest, e.g. `make test PYTEST_ARGS="-x tests/web"`;
+# DEMO_ARGS to the demo, e.g. `make demo DEMO_ARGS="--port 8080 --data-dir /tmp/demo"`.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,6 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokenwarden-installed
 PIP_FLAGS := --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .DEFAULT_GOAL := test
 .PHONY: install test demo bench lint fmt constraints clean
@@ -41,7 +43,7 @@ test: lint
 		exit $$rc; }
 
 demo: $(STAMP)
-	$(BIN)/tokenwarden demo
+	$(BIN)/tokenwarden demo $(DEMO_ARGS)
 
 # Prints figures (ratios against a baseline measured in the same run); never part of `make test`.
 bench: $(STAMP)

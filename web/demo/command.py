@@ -75,14 +75,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 class _Stopper:
-    """The first SIGINT/SIGTERM cancels the demo (the exit stack then stops everything); later ones only say so."""
+    """The first SIGINT/SIGTERM/SIGHUP cancels the demo (the exit stack then stops everything); later ones say so."""
 
     def __init__(self, task: asyncio.Task[object], progress: Progress) -> None:
         self.task, self.progress, self.stopping = task, progress, False
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal was closed
             loop.add_signal_handler(sig, self.signalled)
 
     def signalled(self) -> None:
