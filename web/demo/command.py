@@ -122,6 +122,7 @@ def _log_to_file(path: Path) -> None:
     for handler in root.handlers:
         if getattr(handler, "_tokenwarden_json", False):
             handler.setLevel(logging.ERROR)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)

@@ -42,31 +42,31 @@ class Story:
     leave: str | None = None  # a fault left in place at the start: the live rest of the story
     leave_count: int | None = None  # how many requests it hits (None: until cleared)
     operator_disconnect_ago: float | None = None
-    next_: str = ""  # what the visitor sees next (documentation only)
+    then: str = ""  # what the visitor sees next (documentation only)
 
 
 STORIES: tuple[Story, ...] = (
-    Story(USER, "ana@gmail.test", (Step(60),), next_="stays healthy: refreshed every ~2 min"),
+    Story(USER, "ana@gmail.test", (Step(60),), then="stays healthy: refreshed every ~2 min"),
     Story(USER, "ana.work@gmail.test", (Step(500), Step(8, "5xx")), leave="5xx",
-          next_="retrying now; Google keeps failing: degraded + email after ~45 s, disconnected + email after ~2 min"),
+          then="retrying now; Google keeps failing: degraded + email after ~45 s, disconnected + email after ~2 min"),
     Story(USER, "ana.sales@gmail.test", (Step(480), Step(45, "5xx"), Step(30, "429"), Step(4, "5xx")),
-          next_="degraded; Google is fine again, so the next cycle (~1 min) recovers: 'reconnected' email"),
+          then="degraded; Google is fine again, so the next cycle (~1 min) recovers: 'reconnected' email"),
     Story(USER, "ana.old@gmail.test", (Step(600), Step(300, "revoke"), Step(288, "revoke")), leave="revoke",
-          next_="disconnected (access revoked): reminders at +2/5/10 min until Ana reconnects on the dashboard"),
+          then="disconnected (access revoked): reminders at +2/5/10 min until Ana reconnects on the dashboard"),
     Story("ben@demo.test", "ben@gmail.test", (Step(50),)),
     Story("ben@demo.test", "ben.shop@gmail.test", (Step(70),)),
     Story("ben@demo.test", "ben.news@gmail.test", (Step(450), Step(6, "5xx")),
-          next_="retrying after one blip; the next cycle succeeds and Ben never hears of it"),
+          then="retrying after one blip; the next cycle succeeds and Ben never hears of it"),
     Story("ben@demo.test", "ben.archive@gmail.test",
           (Step(590), Step(420, "5xx"), Step(405, "timeout"), Step(375, "5xx"), Step(315, "5xx")),
           leave="5xx", leave_count=3,  # the three tries of one cycle
-          next_="disconnected by transient failures; re-probed every 2 min: fails once more, then recovers"),
+          then="disconnected by transient failures; re-probed every 2 min: fails once more, then recovers"),
     Story("ben@demo.test", "ben.team@gmail.test", (Step(430), Step(50, "malformed"), Step(35, "malformed"),
           Step(5, "malformed")), leave="malformed",
-          next_="degraded; Google keeps answering garbage: disconnected + email within ~1 min (clear it to recover)"),
+          then="degraded; Google keeps answering garbage: disconnected + email within ~1 min (clear it to recover)"),
     Story("chloe@demo.test", "chloe@gmail.test", (Step(40),)),
     Story("chloe@demo.test", "chloe.club@gmail.test", (Step(580),), operator_disconnect_ago=200,
-          next_="disconnected by an operator: no email, no reminders; Chloe can reconnect"),
+          then="disconnected by an operator: no email, no reminders; Chloe can reconnect"),
     Story(OPERATOR, "olivia@gmail.test", (Step(30),)),
 )  # fmt: skip
 
