@@ -65,11 +65,9 @@ class Driver:
         order = itertools.count()
         for at, action in self._timeline():
             heapq.heappush(queue, (at, next(order), action))
-        started = asyncio.get_running_loop().time()
         while queue:
             at, _, action = heapq.heappop(queue)
-            delay = started + at * self.compression.minute_seconds - asyncio.get_running_loop().time()
-            await asyncio.sleep(max(0.0, delay))
+            await asyncio.sleep(max(0.0, (self.clock.moment(at) - datetime.now(UTC)).total_seconds()))
             self.worker.check()
             again = await action(self._now())
             if again is not None:

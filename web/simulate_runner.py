@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select, update
+from starlette.applications import Starlette
 
 from statemachine.db import Sessionmaker, make_engine, make_sessionmaker
 from statemachine.importer import import_mailboxes
@@ -29,7 +30,7 @@ from web.sandbox_provider import create_sandbox_app, sandbox_state
 from web.serving import serve_in_thread
 from web.simulate_driver import Driver, GroundTruth
 from web.simulate_model import Truth
-from web.simulate_records import Clock, collect
+from web.simulate_records import Clock, Record, collect
 from web.simulate_scenarios import Plan
 from web.simulate_services import SimulationError, Worker, fresh_database, fresh_redis
 from web.simulate_timing import Compression, token_lifetime, worker_environment
@@ -69,7 +70,7 @@ def address(number: int) -> str:
     return f"box{number:06d}@simulate.test"
 
 
-def _sandbox_app(plan: Plan, c: Compression) -> Any:
+def _sandbox_app(plan: Plan, c: Compression) -> Starlette:
     app = create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token_lifetime=token_lifetime(c))
     state = sandbox_state(app)
     for number in range(plan.mailboxes):
@@ -114,16 +115,14 @@ async def _spread(sessionmaker: Sessionmaker, seconds: float) -> None:
         await session.execute(update(Mailbox).values(next_refresh_at=later))
 
 
-def _metrics(plan: Plan, c: Compression, truth: GroundTruth, record: Any) -> tuple[metrics.Metrics, metrics.Metrics]:
+def _metrics(plan: Plan, c: Compression, truth: GroundTruth, record: Record) -> tuple[metrics.Metrics, metrics.Metrics]:
     facts = Truth(plan.mailboxes, truth.revoked, record.final_states, truth.outage, truth.misconfig)
     tolerance = c.simulated_minutes(TOLERANCE_REAL_SECONDS)
     ours = metrics.ours(record.cycles, record.changes, record.emails, facts, tolerance)
     return ours, metrics.naive(record.cycles, facts)
 
 
-async def run_scenario(
-    plan: Plan, c: Compression, services: Services, say: Callable[[str], None]
-) -> ScenarioResult:  # fmt: skip
+async def run_scenario(plan: Plan, c: Compression, services: Services, say: Callable[[str], None]) -> ScenarioResult:
     """Run `plan` with a fresh database, Redis and sandbox; everything started here is stopped here."""
     began = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
