@@ -18,7 +18,7 @@ import pytest
 
 from statemachine.settings import load_settings
 from web.simulate_model import Window
-from web.simulate_scenarios import FAULTS_FROM, FAULTS_UNTIL, SCENARIOS, plan
+from web.simulate_scenarios import FAULTS_FROM, FAULTS_UNTIL, SCENARIOS, allowed, plan
 from web.simulate_timing import Compression, CompressionError, describe, token_lifetime, worker_environment
 
 RUN_TIMEOUT_SECONDS = 150
@@ -51,6 +51,20 @@ def test_each_scenario_has_only_its_own_faults(
     planned = plan(scenario, mailboxes=100, minutes=60, seed=3)
     assert (len(planned.bursts), len(planned.revocations)) == (bursts, revocations)
     assert (planned.outage is not None, planned.misconfig is not None) == (outage, misconfig)
+
+
+@pytest.mark.parametrize(
+    ("excluded", "expected"),
+    [
+        ([], [Window(0, 100)]),
+        ([Window(20, 30)], [Window(0, 20), Window(30, 100)]),
+        ([Window(-5, 10), Window(90, 120)], [Window(10, 90)]),
+        ([Window(20, 30), Window(25, 40)], [Window(0, 20), Window(40, 100)]),
+        ([Window(0, 100)], []),
+    ],
+)
+def test_bursts_are_planned_outside_the_excluded_windows(excluded: list[Window], expected: list[Window]) -> None:
+    assert allowed(Window(0, 100), excluded) == expected
 
 
 def test_plans_are_reproducible_by_seed_and_scenario_names_are_checked() -> None:
