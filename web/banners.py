@@ -73,7 +73,8 @@ def banner_for(
     name = provider_display_name(provider)
     if state == State.HEALTHY:
         return Banner(kind="connected", tone="quiet", title="Connected")
-    if incident:
+    if incident and (state != State.DISCONNECTED or failure_kind == "transient"):
+        # a revoked grant or an operator's disconnect predates the incident: waiting will not fix it
         return Banner(
             kind="incident",
             tone="calm",

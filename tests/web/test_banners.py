@@ -35,9 +35,14 @@ TROUBLE = "\u26a0\ufe0f Having trouble connecting. Retrying automatically."
         ("degraded", TIMEOUT, "transient", None, True,
          Banner("incident", "calm", "Waiting for Gmail to recover",
                 "This will reconnect on its own; you don't need to do anything.")),
-        ("disconnected", REVOKED, "permanent", None, True,
+        ("disconnected", "transient", "transient", None, True,
          Banner("incident", "calm", "Waiting for Gmail to recover",
                 "This will reconnect on its own; you don't need to do anything.")),
+        # revoked (or disconnected by an operator) before the incident: waiting will not fix it
+        ("disconnected", REVOKED, "permanent", None, True,
+         Banner("disconnected", "danger", LOST, REVOKED.split(": ", 1)[1], reconnect=True)),
+        ("disconnected", None, None, None, True,
+         Banner("disconnected", "danger", LOST, "It was disconnected by an administrator.", reconnect=True)),
     ],
 )  # fmt: skip
 def test_banner_for(
