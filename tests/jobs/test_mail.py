@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from arq.worker import Worker
 from prometheus_client import REGISTRY
 from sqlalchemy import text
@@ -40,16 +39,6 @@ def env(database_url: str, smtp_server: SmtpServer) -> dict[str, str]:
         TOKENWARDEN_SMTP_RETRY_BASE_SECONDS="0",
         TOKENWARDEN_OUTBOX_RETRY_BASE_SECONDS="60",
     )
-
-
-@pytest.fixture
-async def arq_redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
-    await pool.flushdb()
-    try:
-        yield pool
-    finally:
-        await pool.aclose()
 
 
 def ctx_for(runtime: Runtime, redis: ArqRedis) -> dict[str, Any]:

@@ -6,13 +6,11 @@ server are real. Cron coroutines are called directly, with the reminders' clock 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
-import respx
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from sqlalchemy import text
 
 from jobs.mail import sweep_outbox
@@ -20,7 +18,7 @@ from jobs.reminders import queue_reminders
 from statemachine.cycle import run_cycle
 from statemachine.models import Mailbox
 from statemachine.runtime import Runtime
-from tests.database import TOKEN_URL, service_environment
+from tests.database import service_environment
 from tests.factories import add_mailbox
 from tests.jobs.test_mail import ctx_for, drain
 from tests.smtp import SmtpServer, smtp_server_fixture  # noqa: F401
@@ -37,22 +35,6 @@ def env(database_url: str, smtp_server: SmtpServer) -> dict[str, str]:
         TOKENWARDEN_SMTP_RETRY_BASE_SECONDS="0",
         TOKENWARDEN_REMINDER_DAYS=REMINDER_DAYS,
     )
-
-
-@pytest.fixture
-async def arq_redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
-    await pool.flushdb()
-    try:
-        yield pool
-    finally:
-        await pool.aclose()
-
-
-@pytest.fixture
-def provider():
-    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as mock:
-        yield mock.post(TOKEN_URL)
 
 
 async def deliver_all(runtime: Runtime, redis: ArqRedis) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
 import respx
-from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy import text
 
 from jobs.mail import deliver_notification, sweep_outbox
@@ -18,7 +16,7 @@ from statemachine.models import Mailbox
 from statemachine.operations import operator_action
 from statemachine.runtime import Runtime
 from statemachine.states import Event
-from tests.database import TOKEN_URL, service_environment
+from tests.database import service_environment
 from tests.factories import add_mailbox
 from tests.jobs.test_mail import ctx_for, drain
 from tests.smtp import SmtpServer, smtp_server_fixture  # noqa: F401
@@ -29,22 +27,6 @@ INVALID_GRANT = httpx.Response(400, json={"error": "invalid_grant"})
 @pytest.fixture
 def env(database_url: str, smtp_server: SmtpServer) -> dict[str, str]:
     return service_environment(database_url, SMTP_URL=smtp_server.url(), TOKENWARDEN_REMINDER_DAYS="0.0001")
-
-
-@pytest.fixture
-async def arq_redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
-    await pool.flushdb()
-    try:
-        yield pool
-    finally:
-        await pool.aclose()
-
-
-@pytest.fixture
-def provider():
-    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as mock:
-        yield mock.post(TOKEN_URL)
 
 
 async def disconnect(runtime: Runtime, provider: respx.Route) -> tuple[int, Mailbox]:

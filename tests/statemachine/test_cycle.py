@@ -7,7 +7,6 @@ import uuid
 
 import httpx
 import pytest
-import respx
 from sqlalchemy import select, text
 
 from statemachine import queries
@@ -17,7 +16,7 @@ from statemachine.operations import operator_action
 from statemachine.repository import UnknownMailboxError
 from statemachine.runtime import Runtime
 from statemachine.states import Event
-from tests.database import CLIENT_SECRET, TOKEN_URL
+from tests.database import CLIENT_SECRET
 from tests.factories import add_mailbox
 
 REFRESH_TOKEN = "1//refresh-token-SECRET-0001"
@@ -25,12 +24,6 @@ ACCESS = {"access_token": "ya29.access-SECRET", "expires_in": 3599, "token_type"
 INVALID_GRANT = httpx.Response(
     400, json={"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
 )
-
-
-@pytest.fixture
-def provider():
-    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as mock:
-        yield mock.post(TOKEN_URL)
 
 
 async def cycle(runtime: Runtime, mailbox_id: int):

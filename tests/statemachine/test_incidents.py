@@ -7,8 +7,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
-import respx
 from sqlalchemy import text
 
 from statemachine.cycle import run_cycle
@@ -16,17 +14,10 @@ from statemachine.errors import Verdict
 from statemachine.incidents import close_recovered, prune_outcomes
 from statemachine.runtime import Runtime
 from statemachine.states import FailureKind
-from tests.database import TOKEN_URL
 from tests.factories import add_mailbox
 
 INVALID_CLIENT = httpx.Response(401, json={"error": "invalid_client", "error_description": "Unauthorized"})
 OUTAGE = Verdict(FailureKind.TRANSIENT, "http_503", "Google is unavailable.")
-
-
-@pytest.fixture
-def provider():
-    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as mock:
-        yield mock.post(TOKEN_URL)
 
 
 async def mailboxes(runtime: Runtime, count: int) -> list[int]:

@@ -18,7 +18,6 @@ from statemachine.operations import operator_action
 from statemachine.reminders import ago, due_occasion, queue_due_reminders
 from statemachine.runtime import Runtime
 from statemachine.states import Event
-from tests.database import TOKEN_URL
 from tests.factories import add_mailbox
 
 DAYS = (1.0, 3.0, 7.0)
@@ -70,12 +69,6 @@ def test_ago(elapsed: timedelta, words: str) -> None:
 
 
 # --- through PostgreSQL -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def provider():
-    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as mock:
-        yield mock.post(TOKEN_URL)
 
 
 async def disconnected_mailbox(runtime: Runtime, provider: respx.Route, address: str = "ana@gmail.test") -> int:

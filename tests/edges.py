@@ -1,0 +1,30 @@
+"""Fixtures for the service's edges: the provider's token endpoint (respx) and the job queue (real Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import respx
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from tests.database import TOKEN_URL
+
+
+@pytest.fixture
+def provider() -> Iterator[respx.Route]:
+    """The token endpoint, mocked at the httpx layer (the aiohttp transport bypasses httpcore):
+    any request to another URL fails the test instead of reaching the network."""
+    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as mock:
+        yield mock.post(TOKEN_URL)
+
+
+@pytest.fixture
+async def arq_redis(redis_url: str) -> AsyncIterator[ArqRedis]:
+    """An arq pool on the session's Redis, emptied first."""
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    await pool.flushdb()
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
