@@ -13,6 +13,7 @@ from typing import Any
 from web.simulate_metrics import Metrics
 from web.simulate_model import Window
 from web.simulate_runner import ScenarioResult
+from web.simulate_scenarios import ARM_SLACK_MINUTES
 
 NEVER = "never (no email)"
 
@@ -61,7 +62,7 @@ def _window_emails(created: int | None, caused: int | None) -> str:
 
 
 ROWS: list[tuple[str, Callable[[Metrics], str]]] = [
-    ("refresh success rate", _success),
+    ("refresh success rate (of the cycles made)", _success),
     ("automatic recovery of transient episodes", _recovery),
     ("mailboxes disabled at the end", _disabled),
     ("false disconnects (grant still valid)", lambda m: str(m.false_disconnects)),
@@ -87,10 +88,26 @@ def _incidents(result: ScenarioResult) -> str:
         return "none"
     spans = []
     for incident in result.incidents:
-        closed = incident["closed_minute"]
-        end = "still open" if closed is None else f"{closed:g}"
-        spans.append(f"{incident['code'] or 'transient'} min {incident['opened_minute']:g}-{end}")
+        kind, opened, closed = incident["code"] or "transient", incident["opened_minute"], incident["closed_minute"]
+        spans.append(f"{kind} min {opened:g}-{closed:g}" if closed is not None else f"{kind} from min {opened:g}, open")
     return f"{len(spans)} opened: " + "; ".join(spans)
+
+
+def _applied(result: ScenarioResult) -> str:
+    """What the sandbox really did; a burst is dropped when no healthy mailbox is due near its planned time."""
+    plan, truth = result.plan, result.truth
+    parts = []
+    if plan.bursts:
+        dropped = len(plan.bursts) - truth.bursts
+        note = f" ({dropped} dropped: no healthy mailbox due within {ARM_SLACK_MINUTES:g} min)" if dropped else ""
+        parts.append(f"{truth.bursts} of {len(plan.bursts)} bursts{note}")
+    if plan.revocations:
+        parts.append(f"{len(truth.revoked)} of {len(plan.revocations)} revocations")
+    if truth.outage:
+        parts.append(f"outage {_window(truth.outage)}")
+    if truth.misconfig:
+        parts.append(f"invalid_client {_window(truth.misconfig)}")
+    return ", ".join(parts) or "nothing"
 
 
 def table(result: ScenarioResult) -> str:
@@ -100,9 +117,7 @@ def table(result: ScenarioResult) -> str:
         f"== {plan.scenario}: {plan.mailboxes:,} mailboxes, {plan.minutes:g} simulated minutes "
         f"in {result.real_seconds / 60:.1f} real minutes ({c.describe()})",
         f"   faults: {plan.describe()}",
-        f"   applied: {result.truth.bursts} of {len(plan.bursts)} bursts, "
-        f"{len(result.truth.revoked)} of {len(plan.revocations)} revocations, "
-        f"outage {_window(result.truth.outage)}, invalid_client {_window(result.truth.misconfig)}",
+        f"   applied: {_applied(result)}",
         f"   provider incidents: {_incidents(result)}",
         "",
     ]
