@@ -1,8 +1,8 @@
 """`refresh_mailbox`: one job, one claimed mailbox, exactly the refresh cycle `tokenwarden refresh` runs.
 
-The job first takes its claim over from the scan (`start_claim`); a copy of the job that arq runs
-again, or a job for a claim that is finished or held by another job, does nothing. Then it runs the
-core's `run_cycle`, counts the outcome and logs one line per state transition.
+The cycle takes the mailbox over from the scan's claim in the same statement that leases it; a copy
+of the job that arq runs again, or a job whose claim is finished or held by another job, does
+nothing. It counts the outcome and logs one line per state transition.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs import metrics
-from statemachine import scheduling
 from statemachine.cycle import CycleResult, run_cycle
 from statemachine.logs import log_context
 from statemachine.repository import UnknownMailboxError
@@ -28,25 +27,16 @@ async def refresh_mailbox(ctx: Mapping[str, Any], mailbox_id: int, lease_owner: 
     """Refresh one mailbox under the scan's claim `lease_owner`; returns what happened, for arq's log."""
     runtime: Runtime = ctx["runtime"]
     with log_context(job_id=ctx.get("job_id"), job_try=ctx.get("job_try")):
-        deps = runtime.cycle_deps()
-        async with runtime.sessionmaker() as session, session.begin():
-            claim = await scheduling.start_claim(
-                session, mailbox_id, uuid.UUID(lease_owner), deps.clock(), deps.lease_seconds
-            )
-            exists = claim is not None or await scheduling.provider_of(session, mailbox_id) is not None
-        if not exists:
+        try:
+            result = await run_cycle(runtime.cycle_deps(), mailbox_id, actor=WORKER_ACTOR, claim=uuid.UUID(lease_owner))
+        except UnknownMailboxError:
             logger.warning("refresh job for a mailbox that does not exist", extra={"mailbox_id": mailbox_id})
             return "unknown"
-        if claim is None:
+        if result.provider is None:
             logger.info("refresh job skipped: its claim is finished or taken", extra={"mailbox_id": mailbox_id})
             return "skipped"
-        try:
-            result = await run_cycle(deps, mailbox_id, actor=WORKER_ACTOR, lease_owner=claim.owner)
-        except UnknownMailboxError:
-            logger.warning("mailbox deleted during its refresh job", extra={"mailbox_id": mailbox_id})
-            return "unknown"
-        metrics.record_cycle(result, claim.provider)
-        log_transitions(result, claim.provider)
+        metrics.record_cycle(result, result.provider)
+        log_transitions(result, result.provider)
         return result.status
 
 

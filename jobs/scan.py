@@ -73,6 +73,6 @@ async def _enqueue(redis: ArqRedis, claim: Claim, now: datetime) -> str:
         return "already_queued"  # it will run, and the claim kept its owner for it
     # "In progress" although the lease ran out means its worker died (a live job keeps its lease), and
     # arq would retry it only once its in-progress key expires; a failed job's result blocks the id for
-    # a moment. Either way, enqueue anew: start_claim lets only one of the two jobs run the cycle.
+    # a moment. Either way, enqueue anew: the cycle's takeover of the claim lets only one of the two jobs run it.
     await redis.enqueue_job(*args, _job_id=claim.fallback_job_id(now))
     return "re-enqueued"

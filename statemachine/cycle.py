@@ -86,16 +86,21 @@ class CycleResult:
     outcome: Outcome | None = None
     verdict: Verdict | None = None
     seconds: float = 0.0
+    provider: str | None = None
 
 
-async def run_cycle(
-    deps: CycleDeps, mailbox_id: int, *, actor: str, lease_owner: uuid.UUID | None = None
-) -> CycleResult:
-    """Run one refresh cycle; raise UnknownMailboxError for an id that does not exist."""
+async def run_cycle(deps: CycleDeps, mailbox_id: int, *, actor: str, claim: uuid.UUID | None = None) -> CycleResult:
+    """Run one refresh cycle; raise UnknownMailboxError for an id that does not exist.
+
+    `claim` is the due-scan's lease on the mailbox: a worker job takes the mailbox over only from it
+    (status "busy" when that claim is finished or taken); without it (the CLI) any free mailbox is leased.
+    """
     started = time.perf_counter()
-    owner = lease_owner or uuid.uuid4()
+    owner = uuid.uuid4()
     async with deps.sessionmaker() as session, session.begin():
-        lease = await repository.take_lease(session, mailbox_id, owner, deps.clock(), deps.lease_seconds)
+        lease = await repository.take_lease(
+            session, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim
+        )
     if lease is None:
         return CycleResult(mailbox_id, "busy")
     grant, verdict = await _call_provider(deps, lease)
@@ -104,7 +109,7 @@ async def run_cycle(
     result = await _apply_outcome(deps, lease, grant, verdict, actor)
     seconds = time.perf_counter() - started
     _log_cycle(result, lease.provider, seconds)
-    return CycleResult(result.mailbox_id, result.status, result.outcome, result.verdict, seconds)
+    return CycleResult(result.mailbox_id, result.status, result.outcome, result.verdict, seconds, lease.provider)
 
 
 async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Grant | None, Verdict | None]:

@@ -257,4 +257,4 @@ async def list_incidents(session: AsyncSession, limit: int = 100) -> list[dict[s
 async def open_counts(session: AsyncSession) -> dict[str, int]:
     """Open incidents per provider, for the gauge."""
     statement = select(Incident.provider, func.count()).where(Incident.status == "open").group_by(Incident.provider)
-    return {provider: count for provider, count in (await session.execute(statement)).tuples()}
+    return {provider: count for provider, count in await session.execute(statement)}

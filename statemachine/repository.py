@@ -33,15 +33,18 @@ class Lease:
 
 
 async def take_lease(
-    session: AsyncSession, mailbox_id: int, owner: uuid.UUID, now: datetime, seconds: float
-) -> Lease | None:
-    """Lease the mailbox to `owner` unless another live lease holds it (then None)."""
+    session: AsyncSession, mailbox_id: int, owner: uuid.UUID, now: datetime, seconds: float,
+    *, takeover_from: uuid.UUID | None = None,
+) -> Lease | None:  # fmt: skip
+    """Lease the mailbox to `owner` unless another live lease holds it (then None).
+
+    With `takeover_from` (a scan's claim), take it over only from that claim, live or not: a job
+    whose claim is finished, or was taken by a copy of the same job, gets None and does nothing.
+    """
+    free = or_(Mailbox.lease_until.is_(None), Mailbox.lease_until <= now)
     statement = (
         update(Mailbox)
-        .where(
-            Mailbox.id == mailbox_id,
-            or_(Mailbox.lease_until.is_(None), Mailbox.lease_until <= now, Mailbox.lease_owner == owner),
-        )
+        .where(Mailbox.id == mailbox_id, free if takeover_from is None else Mailbox.lease_owner == takeover_from)
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
         .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext)
     )

@@ -40,14 +40,6 @@ class Claim:
         return f"{self.job_id}:reclaim:{epoch_ms(now)}"
 
 
-@dataclass(frozen=True)
-class StartedClaim:
-    """The claim a job took over: its own owner id, for `run_cycle(lease_owner=...)`."""
-
-    owner: uuid.UUID
-    provider: str
-
-
 def epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
@@ -78,28 +70,9 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease_seco
     return sorted((Claim(*row) for row in rows), key=lambda claim: claim.due)
 
 
-async def start_claim(
-    session: AsyncSession, mailbox_id: int, owner: uuid.UUID, now: datetime, lease_seconds: float
-) -> StartedClaim | None:
-    """Take over the claim `owner` for this job; None when it is finished or another job took it."""
-    mine = uuid.uuid4()
-    statement = (
-        update(Mailbox)
-        .where(Mailbox.id == mailbox_id, Mailbox.lease_owner == owner)
-        .values(lease_owner=mine, lease_until=now + timedelta(seconds=lease_seconds))
-        .returning(Mailbox.provider)
-    )
-    provider = (await session.execute(statement)).scalar_one_or_none()
-    return None if provider is None else StartedClaim(mine, provider)
-
-
-async def provider_of(session: AsyncSession, mailbox_id: int) -> str | None:
-    return await session.scalar(select(Mailbox.provider).where(Mailbox.id == mailbox_id))
-
-
 async def mailboxes_by_state(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(Mailbox.state, func.count()).group_by(Mailbox.state))
-    return {state: count for state, count in rows.tuples()}
+    return {state: count for state, count in rows}
 
 
 async def outbox_backlog(session: AsyncSession) -> int:
