@@ -116,7 +116,9 @@ def _count_failure(ev: EventData) -> None:
     lc.confirming = kind is FailureKind.PERMANENT and (
         lc.failure_kind == FailureKind.PERMANENT or _policy(ev).confirm_permanent_seconds <= 0
     )
-    if kind is FailureKind.CONFIG:
+    if occ.incident:
+        pass  # the provider's failures, not this mailbox's: they do not climb its ladder after the incident
+    elif kind is FailureKind.CONFIG:
         lc.config_failure_count += 1
     else:
         lc.attempt_count += 1

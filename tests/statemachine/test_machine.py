@@ -140,6 +140,19 @@ def test_provider_incident_freezes_the_ladder_and_the_emails() -> None:
         fail(lifecycle, E.REFRESH_FAILED_PERMANENT, T0 + timedelta(minutes=minute, seconds=30), incident=True)
     assert (lifecycle.state, lifecycle.emails) == ("retrying", [])
     assert "provider incident" in lifecycle.records[-1].reason
+    assert lifecycle.attempt_count == 0  # after the incident the ladder starts from the bottom
+
+
+def test_after_an_incident_one_more_failure_does_not_disconnect() -> None:
+    lifecycle = fail(Lifecycle(state="healthy"), E.REFRESH_FAILED_TRANSIENT, T0)
+    for minute in range(1, 60):
+        fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(minutes=minute), incident=True)
+    fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(minutes=61), Policy())
+    assert (lifecycle.state, lifecycle.attempt_count, lifecycle.emails) == (
+        "degraded",
+        2,
+        [EmailKind.TOKEN_REFRESH_RETRY],
+    )
 
 
 def test_recovery_after_an_email_sends_one_reconnected_email() -> None:
