@@ -196,10 +196,15 @@ def _next_refresh_at(ev: EventData) -> datetime | None:
         return policy.next_refresh_at(occ.at, occ.expires_in, occ.jitter)
     if lc.state == X:
         return occ.at + timedelta(seconds=policy.reprobe_seconds) if lc.failure_kind == FailureKind.TRANSIENT else None
-    if lc.failure_kind == FailureKind.PERMANENT and not lc.confirming and not occ.incident:
+    retry_after = occ.verdict.retry_after if occ.verdict else None
+    if occ.incident and occ.verdict:
+        # held back: wait the longest rung, not hammering a provider that is down; healthy mailboxes'
+        # refreshes keep sampling it, and the incident's close pulls this one forward
+        rung = len(policy.cycle_delays_seconds)
+        return occ.at + timedelta(seconds=policy.retry_delay_seconds(rung, occ.jitter, retry_after))
+    if lc.failure_kind == FailureKind.PERMANENT and not lc.confirming:
         return occ.at + timedelta(seconds=policy.confirm_permanent_seconds)
     failures = lc.config_failure_count if lc.failure_kind == FailureKind.CONFIG else lc.attempt_count
-    retry_after = occ.verdict.retry_after if occ.verdict else None
     return occ.at + timedelta(seconds=policy.retry_delay_seconds(failures, occ.jitter, retry_after))
 
 

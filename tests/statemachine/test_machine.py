@@ -141,6 +141,8 @@ def test_provider_incident_freezes_the_ladder_and_the_emails() -> None:
     assert (lifecycle.state, lifecycle.emails) == ("retrying", [])
     assert "provider incident" in lifecycle.records[-1].reason
     assert lifecycle.attempt_count == 0  # after the incident the ladder starts from the bottom
+    last = T0 + timedelta(minutes=5, seconds=30)
+    assert lifecycle.next_refresh_at == last + timedelta(seconds=NO_AGES.cycle_delays_seconds[-1])  # no hammering
 
 
 def test_after_an_incident_one_more_failure_does_not_disconnect() -> None:
