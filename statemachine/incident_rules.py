@@ -117,8 +117,11 @@ def should_open(provider: str, counts: WindowCounts, rules: IncidentThresholds) 
     return None
 
 
-def should_close(counts: WindowCounts, open_seconds: float, rules: IncidentThresholds) -> bool:
-    """Close when failures fall back under the ratio with at least one success, or none failed for a full window."""
-    if counts.successes >= 1 and counts.failure_ratio < rules.failure_ratio:
-        return True
-    return counts.failures == 0 and open_seconds >= rules.window_seconds
+def should_close(counts: WindowCounts, rules: IncidentThresholds) -> bool:
+    """Close when failures fall back under the ratio with at least one success.
+
+    A quiet window says nothing about the provider (held-back mailboxes wait the longest rung), so it
+    keeps the incident open: closing then would pull every held mailbox forward into a provider that
+    may still be down, and reopen a moment later (seen in `tokenwarden simulate`).
+    """
+    return counts.successes >= 1 and counts.failure_ratio < rules.failure_ratio

@@ -207,7 +207,7 @@ async def _close_if_recovered(
     if incident is None:
         return False
     counts = await window_counts(session, incident.provider, now - timedelta(seconds=rules.window_seconds))
-    if not should_close(counts, (now - incident.opened_at).total_seconds(), rules):
+    if not should_close(counts, rules):
         return False
     incident.status, incident.closed_at = "closed", now
     reason = "Provider incident closed: the provider answers again; retrying soon."
