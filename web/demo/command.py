@@ -33,10 +33,11 @@ from web.demo.control import SandboxControl
 from web.demo.datadir import DEFAULT_DATA_DIR, DataDir, DemoError, RunInfo
 from web.demo.mailcatcher import mail_catcher
 from web.demo.seed import prepare
-from web.demo.services import Progress, Worker, running_worker, served, worker_environment
+from web.demo.services import Progress, running_worker, served, worker_environment
 from web.demo.stories import OPERATOR, USER
 from web.sandbox import create_sandbox_app
 from web.signing import Signing
+from web.worker_process import WorkerExitedError, WorkerProcess
 
 DEFAULT_PORT = 8000
 LINK_MINUTES = 24 * 60
@@ -106,7 +107,10 @@ async def run_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             worker = await _start(stack, data, args.port, env, progress)
             while True:
                 await asyncio.sleep(WATCH_SECONDS)
-                worker.check()
+                try:
+                    worker.check()
+                except WorkerExitedError as err:
+                    raise DemoError(str(err)) from None
     except asyncio.CancelledError:
         progress.say("stopped: the worker, the web app, the mail catcher, the sandbox Google, Redis and PostgreSQL")
         return 0
@@ -130,7 +134,7 @@ def _log_to_file(path: Path) -> None:
 
 async def _start(
     stack: contextlib.AsyncExitStack, data: DataDir, port: int, env: Mapping[str, str], progress: Progress
-) -> Worker:
+) -> WorkerProcess:
     """Start every server, in dependency order, registering each one's stop on the stack."""
     data.create()
     secrets = data.secrets()

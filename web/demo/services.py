@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,13 +19,11 @@ from typing import TextIO
 
 from starlette.types import ASGIApp
 
-from statemachine.embedded import die_with_parent_hook
 from web.demo.datadir import DemoError
 from web.serving import RunningServer, serve_in_thread
+from web.worker_process import WorkerExitedError, WorkerProcess
 
-WORKER_COMMAND = (sys.executable, "-m", "statemachine.cli", "worker")
 WORKER_SETTLE_SECONDS = 1.0  # a worker with a bad environment exits within this
-STOP_MARGIN_SECONDS = 10.0
 
 
 class Progress:
@@ -53,56 +49,15 @@ class Progress:
         print(f"ok ({time.monotonic() - started:.1f} s{extra})", file=self.out, flush=True)
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Worker:
-    """`tokenwarden worker` with its output in a log file; `check()` raises DemoError once it has died."""
-
-    def __init__(self, env: Mapping[str, str], log: Path, grace_seconds: float) -> None:
-        self.env, self.log, self.grace_seconds = dict(env), log, grace_seconds
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start from the main thread (PR_SET_PDEATHSIG follows the starting thread) and check it stays up."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                WORKER_COMMAND, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent_hook(), process_group=0,
-            )  # fmt: skip
-        time.sleep(WORKER_SETTLE_SECONDS)
-        self.check()
-
-    def check(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise DemoError(f"the worker exited with status {self.proc.returncode}; its log ends:\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        """SIGTERM (running cycles finish within the grace), SIGKILL if it outstays it."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(self.grace_seconds + STOP_MARGIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-
 @contextlib.contextmanager
-def running_worker(env: Mapping[str, str], log: Path, grace_seconds: float) -> Iterator[Worker]:
-    worker = Worker(env, log, grace_seconds)
+def running_worker(env: Mapping[str, str], log: Path, grace_seconds: float) -> Iterator[WorkerProcess]:
+    """The worker, started from the main thread and checked to stay up; a worker that dies is a DemoError."""
+    worker = WorkerProcess(env, log, grace_seconds)
     try:
-        worker.start()
+        try:
+            worker.start(settle_seconds=WORKER_SETTLE_SECONDS)
+        except WorkerExitedError as err:
+            raise DemoError(str(err)) from None
         yield worker
     finally:
         worker.stop()
