@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from statemachine.settings import load_settings
-from web.simulate_model import Window
-from web.simulate_scenarios import FAULTS_FROM, FAULTS_UNTIL, SCENARIOS, allowed, plan
-from web.simulate_timing import Compression, CompressionError, describe, token_lifetime, worker_environment
+from web.simulate.model import Window
+from web.simulate.scenarios import FAULTS_FROM, FAULTS_UNTIL, SCENARIOS, allowed, plan
+from web.simulate.timing import Compression, CompressionError, describe, token_lifetime, worker_environment
 
 RUN_TIMEOUT_SECONDS = 150
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from web.simulate_metrics import (
+from web.simulate.metrics import (
     assign,
     duplicate_emails,
     email_delays,
@@ -19,7 +19,7 @@ from web.simulate_metrics import (
     percentile,
     window_emails,
 )
-from web.simulate_model import PERMANENT_EMAIL, Change, Cycle, Email, Episode, Truth, Window
+from web.simulate.model import PERMANENT_EMAIL, Change, Cycle, Email, Episode, Truth, Window
 
 OUTCOMES = {"s": "success", "t": "transient", "p": "permanent", "c": "config"}
 RETRY, FINAL = "token_refresh_retry", "token_refresh_final_failure"

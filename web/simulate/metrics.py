@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from web.simulate_model import (
+from web.simulate.model import (
     DISCONNECTED,
     PERMANENT,
     PERMANENT_EMAIL,

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.models import Incident, Mailbox, Notification, RefreshOutcome, StateTransition
 from statemachine.states import State
-from web.simulate_model import Change, Cycle, Email
+from web.simulate.model import Change, Cycle, Email
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Record:
 async def progress(session: AsyncSession) -> Progress:
     outcomes = select(func.count(), func.count().filter(RefreshOutcome.outcome == "success"))
     cycles, successes = (await session.execute(outcomes)).one()
-    states = dict((await session.execute(select(Mailbox.state, func.count()).group_by(Mailbox.state))).tuples().all())
+    states = dict((await session.execute(select(Mailbox.state, func.count()).group_by(Mailbox.state))).all())
     emails = await session.scalar(select(func.count()).select_from(Notification)) or 0
     incident = await session.scalar(select(func.coalesce(Incident.code, "transient")).where(Incident.status == "open"))
     return Progress(cycles, successes, states, emails, incident)
@@ -102,7 +102,7 @@ async def collect(session: AsyncSession, clock: Clock) -> Record:
     for mailbox_id, kind, created, sent in await session.execute(outbox.order_by(Notification.id)):
         sent_minute = None if sent is None else clock.minutes(sent)
         record.emails.append(Email(mailbox_id, kind, clock.minutes(created), sent_minute))
-    record.final_states = dict((await session.execute(select(Mailbox.id, Mailbox.state))).tuples().all())
+    record.final_states = dict((await session.execute(select(Mailbox.id, Mailbox.state))).all())
     incidents = select(Incident.cause, Incident.code, Incident.opened_at, Incident.closed_at).order_by(Incident.id)
     for cause, code, opened, closed in await session.execute(incidents):
         record.incidents.append(

@@ -7,6 +7,7 @@ state from its first second; the clock of the scenario starts when the worker do
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -25,15 +26,16 @@ from statemachine.importer import import_mailboxes
 from statemachine.models import Mailbox
 from statemachine.secrets import TokenCipher
 from statemachine.settings import load_settings
-from web import simulate_metrics as metrics
 from web.sandbox_provider import create_sandbox_app, sandbox_state
 from web.serving import serve_in_thread
-from web.simulate_driver import Driver, GroundTruth
-from web.simulate_model import Truth
-from web.simulate_records import Clock, Record, collect
-from web.simulate_scenarios import Plan
-from web.simulate_services import SimulationError, Worker, fresh_database, fresh_redis
-from web.simulate_timing import Compression, token_lifetime, worker_environment
+from web.simulate import metrics
+from web.simulate.driver import Driver, GroundTruth
+from web.simulate.model import Truth
+from web.simulate.records import Clock, Record, collect
+from web.simulate.scenarios import Plan
+from web.simulate.services import SimulationError, fresh_database, fresh_redis
+from web.simulate.timing import Compression, token_lifetime, worker_environment
+from web.worker_process import WorkerProcess
 
 CLIENT_ID = "tokenwarden-simulate.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-simulate-not-a-secret"
@@ -103,7 +105,7 @@ async def _populate(sessionmaker: Sessionmaker, env: Mapping[str, str], plan: Pl
     if report.problems or report.imported != plan.mailboxes:
         raise SimulationError(f"importing the mailboxes failed: {report.problems[:3]}")
     async with sessionmaker() as session:
-        rows = (await session.execute(select(Mailbox.address, Mailbox.id))).tuples().all()
+        rows = (await session.execute(select(Mailbox.address, Mailbox.id))).all()
     numbers = {address(n): n for n in range(plan.mailboxes)}
     return {numbers[a]: mailbox_id for a, mailbox_id in rows}
 
@@ -136,8 +138,8 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
         ids = await _populate(sessionmaker, env, plan)
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=sandbox.url, timeout=10))
         settings = load_settings(env)
-        worker = Worker(env, services.workdir / f"worker-{plan.scenario}.log", settings.shutdown_grace_seconds)
-        stack.push_async_callback(worker.stop)
+        worker = WorkerProcess(env, services.workdir / f"worker-{plan.scenario}.log", settings.shutdown_grace_seconds)
+        stack.push_async_callback(asyncio.to_thread, worker.stop)
         await _spread(sessionmaker, token_lifetime(c) - settings.policy.refresh_lead_seconds)
         clock = Clock(datetime.now(UTC), c.minute_seconds)
         worker.start()
@@ -148,7 +150,7 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
             stall_seconds=3 * settings.http_timeout_seconds, say=say,
         )  # fmt: skip
         truth = await driver.run()
-        await worker.stop()
+        await asyncio.to_thread(worker.stop)
         async with sessionmaker() as session:
             record = await collect(session, clock)
     ours, naive = _metrics(plan, c, truth, record)

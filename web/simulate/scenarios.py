@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from web.simulate_model import Window
+from web.simulate.model import Window
 
 SCENARIOS = ("transient-bursts", "revocations", "provider-outage", "misconfiguration", "combined")
 BURST_SHARE, REVOKED_SHARE = 0.20, 0.01

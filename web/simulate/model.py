@@ -1,7 +1,7 @@
 """The records a simulation keeps, in simulated minutes since the scenario began: plain, frozen values.
 
-Why a module of their own: the database reader (simulate_records), the plans (simulate_scenarios)
-and the pure metrics (simulate_metrics) all speak in these, and none of them needs the others' code.
+Why a module of their own: the database reader (records), the plans (scenarios)
+and the pure metrics (metrics) all speak in these, and none of them needs the others' code.
 """
 
 from __future__ import annotations

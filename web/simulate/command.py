@@ -6,9 +6,9 @@ Redis, and replays the same recorded cycles under the naive policy the plan repl
 Progress goes to stderr; the tables (or `--json`) to stdout. Everything started is stopped on exit,
 Ctrl-C included.
 
-The pieces: simulate_timing (compression), simulate_scenarios (plans), simulate_services (servers and
-the worker subprocess), simulate_runner and simulate_driver (one scenario), simulate_records (database
-reads), simulate_metrics (pure metrics and the naive replay), simulate_report (output).
+The pieces: timing (compression), scenarios (plans), services (servers and
+the worker subprocess), runner and driver (one scenario), records (database
+reads), metrics (pure metrics and the naive replay), report (output).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from cryptography.fernet import Fernet
 
 from statemachine.embedded import ServiceStartError
 from statemachine.settings import load_settings
-from web.simulate_report import as_json, table
-from web.simulate_runner import ScenarioResult, Services, run_scenario
-from web.simulate_scenarios import SCENARIOS, plan
-from web.simulate_services import SimulationError, postgres_admin, smtp_sink
-from web.simulate_timing import Compression, CompressionError, describe, worker_environment
+from web.simulate.report import as_json, table
+from web.simulate.runner import ScenarioResult, Services, run_scenario
+from web.simulate.scenarios import SCENARIOS, plan
+from web.simulate.services import SimulationError, postgres_admin, smtp_sink
+from web.simulate.timing import Compression, CompressionError, describe, worker_environment
+from web.worker_process import WorkerExitedError
 
 EXIT_INTERRUPTED = 130
 
@@ -112,7 +113,7 @@ async def simulate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         for line in describe(base, c):
             _say(line)
         results = await _run(args, env, c)
-    except (SimulationError, CompressionError, ServiceStartError) as err:
+    except (SimulationError, CompressionError, ServiceStartError, WorkerExitedError) as err:
         print(f"tokenwarden: error: {err}".replace("\n", "\n  "), file=sys.stderr)
         return 1
     except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us; every server is already stopped

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from redis.asyncio import Redis
@@ -28,9 +23,6 @@ from sqlalchemy.pool import NullPool
 from statemachine.embedded import start_embedded_postgres, start_embedded_redis
 from statemachine.migrations import migrate
 from statemachine.settings import database_url
-
-WORKER_COMMAND = (sys.executable, "-m", "statemachine.cli", "worker")
-STOP_MARGIN_SECONDS = 10.0
 
 
 class SimulationError(RuntimeError):
@@ -111,56 +103,3 @@ async def smtp_sink() -> AsyncIterator[str]:
         server.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 5)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """Linux: the child gets SIGTERM when this process dies, even by SIGKILL (resolved before fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Worker:
-    """`tokenwarden worker` in a subprocess, its output in a log file; `check()` fails loudly if it died."""
-
-    def __init__(self, env: Mapping[str, str], log: Path, grace_seconds: float) -> None:
-        self.env, self.log, self.grace_seconds = dict(env), log, grace_seconds
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                WORKER_COMMAND, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(),
-            )  # fmt: skip
-
-    def check(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise SimulationError(f"the worker exited with status {self.proc.returncode}:\n{_tail(self.log)}")
-
-    async def stop(self) -> None:
-        """SIGTERM (running cycles finish), then SIGKILL if it outstays its grace."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, self.grace_seconds + STOP_MARGIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-
-    async def __aenter__(self) -> Worker:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 
 from statemachine.db import Sessionmaker
-from web.simulate_model import Window
-from web.simulate_records import Clock, due_next, progress
-from web.simulate_scenarios import ARM_SLACK_MINUTES, Burst, Plan
-from web.simulate_services import Worker
-from web.simulate_timing import Compression
+from web.simulate.model import Window
+from web.simulate.records import Clock, due_next, progress
+from web.simulate.scenarios import ARM_SLACK_MINUTES, Burst, Plan
+from web.simulate.timing import Compression
+from web.worker_process import WorkerProcess
 
 PROGRESS_EVERY_MINUTES = 10.0
 ARM_RETRY_MINUTES = 0.5
@@ -48,7 +48,7 @@ class Driver:
     clock: Clock
     sessionmaker: Sessionmaker
     sandbox: httpx.AsyncClient
-    worker: Worker
+    worker: WorkerProcess
     tokens: dict[int, str]  # mailbox id -> refresh token
     untouched: set[int]  # mailbox ids that no per-mailbox fault was armed on yet
     stall_seconds: float  # how long a "timeout" fault hangs (longer than the worker's HTTP timeout)

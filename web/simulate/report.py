@@ -10,10 +10,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from web.simulate_metrics import Metrics
-from web.simulate_model import Window
-from web.simulate_runner import ScenarioResult
-from web.simulate_scenarios import ARM_SLACK_MINUTES
+from web.simulate.metrics import Metrics
+from web.simulate.model import Window
+from web.simulate.runner import ScenarioResult
+from web.simulate.scenarios import ARM_SLACK_MINUTES
 
 NEVER = "never (no email)"
 
