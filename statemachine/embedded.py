@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 START_TIMEOUT = 20.0
-MAX_SOCKET_PATH = 100  # unix socket paths must stay under ~107 bytes
 
 
 class ServiceStartError(RuntimeError):

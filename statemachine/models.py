@@ -28,11 +28,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from statemachine.states import State
+from statemachine.states import FailureKind, State
 
-STATE_VALUES = ", ".join(f"'{s.value}'" for s in State)
 PROVIDERS = ("google", "microsoft")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
+FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK expression limiting a TEXT column to `values` (no Postgres ENUM: see the module docstring)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -88,9 +94,9 @@ class Mailbox(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
-        CheckConstraint(f"state IN ({STATE_VALUES})", name="state"),
-        CheckConstraint("provider IN ('google', 'microsoft')", name="provider"),
-        CheckConstraint("failure_kind IN ('transient', 'permanent', 'config')", name="failure_kind"),
+        CheckConstraint(one_of("state", tuple(s.value for s in State)), name="state"),
+        CheckConstraint(one_of("provider", PROVIDERS), name="provider"),
+        CheckConstraint(one_of("failure_kind", FAILURE_KINDS), name="failure_kind"),
         CheckConstraint("is_active = (state <> 'disconnected')", name="active_matches_state"),
         UniqueConstraint("user_id", "provider", "address", name="uq_mailboxes_user_provider_address"),
         Index(
@@ -145,7 +151,7 @@ class Notification(Base):
     locked_until: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status"),
+        CheckConstraint(one_of("status", OUTBOX_STATUSES), name="status"),
         Index("ix_notifications_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )
 
@@ -163,7 +169,7 @@ class RefreshOutcome(Base):
     at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
-        CheckConstraint("outcome IN ('success', 'transient', 'permanent', 'config')", name="outcome"),
+        CheckConstraint(one_of("outcome", ("success", *FAILURE_KINDS)), name="outcome"),
         Index("ix_refresh_outcomes_provider_at", "provider", "at"),
     )
 

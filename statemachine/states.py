@@ -40,6 +40,3 @@ class EmailKind(StrEnum):
     TOKEN_REFRESH_PERMANENT_FAILURE = "token_refresh_permanent_failure"
     RECONNECTED = "reconnected"
     TOKEN_REFRESH_REMINDER = "token_refresh_reminder"
-
-
-ACTIVE_STATES = frozenset({State.HEALTHY, State.RETRYING, State.DEGRADED})
