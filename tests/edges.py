@@ -1,4 +1,4 @@
-"""Fixtures for the service's edges: the provider's token endpoint (respx) and the job queue (real Redis)."""
+"""Fixtures for the service's edges: the provider (respx, or the sandbox Google over HTTP) and the job queue."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 import respx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from tests.database import TOKEN_URL
+from tests.database import CLIENT_ID, CLIENT_SECRET, TOKEN_URL
+from web.sandbox import create_sandbox_app
+from web.serving import RunningServer, serve_in_thread
 
 
 @pytest.fixture
@@ -17,6 +19,13 @@ def provider() -> Iterator[respx.Route]:
     any request to another URL fails the test instead of reaching the network."""
     with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=False) as mock:
         yield mock.post(TOKEN_URL)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[RunningServer]:
+    """The sandbox Google served over real HTTP on 127.0.0.1, fresh for each test, with the tests' client."""
+    with serve_in_thread(create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
+        yield running
 
 
 @pytest.fixture

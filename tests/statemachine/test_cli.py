@@ -19,19 +19,12 @@ import pytest
 from cryptography.fernet import Fernet
 
 from statemachine.cli import main
-from tests.database import CLIENT_ID, CLIENT_SECRET, service_environment
-from web.sandbox import create_sandbox_app
-from web.serving import RunningServer, serve_in_thread
+from tests.database import service_environment
+from web.serving import RunningServer
 
 CASES = json.loads((Path(__file__).resolve().parents[3] / "shared" / "oauth-error-cases.json").read_text())
 HTTP_CASES = [c for c in CASES if c["provider"] in ("google", "generic") and not c.get("transport")]
 ACCOUNT = {"email": "ana@gmail.test", "sub": "104400000000000000001"}
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[RunningServer]:
-    with serve_in_thread(create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
-        yield running
 
 
 @pytest.fixture

@@ -20,10 +20,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from statemachine.cli import main
-from tests.database import CLIENT_ID, CLIENT_SECRET
 from tests.web.support import ADMIN, OWNER, ROOT, start_serving, stop_serving
-from web.sandbox import create_sandbox_app
-from web.serving import RunningServer, serve_in_thread
+from web.serving import RunningServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,11 +46,11 @@ def require_chromium() -> None:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[RunningServer]:
-    with serve_in_thread(create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
-        for email, sub in ACCOUNTS.items():
-            httpx.post(f"{running.url}/_sandbox/accounts", json={"email": email, "sub": sub}).raise_for_status()
-        yield running
+def sandbox(sandbox: RunningServer) -> RunningServer:
+    """The shared sandbox fixture, with the accounts that consent in this test."""
+    for email, sub in ACCOUNTS.items():
+        httpx.post(f"{sandbox.url}/_sandbox/accounts", json={"email": email, "sub": sub}).raise_for_status()
+    return sandbox
 
 
 @pytest.fixture

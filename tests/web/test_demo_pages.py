@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import mailbox as maildir_lib
 import re
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,15 @@ import pytest
 from starlette.applications import Starlette
 
 from statemachine import queries
-from tests.database import CLIENT_ID, CLIENT_SECRET
 from tests.web.support import ADMIN, Browser, SignIn, csrf_of, mailbox
 from web.app import create_app
 from web.demo.config import DemoConfig
 from web.pages import WebContext
-from web.sandbox import create_sandbox_app
-from web.serving import RunningServer, serve_in_thread
+from web.serving import RunningServer
 
 DEV_PAGES = ["/dev/mail", "/dev/mail/anything", "/dev/mail/anything/html", "/dev/sandbox"]
 DEV_POSTS = ["/dev/sandbox/mailboxes/1/break", "/dev/sandbox/provider/outage"]
 TOKEN_PREFIX = "1//refresh-SECRET-"  # tests.web.support.mailbox's refresh tokens
-
-
-@pytest.fixture
-def sandbox() -> Iterator[RunningServer]:
-    with serve_in_thread(create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
-        yield running
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ only where DESIGN.md asks for it (`reconnect_rejected` for another account).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -21,19 +21,12 @@ from tests.database import CLIENT_ID, CLIENT_SECRET
 from tests.web.support import OTHER, OWNER, Browser, SignIn, csrf_of, mailbox, now, row
 from web import store
 from web.pages import WebContext
-from web.sandbox import create_sandbox_app
-from web.serving import RunningServer, serve_in_thread
+from web.serving import RunningServer
 from web.signing import hash_secret, new_secret
 
 ANA = {"email": "ana@gmail.test", "sub": "104400000000000000001"}
 MALLORY = {"email": "mallory@gmail.test", "sub": "104400000000000000666"}
 CALLBACK = "https://tokenwarden.test/auth/google/callback"
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[RunningServer]:
-    with serve_in_thread(create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
-        yield running
 
 
 @pytest.fixture
