@@ -225,15 +225,36 @@ async def mailbox_disconnect(args: argparse.Namespace, env: Env) -> int:
     return await _operator(args, env, Event.OPS_DISCONNECT)
 
 
+ROTATE_BATCH = 1000
+
+
 async def rotate_keys(args: argparse.Namespace, env: Env) -> int:
-    """Re-encrypt every stored token under the newest key, so an old key can be retired."""
-    async with open_runtime(load_settings(env)) as rt, rt.sessionmaker() as session, session.begin():
-        mailboxes = (await session.scalars(select(Mailbox).with_for_update())).all()
-        for mailbox in mailboxes:
-            mailbox.refresh_token_ciphertext = rt.cipher.rotate(mailbox.refresh_token_ciphertext)
-            if mailbox.access_token_ciphertext is not None:
-                mailbox.access_token_ciphertext = rt.cipher.rotate(mailbox.access_token_ciphertext)
-    print(f"re-encrypted the tokens of {len(mailboxes)} mailbox(es) under the first key")
+    """Re-encrypt every stored token under the newest key, so an old key can be retired.
+
+    In batches of rows, one short transaction each: a large table is never locked whole, and an
+    interrupted run can simply be started again (rotating twice is harmless).
+    """
+    done, after = 0, 0
+    async with open_runtime(load_settings(env)) as rt:
+        while True:
+            async with rt.sessionmaker() as session, session.begin():
+                batch = (
+                    await session.scalars(
+                        select(Mailbox)
+                        .where(Mailbox.id > after)
+                        .order_by(Mailbox.id)
+                        .limit(ROTATE_BATCH)
+                        .with_for_update()
+                    )
+                ).all()
+                for mailbox in batch:
+                    mailbox.refresh_token_ciphertext = rt.cipher.rotate(mailbox.refresh_token_ciphertext)
+                    if mailbox.access_token_ciphertext is not None:
+                        mailbox.access_token_ciphertext = rt.cipher.rotate(mailbox.access_token_ciphertext)
+            if not batch:
+                break
+            done, after = done + len(batch), batch[-1].id
+    print(f"re-encrypted the tokens of {done} mailbox(es) under the first key")
     return 0
 
 

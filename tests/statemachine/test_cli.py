@@ -18,6 +18,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from statemachine import commands
 from statemachine.cli import main
 from tests.database import service_environment
 from web.serving import RunningServer
@@ -178,14 +179,15 @@ def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Pa
 
 
 def test_rotate_keys_moves_every_token_to_the_new_key(cli: Cli, control: httpx.Client, cli_env, monkeypatch) -> None:
-    mailbox_id, _ = connect(cli, control)
+    ids = [connect(cli, control, address)[0] for address in ("ana@gmail.test", "ana.work@gmail.test")]
     old, new = cli_env["TOKENWARDEN_ENCRYPTION_KEYS"], Fernet.generate_key().decode()
     monkeypatch.setenv("TOKENWARDEN_ENCRYPTION_KEYS", f"{new},{old}")
-    assert "tokens of 1 mailbox(es)" in cli("rotate-keys")
+    monkeypatch.setattr(commands, "ROTATE_BATCH", 1)  # one transaction per row: the batches must chain
+    assert "tokens of 2 mailbox(es)" in cli("rotate-keys")
     monkeypatch.setenv("TOKENWARDEN_ENCRYPTION_KEYS", new)
-    assert cli.json("refresh", str(mailbox_id))["status"] == "refreshed"
+    assert [cli.json("refresh", str(i))["status"] for i in ids] == ["refreshed", "refreshed"]
     monkeypatch.setenv("TOKENWARDEN_ENCRYPTION_KEYS", old)
-    assert cli.json("refresh", str(mailbox_id))["error"].startswith("token_undecryptable")
+    assert cli.json("refresh", str(ids[1]))["error"].startswith("token_undecryptable")
 
 
 @pytest.mark.parametrize(
