@@ -141,7 +141,9 @@ def test_a_small_combined_run_keeps_the_invariants(postgres_admin_url: str, redi
     [result] = json.loads(done.stdout)
     ours, naive = result["ours"], result["naive"]
     assert (result["scenario"], result["mailboxes"], result["simulated_minutes"]) == ("combined", 40, 45)
-    assert ours["cycles"] > 40
+    # the worker really ran: first refreshes are spread over one token lifetime (60 simulated min), and
+    # mailboxes held back by an incident wait the longest rung, so not every mailbox cycles in 45 min
+    assert ours["cycles"] > 20
     assert result["applied"]["outage"] is not None
     assert result["applied"]["misconfig"] is not None
     assert ours["false_disconnects"] == 0
