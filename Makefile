@@ -4,7 +4,7 @@
 #   make test         install if needed, then lint, format check and the whole pytest suite
 #   make demo         install if needed, then run `tokenwarden demo`
 #   make bench        client-CPU benchmark of the token refresh (httpx default transport vs ours)
-#   make lint | fmt   ruff check + format check | apply ruff's fixes and formatting
+#   make lint | fmt   ruff check + format check + the import contracts | apply ruff's fixes and formatting
 #   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
 #   make clean        remove the venv and every cache
 #
@@ -29,12 +29,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[dev,devkit]'
 	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected no tests; that must fail loudly, never pass as "nothing to do".
 test: lint
@@ -57,9 +58,9 @@ fmt: $(STAMP)
 constraints:
 	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
-	"$$tmp/venv/bin/python" -m pip install $(PIP_FLAGS) -q -e '.[dev]'; \
+	"$$tmp/venv/bin/python" -m pip install $(PIP_FLAGS) -q -e '.[dev,devkit]'; \
 	{ echo "# Pinned versions of every distribution Tokenwarden installs (itself excluded)."; \
-	  echo "# Used as: pip install -c constraints.txt -e '.[dev]'   (make install / make test)."; \
+	  echo "# Used as: pip install -c constraints.txt -e '.[dev,devkit]'   (make install / make test)."; \
 	  echo "# Regenerate with: make constraints  (resolves pyproject.toml afresh in a throwaway venv)."; \
 	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable; } > constraints.txt.new; \
 	mv constraints.txt.new constraints.txt

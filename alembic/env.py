@@ -1,4 +1,4 @@
-"""Alembic environment: run migrations on a connection handed in by `statemachine.migrations`, or on DATABASE_URL."""
+"""Alembic environment: migrate a connection handed in by `statemachine.store.migrations`, or DATABASE_URL."""
 
 import asyncio
 import os
@@ -8,8 +8,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from statemachine.models import Base
-from statemachine.settings import database_url
+from statemachine.services.settings import database_url
+from statemachine.store.models import Base
+from web import tables as web_tables  # noqa: F401  (registers the web app's tables on Base.metadata)
 
 config = context.config
 target_metadata = Base.metadata

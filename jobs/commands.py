@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.serve import serve
-from statemachine.db import make_engine, make_sessionmaker
-from statemachine.incidents import list_incidents
-from statemachine.logs import configure_logging, log_level
-from statemachine.settings import load_settings
+from statemachine.services.logs import configure_logging, log_level
+from statemachine.services.settings import load_settings
+from statemachine.store.db import make_engine, make_sessionmaker
+from statemachine.store.incidents import list_incidents
 
 Env = Mapping[str, str]
 INCIDENT_COLUMNS = ("id", "provider", "status", "opened_at", "closed_at", "cause")

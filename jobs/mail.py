@@ -24,13 +24,13 @@ from sqlalchemy import func as sql, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.metrics import EMAILS, FAILURE_TO_EMAIL
-from statemachine import mailer
-from statemachine.db import Sessionmaker
-from statemachine.mailer import DeliveryError, Mail, PermanentDeliveryError, SmtpConfig, TemporaryDeliveryError
-from statemachine.models import Mailbox, Notification
-from statemachine.runtime import Runtime
-from statemachine.settings import Settings, SettingsError, load_settings
-from statemachine.states import EmailKind, State
+from statemachine.core.states import EmailKind, State
+from statemachine.mail import mailer
+from statemachine.mail.mailer import DeliveryError, Mail, PermanentDeliveryError, SmtpConfig, TemporaryDeliveryError
+from statemachine.services.runtime import Runtime
+from statemachine.services.settings import Settings, SettingsError, load_settings
+from statemachine.store.db import Sessionmaker
+from statemachine.store.models import Mailbox, Notification
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from statemachine import incidents, scheduling
-from statemachine.cycle import CycleResult
-from statemachine.db import Sessionmaker
-from statemachine.incidents import OpenedIncident
-from statemachine.states import State
+from statemachine.core.states import State
+from statemachine.services.cycle import CycleResult
+from statemachine.store import incidents, scheduling
+from statemachine.store.db import Sessionmaker
+from statemachine.store.incidents import OpenedIncident
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs import metrics
-from statemachine.cycle import CycleResult, run_cycle
-from statemachine.logs import log_context
-from statemachine.repository import UnknownMailboxError
-from statemachine.runtime import Runtime
+from statemachine.services.cycle import CycleResult, run_cycle
+from statemachine.services.logs import log_context
+from statemachine.services.runtime import Runtime
+from statemachine.store.repository import UnknownMailboxError
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 from arq import cron
 
 from jobs.mail import configured_interval, every
-from statemachine.reminders import queue_due_reminders
-from statemachine.runtime import Runtime
+from statemachine.services.reminders import queue_due_reminders
+from statemachine.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
-from statemachine import scheduling
-from statemachine.runtime import Runtime
-from statemachine.scheduling import Claim
+from statemachine.services.runtime import Runtime
+from statemachine.store import scheduling
+from statemachine.store.scheduling import Claim
 
 logger = logging.getLogger(__name__)
 

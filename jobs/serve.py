@@ -23,7 +23,7 @@ from arq.worker import Worker
 
 from jobs import mail, reminders
 from jobs.worker import refresh_crons, refresh_timeout_seconds, shutdown, startup, worker_settings
-from statemachine.settings import Settings
+from statemachine.services.settings import Settings
 
 logger = logging.getLogger(__name__)
 

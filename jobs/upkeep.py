@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from statemachine import incidents
-from statemachine.runtime import Runtime
+from statemachine.services.runtime import Runtime
+from statemachine.store import incidents
 
 
 async def check_incidents(ctx: Mapping[str, Any]) -> dict[str, int]:

@@ -24,8 +24,8 @@ from jobs import mail, metrics, reminders
 from jobs.refresh import refresh_mailbox
 from jobs.scan import REFRESH_JOB, scan_due
 from jobs.upkeep import check_incidents, prune_outcomes
-from statemachine.runtime import open_runtime
-from statemachine.settings import Settings, load_settings
+from statemachine.services.runtime import open_runtime
+from statemachine.services.settings import Settings, load_settings
 
 FAILED_RESULT_SECONDS = 2  # a failed refresh's id is blocked this long (arq applies it to every terminal failure)
 HEALTH_CHECK_SECONDS = 10

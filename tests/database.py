@@ -16,11 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from statemachine.db import Sessionmaker
-from statemachine.migrations import migrate
-from statemachine.models import Base
-from statemachine.runtime import Runtime, open_runtime
-from statemachine.settings import Settings, load_settings
+from statemachine.services.runtime import Runtime, open_runtime
+from statemachine.services.settings import Settings, load_settings
+from statemachine.store.db import Sessionmaker
+from statemachine.store.migrations import migrate
+from statemachine.store.models import Base
+from web import tables as web_tables  # noqa: F401  (registers the web app's tables on Base.metadata)
 
 TEST_KEY = Fernet.generate_key().decode()
 TOKEN_URL = "https://oauth2.test/token"

@@ -8,9 +8,9 @@ import pytest
 import respx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
+from devkit.sandbox import create_sandbox_app
+from devkit.serving import RunningServer, serve_in_thread
 from tests.database import CLIENT_ID, CLIENT_SECRET, TOKEN_URL
-from web.sandbox import create_sandbox_app
-from web.serving import RunningServer, serve_in_thread
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from statemachine import accounts
-from statemachine.runtime import Runtime
+from statemachine.services import accounts
+from statemachine.services.runtime import Runtime
 
 
 async def add_user(runtime: Runtime, email: str = "owner@example.test", name: str | None = "Ana") -> int:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from statemachine.embedded import ServiceStartError, start_embedded_postgres, start_embedded_redis
+from devkit.embedded import ServiceStartError, start_embedded_postgres, start_embedded_redis
 
 _NOTES_PLUGIN = "tokenwarden-services"
 _DB_PREFIX = re.compile(r"[a-z][a-z0-9_]{0,19}")

@@ -1,6 +1,6 @@
 """JSON for scripts, with the pages' rules: a user reads their own mailboxes, an operator reads any.
 
-The shapes are statemachine.queries' (the CLI's `--json`), so one script works against both.
+The shapes are statemachine.store.queries' (the CLI's `--json`), so one script works against both.
 `/api/mailboxes` lists the caller's own; operators add `?all=1` for every mailbox (and `state=`).
 """
 
@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from statemachine import queries
-from statemachine.states import State
+from statemachine.core.states import State
+from statemachine.store import queries
 from web import reports
 from web.auth import Auth, require_admin, require_user
 from web.pages import PageError, context_of

@@ -15,8 +15,8 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,18 +26,15 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statemachine.runtime import open_runtime
-from statemachine.settings import Settings, load_settings
+from statemachine.services.runtime import open_runtime
+from statemachine.services.settings import Settings, load_settings
 from web import api, auth, dashboard, oauth, ops
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
-
-if TYPE_CHECKING:
-    from web.demo.config import DemoConfig
 
 logger = logging.getLogger("tokenwarden.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -152,13 +149,22 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return render(request, "message.html", {"title": "Something went wrong", "detail": detail}, status_code=500)
 
 
-def create_app(
-    settings: Settings | None = None, context: WebContext | None = None, demo: DemoConfig | None = None
-) -> Starlette:
-    """The web app; `uvicorn --factory web.app:create_app` reads the settings from the environment.
+@dataclass(frozen=True)
+class AppExtension:
+    """What a tool outside the production app adds to it: more routes, and values every page template sees.
 
-    Only `tokenwarden demo` passes `demo`: it adds /dev/mail and /dev/sandbox, which no setting can turn on.
+    Production passes none; `tokenwarden demo` (devkit/) adds its /dev/ pages and the "demo timings" strip
+    this way, so no setting can turn them on and nothing here knows the demo.
     """
+
+    routes: tuple[BaseRoute, ...] = ()
+    page_context: dict[str, object] = field(default_factory=dict)
+
+
+def create_app(
+    settings: Settings | None = None, context: WebContext | None = None, extension: AppExtension | None = None
+) -> Starlette:
+    """The web app; `uvicorn --factory web.app:create_app` reads the settings from the environment."""
     settings = settings or load_settings(os.environ)
     settings.require("database_url", "encryption_keys", "secret_key")
     assert settings.secret_key is not None
@@ -175,20 +181,18 @@ def create_app(
             app.state.web = WebContext(runtime, redis, Signing(settings.secret_key.reveal()))
             yield
 
-    routes = [
+    routes: list[BaseRoute] = [
         *dashboard.routes, *auth.routes, *oauth.routes, *ops.routes, *api.routes,
         Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]  # fmt: skip
-    if demo is not None:
-        from web.demo.pages import routes as demo_routes  # imported only in demo mode
-
-        routes += demo_routes
+    extension = extension or AppExtension()
+    routes += extension.routes
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, Exception: server_error}
     )
     app.add_middleware(HeadersAndAccessLog, headers=security_headers(settings))
     if context is not None:
         app.state.web = context
-    app.state.demo = demo
+    app.state.page_context = extension.page_context
     return app

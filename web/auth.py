@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from statemachine.accounts import UnknownUserError, normalise_email
-from statemachine.db import Sessionmaker
-from statemachine.models import User
+from statemachine.services.accounts import UnknownUserError, normalise_email
+from statemachine.store.db import Sessionmaker
+from statemachine.store.models import User
 from web import store
 from web.pages import PageError, context_of, render
 from web.signing import SESSION_SECONDS, InvalidSignedValue, Signing, hash_secret, new_secret

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from statemachine.emails import format_utc, provider_display_name
-from statemachine.states import State
+from statemachine.core.states import State
+from statemachine.mail.emails import format_utc, provider_display_name
 
 RED_CIRCLE = "\U0001f534"  # 🔴
 WARNING_SIGN = "\u26a0\ufe0f"  # ⚠️ (with the emoji presentation selector)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 import uvicorn
 
-from statemachine.db import make_engine, make_sessionmaker
-from statemachine.logs import configure_logging, log_level
-from statemachine.settings import load_settings
+from statemachine.services.logs import configure_logging, log_level
+from statemachine.services.settings import load_settings
+from statemachine.store.db import make_engine, make_sessionmaker
 from web.app import create_app
 from web.auth import MAX_LINK_MINUTES, create_login_link
 from web.signing import Signing

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from statemachine.emails import provider_display_name
+from statemachine.mail.emails import provider_display_name
 from web import reports, store
 from web.auth import authenticate
 from web.banners import Banner, banner_for

@@ -3,7 +3,7 @@
 Authorization code flow with PKCE S256. The `state` is signed, expires after 10 minutes and names a
 server-side row bound to this session and this mailbox, used up on the first callback. Each
 provider has its own callback path (RFC 9700 §2.1, mix-up attacks). The exchange result goes to
-`statemachine.reconnect.complete_reconnect`, which stores the grant and fires `reconnected` under the
+`statemachine.services.reconnect.complete_reconnect`, which stores the grant and fires `reconnected` under the
 row lock, or records `reconnect_rejected` for another account. Every failure ends on a page that
 says what happened; none of them changes the mailbox.
 """
@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from statemachine.emails import provider_display_name
-from statemachine.errors import OAuthError
-from statemachine.provider import OAuthProvider, TokenGrant, new_pkce_pair
-from statemachine.reconnect import ReconnectError, ReconnectResult, complete_reconnect
-from statemachine.repository import UnknownMailboxError
-from statemachine.states import FailureKind
+from statemachine.core.errors import OAuthError
+from statemachine.core.states import FailureKind
+from statemachine.mail.emails import provider_display_name
+from statemachine.providers.oauth import OAuthProvider, TokenGrant, new_pkce_pair
+from statemachine.services.reconnect import ReconnectError, ReconnectResult, complete_reconnect
+from statemachine.store.repository import UnknownMailboxError
 from web import reports, store
 from web.auth import Auth, checked_form, require_user
 from web.pages import PageError, WebContext, context_of

@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from statemachine import queries
-from statemachine.machine import InvalidEventError
-from statemachine.models import PROVIDERS
-from statemachine.operations import operator_action
-from statemachine.repository import UnknownMailboxError
-from statemachine.states import Event, State
+from statemachine.core.machine import InvalidEventError
+from statemachine.core.states import Event, State
+from statemachine.services.operations import operator_action
+from statemachine.store import queries
+from statemachine.store.models import PROVIDERS
+from statemachine.store.repository import UnknownMailboxError
 from web import reports, store
 from web.auth import checked_form, require_admin
 from web.pages import PageError, context_of, render

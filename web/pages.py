@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from statemachine.emails import format_utc, provider_display_name
-from statemachine.runtime import Runtime
+from statemachine.mail.emails import format_utc, provider_display_name
+from statemachine.services.runtime import Runtime
 from web.signing import Signing
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -75,6 +75,6 @@ TEMPLATES = make_templates()
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """Render templates/pages/<name> with the signed-in user (if any) and their CSRF token."""
     auth = getattr(request.state, "auth", None)
-    demo = getattr(request.app.state, "demo", None)  # the "demo timings" label; None outside `tokenwarden demo`
-    values = {"auth": auth, "csrf_token": auth.csrf if auth else "", "demo": demo, **(context or {})}
+    extra = getattr(request.app.state, "page_context", {})  # what an AppExtension adds (the demo's strip)
+    values = {**extra, "auth": auth, "csrf_token": auth.csrf if auth else "", **(context or {})}
     return TEMPLATES.TemplateResponse(request, f"pages/{name}", values, status_code=status_code)

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from statemachine.models import Incident, Mailbox, RefreshOutcome, User
-from statemachine.queries import MAILBOX_COLUMNS
+from statemachine.store.models import Incident, Mailbox, RefreshOutcome, User
+from statemachine.store.queries import MAILBOX_COLUMNS
 
 LIST_LIMIT = 200
 FAILING_FOR = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
@@ -31,7 +31,7 @@ class MailboxFilter:
 
 
 def plain(row: Any) -> dict[str, Any]:
-    """A row as a JSON-ready dict (the same shape as statemachine.queries)."""
+    """A row as a JSON-ready dict (the same shape as statemachine.store.queries)."""
     return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
 
 

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from statemachine.models import LoginToken, OAuthState, User, WebSession
+from statemachine.store.models import User
+from web.tables import LoginToken, OAuthState, WebSession
 
 STALE_AFTER = timedelta(days=1)  # expired rows are kept a day for the "link already used/expired" messages
 

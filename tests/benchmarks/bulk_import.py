@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from statemachine.importer import import_mailboxes
-from statemachine.runtime import open_runtime
-from statemachine.settings import load_settings
+from statemachine.services.importer import import_mailboxes
+from statemachine.services.runtime import open_runtime
+from statemachine.services.settings import load_settings
 
 
 def lines(count: int, tag: str) -> list[str]:

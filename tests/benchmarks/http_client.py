@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import httpx
 
-from statemachine.provider import OAuthProvider, RetryPolicy, make_http_client
+from statemachine.providers.oauth import OAuthProvider, RetryPolicy, make_http_client
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
 SERVER = (
-    "import uvicorn; from web.sandbox import create_sandbox_app;"
+    "import uvicorn; from devkit.sandbox import create_sandbox_app;"
     f"uvicorn.run(create_sandbox_app(client_id={CLIENT_ID!r}, client_secret={CLIENT_SECRET!r}),"
     " host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
 )

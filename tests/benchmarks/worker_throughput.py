@@ -21,10 +21,10 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from statemachine.embedded import start_embedded_postgres, start_embedded_redis
-from statemachine.migrations import migrate
-from statemachine.runtime import open_runtime
-from statemachine.settings import load_settings
+from devkit.embedded import start_embedded_postgres, start_embedded_redis
+from statemachine.services.runtime import open_runtime
+from statemachine.services.settings import load_settings
+from statemachine.store.migrations import migrate
 from tests.jobs.support import add_mailboxes, scalar, serve_sandbox, start_worker, tokens
 
 CLIENT = {"GOOGLE_CLIENT_ID": "tw-test-client.apps.test", "GOOGLE_CLIENT_SECRET": "tw-test-client-secret-DO-NOT-LEAK"}

@@ -24,12 +24,12 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker
 from sqlalchemy import text
 
+from devkit.sandbox import create_sandbox_app, sandbox_state
+from devkit.serving import RunningServer, serve_in_thread
 from jobs.worker import refresh_crons, worker_settings
-from statemachine import accounts
-from statemachine.runtime import Runtime
+from statemachine.services import accounts
+from statemachine.services.runtime import Runtime
 from tests.database import CLIENT_ID, CLIENT_SECRET
-from web.sandbox import create_sandbox_app, sandbox_state
-from web.serving import RunningServer, serve_in_thread
 
 OWNER = "owner@example.test"
 TOKENWARDEN = Path(sys.executable).with_name("tokenwarden")

@@ -16,11 +16,12 @@ from sqlalchemy import text
 
 import jobs.mail
 from jobs.mail import claim, deliver_notification, every, sweep_outbox
-from statemachine import mailer, outbox
-from statemachine.errors import Verdict
-from statemachine.models import Mailbox, User
-from statemachine.runtime import Runtime
-from statemachine.states import EmailKind, FailureKind
+from statemachine.core.errors import Verdict
+from statemachine.core.states import EmailKind, FailureKind
+from statemachine.mail import mailer
+from statemachine.services.runtime import Runtime
+from statemachine.store import outbox
+from statemachine.store.models import Mailbox, User
 from tests.database import service_environment
 from tests.factories import add_mailbox
 from tests.smtp import PERMANENT, SmtpServer, smtp_server_fixture  # noqa: F401

@@ -1,4 +1,4 @@
-"""statemachine.mailer against a real local SMTP server (aiosmtpd): the message, AUTH, and failure classes."""
+"""statemachine.mail.mailer against a real local SMTP server (aiosmtpd): the message, AUTH, and failure classes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from statemachine.mailer import (
+from statemachine.mail.mailer import (
     Mail,
     PermanentDeliveryError,
     SmtpConfig,

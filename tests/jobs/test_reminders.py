@@ -11,11 +11,11 @@ from sqlalchemy import text
 
 from jobs.mail import deliver_notification, sweep_outbox
 from jobs.reminders import queue_reminders
-from statemachine.cycle import run_cycle
-from statemachine.models import Mailbox
-from statemachine.operations import operator_action
-from statemachine.runtime import Runtime
-from statemachine.states import Event
+from statemachine.core.states import Event
+from statemachine.services.cycle import run_cycle
+from statemachine.services.operations import operator_action
+from statemachine.services.runtime import Runtime
+from statemachine.store.models import Mailbox
 from tests.database import service_environment
 from tests.factories import add_mailbox
 from tests.jobs.test_mail import ctx_for, drain

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from jobs.refresh import refresh_mailbox
 from jobs.scan import scan_due
 from jobs.worker import cron_fields, worker_settings
-from statemachine.runtime import Runtime, open_runtime
-from statemachine.scheduling import epoch_ms
-from statemachine.settings import load_settings
+from statemachine.services.runtime import Runtime, open_runtime
+from statemachine.services.settings import load_settings
+from statemachine.store.scheduling import epoch_ms
 from tests.database import service_environment
 from tests.jobs.support import Sandbox, add_mailboxes, arq_pool, fetch, scalar, serve_sandbox, tokens
 

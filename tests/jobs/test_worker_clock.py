@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from statemachine.runtime import Runtime, open_runtime
-from statemachine.settings import load_settings
+from statemachine.services.runtime import Runtime, open_runtime
+from statemachine.services.settings import load_settings
 from tests.database import service_environment
 from tests.jobs.support import (
     TOKENWARDEN,

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from statemachine import accounts
-from statemachine.models import Mailbox, User
+from statemachine.services import accounts
+from statemachine.store.models import Mailbox, User
 from tests.factories import add_mailbox
 from web.auth import create_login_link
 from web.pages import WebContext
@@ -93,7 +93,7 @@ def start_serving(web_env: dict[str, str], log: Path) -> tuple[str, subprocess.P
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **web_env, "TOKENWARDEN_BASE_URL": url}
-    command = [sys.executable, "-m", "statemachine.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "statemachine.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20

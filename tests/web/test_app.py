@@ -9,12 +9,12 @@ import pytest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from statemachine.runtime import open_runtime
-from statemachine.settings import SettingsError, load_settings
+from devkit.serving import serve_in_thread
+from statemachine.services.runtime import open_runtime
+from statemachine.services.settings import SettingsError, load_settings
 from tests.web.support import SECRET_KEY, Browser, start_serving, stop_serving
 from web.app import create_app
 from web.pages import WebContext
-from web.serving import serve_in_thread
 from web.signing import Signing
 
 

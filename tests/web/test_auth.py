@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from statemachine.accounts import UnknownUserError
-from statemachine.cli import main
-from statemachine.models import LoginToken, WebSession
+from statemachine.cli.main import main
+from statemachine.services.accounts import UnknownUserError
 from tests.web.support import ADMIN, OWNER, Browser, SignIn, add_user, csrf_of, login_link, now, use_link
 from web.pages import WebContext
+from web.tables import LoginToken, WebSession
 
 
 async def test_a_login_link_starts_a_session_once(web: WebContext, browser: Browser) -> None:

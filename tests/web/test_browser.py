@@ -19,9 +19,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from statemachine.cli import main
+from devkit.serving import RunningServer
+from statemachine.cli.main import main
 from tests.web.support import ADMIN, OWNER, ROOT, start_serving, stop_serving
-from web.serving import RunningServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert
 
-from statemachine.models import Incident
+from statemachine.store.models import Incident
 from tests.database import CLIENT_SECRET, TEST_KEY
 from tests.web.support import OTHER, SECRET_KEY, Browser, SignIn, mailbox, now
 from web.pages import WebContext

@@ -14,15 +14,15 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from statemachine import queries
-from statemachine.models import OAuthState, WebSession
-from statemachine.provider import new_pkce_pair
+from devkit.serving import RunningServer
+from statemachine.providers.oauth import new_pkce_pair
+from statemachine.store import queries
 from tests.database import CLIENT_ID, CLIENT_SECRET
 from tests.web.support import OTHER, OWNER, Browser, SignIn, csrf_of, mailbox, now, row
 from web import store
 from web.pages import WebContext
-from web.serving import RunningServer
 from web.signing import hash_secret, new_secret
+from web.tables import OAuthState, WebSession
 
 ANA = {"email": "ana@gmail.test", "sub": "104400000000000000001"}
 MALLORY = {"email": "mallory@gmail.test", "sub": "104400000000000000666"}

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert
 
-from statemachine import queries
-from statemachine.models import Incident, Notification, RefreshOutcome
+from statemachine.store import queries
+from statemachine.store.models import Incident, Notification, RefreshOutcome
 from tests.web.support import ADMIN, OTHER, OWNER, Browser, SignIn, csrf_of, mailbox, now, row
 from web.pages import WebContext
 

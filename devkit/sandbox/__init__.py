@@ -1,0 +1,42 @@
+"""A local stand-in for Google's OAuth 2.0 authorization and token endpoints, for tests and the demo.
+
+Why: end-to-end tests and the demo need a provider that answers like Google (same JSON shapes and
+headers, PKCE S256, optional refresh-token rotation) and that can be told to fail in each way
+shared/oauth-errors.md describes, on 127.0.0.1 and without network access.
+
+NEVER mount or run this in production: anyone who clicks "Allow" gets tokens, the /_sandbox control
+API has no authentication, and every account, token and code lives only in this process's memory.
+
+    GET/POST /authorize   consent page listing the sandbox accounts; redirects back with code + state
+    POST /token           grant_type=refresh_token | authorization_code, Google-shaped JSON
+    /_sandbox/...         control API for tests: accounts, tokens, faults, request counts
+
+State is changed only by the app's handlers, on uvicorn's loop; tests use the HTTP control API (or
+`sandbox_state(app)` before the app is served).
+
+Modules: `state` (data), `responses` (Google-shaped answers and fault responses), `token`,
+`authorize`, `control` (the /_sandbox API) and `app` (the routes).
+"""
+
+from devkit.sandbox.app import create_sandbox_app
+from devkit.sandbox.control import parse_fault
+from devkit.sandbox.state import (
+    ACCESS_TOKEN_LIFETIME,
+    MALFORMED_BODIES,
+    PROVIDER_WIDE,
+    Account,
+    Fault,
+    FaultMode,
+    Grant,
+    SandboxRequestError,
+    SandboxState,
+    new_refresh_token,
+    pkce_challenge,
+    sandbox_state,
+)
+
+__all__ = [
+    "ACCESS_TOKEN_LIFETIME", "MALFORMED_BODIES", "PROVIDER_WIDE", "Account", "Fault", "FaultMode", "Grant",
+    "SandboxRequestError", "SandboxState", "create_sandbox_app", "new_refresh_token", "parse_fault",
+    "pkce_challenge", "sandbox_state",
+]  # fmt: skip

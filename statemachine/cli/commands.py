@@ -1,0 +1,264 @@
+"""The core CLI commands: each takes the parsed arguments and the environment, prints, returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from statemachine.core.states import Event
+from statemachine.services import accounts
+from statemachine.services.cycle import CycleResult, run_cycle
+from statemachine.services.importer import ImportReport, import_mailboxes
+from statemachine.services.operations import operator_action
+from statemachine.services.runtime import open_runtime
+from statemachine.services.settings import Settings, load_settings
+from statemachine.services.unit_of_work import Outcome
+from statemachine.store import queries
+from statemachine.store.db import make_engine, make_sessionmaker
+from statemachine.store.migrations import migrate as run_migrations
+from statemachine.store.models import Mailbox
+
+Env = Mapping[str, str]
+CLI_ACTOR = "cli"
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _database_settings(env: Env) -> Settings:
+    settings = load_settings(env)
+    settings.require("database_url")
+    return settings
+
+
+async def migrate(args: argparse.Namespace, env: Env) -> int:
+    settings = _database_settings(env)
+    assert settings.database_url is not None
+    if args.downgrade:
+        await run_migrations(settings.database_url, "downgrade", args.downgrade)
+        print(f"database downgraded to {args.downgrade}")
+    else:
+        await run_migrations(settings.database_url)
+        print("database is at the newest schema")
+    return 0
+
+
+async def user_add(args: argparse.Namespace, env: Env) -> int:
+    settings = _database_settings(env)
+    assert settings.database_url is not None
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            user = await accounts.add_user(session, args.email, args.name, admin=args.admin)
+    finally:
+        await engine.dispose()
+    print(user.id)
+    return 0
+
+
+def _refresh_token_argument(value: str) -> str:
+    return sys.stdin.readline().strip() if value == "-" else value
+
+
+async def mailbox_add(args: argparse.Namespace, env: Env) -> int:
+    mailbox = accounts.new_mailbox(
+        user=args.user,
+        provider=args.provider,
+        address=args.address,
+        refresh_token=_refresh_token_argument(args.refresh_token),
+        access_token=args.access_token,
+        expires_in=args.expires_in,
+    )
+    async with open_runtime(load_settings(env)) as rt, rt.sessionmaker() as session, session.begin():
+        users = await accounts.user_ids(session, {mailbox.user_email}, create=False)
+        if mailbox.user_email not in users:
+            raise accounts.UnknownUserError(mailbox.user_email)
+        (mailbox_id,) = await accounts.reserve_ids(session, 1)
+        now = datetime.now(UTC)
+        row = accounts.row_values(
+            mailbox, mailbox_id, users[mailbox.user_email], rt.cipher, rt.settings.policy, now, 0.0
+        )
+        if not await accounts.insert_mailboxes(session, [row]):
+            raise accounts.InvalidInputError(f"{mailbox.address} is already connected for {mailbox.user_email}")
+    print(mailbox_id)
+    return 0
+
+
+def mailbox_import(args: argparse.Namespace, env: Env) -> int:
+    settings = load_settings(env)
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        report = asyncio.run(_import(settings, stream))
+    for number, problem in report.problems:
+        print(f"line {number}: {problem}", file=sys.stderr)
+    print(f"imported {report.imported} mailbox(es), skipped {len(report.problems)} line(s)")
+    return 1 if report.problems else 0
+
+
+async def _import(settings: Settings, lines: Iterable[str]) -> ImportReport:
+    async with open_runtime(settings) as rt:
+        return await import_mailboxes(rt.sessionmaker, lines, rt.cipher, rt.settings.policy, lambda: datetime.now(UTC))
+
+
+async def _read(env: Env, query: Any, *args: Any) -> Any:
+    settings = _database_settings(env)
+    assert settings.database_url is not None
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await query(session, *args)
+    finally:
+        await engine.dispose()
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    cells = [[str(row.get(c) if row.get(c) is not None else "-") for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    for line in [list(columns), *cells]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+async def mailbox_list(args: argparse.Namespace, env: Env) -> int:
+    rows = await _read(env, queries.list_mailboxes, args.state, args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    _table(rows, ("id", "address", "provider", "state", "token_refresh_attempt_count", "next_refresh_at"))
+    if len(rows) == args.limit:
+        print(f"(showing the first {args.limit}; use --limit or --state to see others)", file=sys.stderr)
+    return 0
+
+
+async def mailbox_show(args: argparse.Namespace, env: Env) -> int:
+    row = await _read(env, queries.show_mailbox, args.id)
+    if args.json:
+        _print_json(row)
+    else:
+        for key, value in row.items():
+            print(f"{key:28} {value if value is not None else '-'}")
+    return 0
+
+
+async def _rows(args: argparse.Namespace, env: Env, query: Any, key: Any, columns: tuple[str, ...]) -> int:
+    rows = await _read(env, query, key)
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(rows, columns)
+    return 0
+
+
+async def history(args: argparse.Namespace, env: Env) -> int:
+    return await _rows(
+        args, env, queries.history, args.id, ("at", "event", "from_state", "to_state", "actor", "reason")
+    )
+
+
+async def outbox(args: argparse.Namespace, env: Env) -> int:
+    return await _rows(args, env, queries.outbox, args.mailbox, ("id", "kind", "mailbox_id", "recipient", "status"))
+
+
+def describe(outcome: Outcome) -> str:
+    """One line for people: the event, the move, the reason, what comes next."""
+    move = (
+        outcome.from_state if outcome.from_state == outcome.to_state else f"{outcome.from_state} -> {outcome.to_state}"
+    )
+    parts = [f"mailbox {outcome.mailbox_id}: {outcome.event} ({move})"]
+    if outcome.error and outcome.to_state != "healthy":
+        parts.append(f"last error: {outcome.error}")
+    parts.append(f"next refresh: {outcome.next_refresh_at.isoformat() if outcome.next_refresh_at else 'none'}")
+    parts.append(f"emails queued: {', '.join(outcome.emails) or 'none'}")
+    return "; ".join(parts)
+
+
+def _result_json(result: CycleResult) -> dict[str, Any]:
+    outcome = result.outcome
+    return {
+        "mailbox_id": result.mailbox_id,
+        "status": result.status,
+        "event": outcome.event if outcome else None,
+        "from_state": outcome.from_state if outcome else None,
+        "to_state": outcome.to_state if outcome else None,
+        "error": result.verdict.summary if result.verdict else None,
+        "emails_queued": list(outcome.emails) if outcome else [],
+        "next_refresh_at": outcome.next_refresh_at.isoformat() if outcome and outcome.next_refresh_at else None,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+async def refresh(args: argparse.Namespace, env: Env) -> int:
+    async with open_runtime(load_settings(env)) as rt:
+        result = await run_cycle(rt.cycle_deps(), args.id, actor=CLI_ACTOR)
+    if args.json:
+        _print_json(_result_json(result))
+    elif result.outcome is not None:
+        print(describe(result.outcome))
+    elif result.status == "busy":
+        print(f"mailbox {args.id}: another refresh cycle holds it right now; nothing done")
+    else:
+        print(f"mailbox {args.id}: changed by someone else during the cycle; the outcome was not applied")
+    return 0 if result.status in ("refreshed", "failed") else 1
+
+
+async def _operator(args: argparse.Namespace, env: Env, event: Event) -> int:
+    async with open_runtime(load_settings(env)) as rt:
+        outcome = await operator_action(
+            rt.sessionmaker, rt.events, args.id, event, f"operator:{CLI_ACTOR}", args.reason
+        )
+    print(describe(outcome))
+    return 0
+
+
+async def mailbox_retry_now(args: argparse.Namespace, env: Env) -> int:
+    return await _operator(args, env, Event.OPS_RETRY_NOW)
+
+
+async def mailbox_disconnect(args: argparse.Namespace, env: Env) -> int:
+    return await _operator(args, env, Event.OPS_DISCONNECT)
+
+
+ROTATE_BATCH = 1000
+
+
+async def rotate_keys(args: argparse.Namespace, env: Env) -> int:
+    """Re-encrypt every stored token under the newest key, so an old key can be retired.
+
+    In batches of rows, one short transaction each: a large table is never locked whole, and an
+    interrupted run can simply be started again (rotating twice is harmless).
+    """
+    done, after = 0, 0
+    async with open_runtime(load_settings(env)) as rt:
+        while True:
+            async with rt.sessionmaker() as session, session.begin():
+                batch = (
+                    await session.scalars(
+                        select(Mailbox)
+                        .where(Mailbox.id > after)
+                        .order_by(Mailbox.id)
+                        .limit(ROTATE_BATCH)
+                        .with_for_update()
+                    )
+                ).all()
+                for mailbox in batch:
+                    mailbox.refresh_token_ciphertext = rt.cipher.rotate(mailbox.refresh_token_ciphertext)
+                    if mailbox.access_token_ciphertext is not None:
+                        mailbox.access_token_ciphertext = rt.cipher.rotate(mailbox.access_token_ciphertext)
+            if not batch:
+                break
+            done, after = done + len(batch), batch[-1].id
+    print(f"re-encrypted the tokens of {done} mailbox(es) under the first key")
+    return 0
+
+
+def generate_key(args: argparse.Namespace, env: Env) -> int:
+    print(Fernet.generate_key().decode())
+    return 0

@@ -1,0 +1,147 @@
+"""`tokenwarden`: the operators' command line.
+
+Core commands live here; the worker and the web app add theirs through the entry-point group
+`tokenwarden.commands` (each entry is a `register(subparsers)` function), so this package never
+imports `jobs/` or `web/`. Every expected failure ends in one line on stderr and exit status 1
+(argparse's usage errors: 2); no traceback, no secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+from statemachine.cli import commands
+from statemachine.core.machine import InvalidEventError
+from statemachine.core.secrets import TokenDecryptionError
+from statemachine.core.states import State
+from statemachine.services.accounts import InvalidInputError, UnknownUserError
+from statemachine.services.logs import configure_logging, log_level
+from statemachine.services.settings import SettingsError
+from statemachine.store.repository import UnknownMailboxError
+
+OWN_PACKAGES = {"statemachine", "jobs", "web", "devkit"}
+EXPECTED_ERRORS = (
+    SettingsError,
+    InvalidInputError,
+    UnknownUserError,
+    UnknownMailboxError,
+    InvalidEventError,
+    TokenDecryptionError,
+    FileNotFoundError,
+    IsADirectoryError,
+)
+
+
+def mailbox_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a mailbox id is a positive whole number, not {text!r}")
+    return int(text)
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_mailbox_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mailbox = sub.add_parser("mailbox", help="connected mailboxes").add_subparsers(dest="action", required=True)
+    add = mailbox.add_parser("add", help="connect a mailbox from an existing refresh token; prints the new id")
+    add.add_argument("--user", required=True, help="owner's email (the user must exist)")
+    add.add_argument("--provider", required=True)
+    add.add_argument("--address", required=True, help="the mailbox's email address")
+    add.add_argument("--refresh-token", required=True, help="the refresh token, or - to read it from stdin")
+    add.add_argument("--access-token")
+    add.add_argument("--expires-in", type=int, help="seconds the access token stays valid")
+    add.set_defaults(handler=commands.mailbox_add)
+    bulk = mailbox.add_parser("import", help="bulk import: one JSON object per line (- for stdin)")
+    bulk.add_argument("file")
+    bulk.set_defaults(handler=commands.mailbox_import)
+    listing = mailbox.add_parser("list", help="list mailboxes")
+    listing.add_argument("--state", choices=[s.value for s in State])
+    listing.add_argument("--limit", type=mailbox_id, default=1000, help="at most this many (default 1000)")
+    _json_flag(listing)
+    listing.set_defaults(handler=commands.mailbox_list)
+    show = mailbox.add_parser("show", help="one mailbox's connection state")
+    show.add_argument("id", type=mailbox_id)
+    _json_flag(show)
+    show.set_defaults(handler=commands.mailbox_show)
+    for name, handler, text in (
+        ("retry-now", commands.mailbox_retry_now, "schedule a refresh now (recorded as an operator action)"),
+        ("disconnect", commands.mailbox_disconnect, "disconnect the mailbox (recorded as an operator action)"),
+    ):
+        action = mailbox.add_parser(name, help=text)
+        action.add_argument("id", type=mailbox_id)
+        action.add_argument("--reason", help="why, in plain words (stored in the history)")
+        action.set_defaults(handler=handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenwarden", description="Keep connected mailboxes' OAuth tokens alive.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)")
+    migrate.set_defaults(handler=commands.migrate)
+    user = sub.add_parser("user", help="users").add_subparsers(dest="action", required=True)
+    add_user = user.add_parser("add", help="add a user")
+    add_user.add_argument("email")
+    add_user.add_argument("--name")
+    add_user.add_argument("--admin", action="store_true", help="an operator")
+    add_user.set_defaults(handler=commands.user_add)
+    _add_mailbox_commands(sub)
+    refresh = sub.add_parser("refresh", help="run one refresh cycle now (the worker's code path)")
+    refresh.add_argument("id", type=mailbox_id)
+    _json_flag(refresh)
+    refresh.set_defaults(handler=commands.refresh)
+    hist = sub.add_parser("history", help="a mailbox's state history")
+    hist.add_argument("id", type=mailbox_id)
+    _json_flag(hist)
+    hist.set_defaults(handler=commands.history)
+    out = sub.add_parser("outbox", help="queued and sent emails")
+    out.add_argument("--mailbox", type=mailbox_id)
+    _json_flag(out)
+    out.set_defaults(handler=commands.outbox)
+    sub.add_parser("rotate-keys", help="re-encrypt every token under the first key").set_defaults(
+        handler=commands.rotate_keys
+    )
+    sub.add_parser("generate-key", help="print a new encryption key").set_defaults(handler=commands.generate_key)
+    for entry in entry_points(group="tokenwarden.commands"):
+        try:
+            register = entry.load()
+        except ModuleNotFoundError as err:
+            if (err.name or "").partition(".")[0] in OWN_PACKAGES:
+                raise
+            continue  # an optional extra is not installed (devkit's servers in production): no such commands
+        register(sub)
+    return parser
+
+
+def _database_error(err: DBAPIError) -> str:
+    if isinstance(err, ProgrammingError) and "does not exist" in str(err.orig):
+        return "the database schema is missing or old: run `tokenwarden migrate`"
+    return f"database error: {type(err.orig).__name__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging(log_level(os.environ, "WARNING"))
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.handler(args, os.environ)
+        return int(asyncio.run(result) if asyncio.iscoroutine(result) else result or 0)
+    except EXPECTED_ERRORS as err:
+        message = str(err).replace("\n", "\n  ")
+    except DBAPIError as err:
+        message = _database_error(err)
+    except OSError as err:
+        message = f"cannot connect: {err.strerror or err}"
+    print(f"tokenwarden: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Email: rendering each kind from templates/emails/, and delivering it over SMTP."""

@@ -1,0 +1,306 @@
+"""The token-endpoint adapter: refresh, code exchange and the authorization URL over one shared httpx client.
+
+Every failure leaves as an `OAuthError` carrying a `Verdict` from classify.py. Transient failures are retried
+in-process for seconds (backoff); anything longer is the caller's next cycle. Secrets travel only in POST
+bodies: never in URLs, headers, log lines, exception messages or reprs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import backoff
+import httpx
+from httpx_aiohttp import HttpxAiohttpClient
+
+from statemachine.core.classify import PROVIDER_NAMES, classify_parsed, classify_transport, parse_json_object
+from statemachine.core.errors import OAuthError, OAuthTransientError, Verdict, error_for
+from statemachine.core.secrets import Secret
+from statemachine.core.states import FailureKind
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_REQUEST_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}  # no gzip bomb past our limit
+_CONSENT_PARAMS = dict(response_type="code", access_type="offline", prompt="consent", include_granted_scopes="true")
+
+# Matched in order, against the aiohttp cause when there is one: httpx-aiohttp 0.2 turns a refused connection, DNS
+# failure or server hang-up into httpx.ConnectTimeout and lets a bad status line out as aiohttp's ClientResponseError.
+_KIND_BY_EXCEPTION: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "connect_timeout"),
+    (aiohttp.ServerTimeoutError, "read_timeout"),
+    (aiohttp.ServerDisconnectedError, "remote_protocol_error"),
+    (aiohttp.ClientConnectorError, "connect_error"),  # includes DNS and TLS certificate failures
+    (aiohttp.ClientHttpProxyError, "network_error"),
+    (aiohttp.ClientResponseError, "remote_protocol_error"),
+    (aiohttp.ClientPayloadError, "read_error"),
+    (httpx.ConnectTimeout, "connect_timeout"),
+    (httpx.ReadTimeout, "read_timeout"),
+    (httpx.WriteTimeout, "write_timeout"),
+    (httpx.PoolTimeout, "pool_timeout"),
+    (httpx.ConnectError, "connect_error"),
+    (httpx.ReadError, "read_error"),
+    (httpx.WriteError, "write_error"),
+    (httpx.ProtocolError, "remote_protocol_error"),  # RemoteProtocolError and LocalProtocolError
+    (httpx.DecodingError, "remote_protocol_error"),
+    (httpx.TimeoutException, "read_timeout"),
+    (TimeoutError, "read_timeout"),
+)
+_NO_RESPONSE_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
+
+
+def make_http_client(timeout_seconds: float) -> httpx.AsyncClient:
+    """Build the process-wide token client: httpx's API on the aiohttp transport (DESIGN.md: ~6x less CPU).
+
+    HttpxAiohttpClient uses AiohttpTransport for proxied routes too (AsyncClient(transport=...) would send
+    env-proxied requests through httpcore). A 3xx is never followed: it is classified as transient.
+    """
+    return HttpxAiohttpClient(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-process retries of one token request: a few tries within seconds, then the caller's schedule."""
+
+    tries: int = 3
+    base_seconds: float = 2.0
+    max_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.tries < 1 or self.base_seconds < 0 or self.max_seconds < 0:
+            raise ValueError("RetryPolicy needs tries >= 1 and non-negative seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenGrant:
+    """A successful token response; the claims come from an id_token checked in `exchange_code`."""
+
+    access_token: str = field(repr=False)
+    expires_in: int | None = None
+    refresh_token: str | None = field(default=None, repr=False)  # None: keep the one we have
+    refresh_token_expires_in: int | None = None  # Google time-based access
+    scope: str | None = None
+    subject: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+
+
+def new_pkce_pair() -> tuple[str, str]:
+    """Return a fresh PKCE (verifier, S256 challenge) pair."""
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=")
+    return verifier, challenge.decode("ascii")
+
+
+class OAuthProvider:
+    """One OAuth client at one provider; `name` picks the classification quirks ("google", "microsoft", ...)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        name: str = "google",
+        client_id: str,
+        client_secret: str | Secret,
+        token_url: str,
+        auth_url: str,
+        retry: RetryPolicy | None = None,
+        max_body_bytes: int = 65536,
+        deadline_seconds: float = 30.0,
+    ) -> None:
+        if name not in PROVIDER_NAMES:
+            raise ValueError(f"unknown provider: {name!r}")
+        self.name = name
+        self.client_id = client_id
+        self.token_url = token_url
+        self.auth_url = auth_url
+        self.retry = retry or RetryPolicy()
+        self.max_body_bytes = max_body_bytes
+        self.deadline_seconds = deadline_seconds  # the aiohttp transport has no write or total timeout
+        self._client = client
+        self._client_secret = client_secret if isinstance(client_secret, Secret) else Secret(client_secret)
+
+    async def refresh(self, refresh_token: str) -> TokenGrant:
+        """Exchange a refresh token, retrying transient failures per `self.retry`; raises the last OAuthError."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        payload = await self._retrying(self._attempt)(form)
+        return _grant(payload)
+
+    async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenGrant:
+        """Redeem an authorization code; only failures without a response are retried (a code is single use)."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        form["code_verifier"] = code_verifier
+        payload = self._check(*await self._retrying(self._send)(form))
+        claims = _id_token_claims(payload.get("id_token"), self.client_id, datetime.now(UTC))
+        return _grant(payload, claims)
+
+    def authorization_url(
+        self,
+        *,
+        redirect_uri: str,
+        state: str,
+        code_challenge: str,
+        scopes: Sequence[str],
+        login_hint: str | None = None,
+    ) -> str:
+        """Build the consent URL: code flow with PKCE S256, offline access and a forced consent screen."""
+        if isinstance(scopes, str):
+            raise TypeError("scopes must be a sequence of scope strings, not one string")
+        params = {**_CONSENT_PARAMS, "client_id": self.client_id, "redirect_uri": redirect_uri, "state": state}
+        params |= {"scope": " ".join(scopes), "code_challenge": code_challenge, "code_challenge_method": "S256"}
+        if login_hint:
+            params["login_hint"] = login_hint
+        return str(httpx.URL(self.auth_url).copy_merge_params(params))
+
+    def _retrying(self, attempt: Callable[[dict[str, str]], Awaitable[T]]) -> Callable[[dict[str, str]], Awaitable[T]]:
+        """Wrap one attempt in backoff, configured from `self.retry` at call time."""
+        policy = self.retry
+        return backoff.on_exception(
+            _waits,
+            OAuthTransientError,  # permanent and config errors propagate after one request
+            max_tries=policy.tries,
+            jitter=None,  # _waits jitters itself: a Retry-After must be honoured exactly
+            giveup=lambda exc: _waits_too_long(exc, policy.max_seconds),
+            on_backoff=_log_retry,
+            logger=None,  # backoff's own log lines would print the target's repr and the exception
+            base_seconds=policy.base_seconds,
+            max_seconds=policy.max_seconds,
+        )(attempt)
+
+    async def _attempt(self, form: dict[str, str]) -> dict[str, Any]:
+        return self._check(*await self._send(form))
+
+    async def _send(self, form: dict[str, str]) -> tuple[int, httpx.Headers, bytes | None]:
+        """POST the form with our client credentials; the body is None when it exceeds max_body_bytes."""
+        data = {**form, "client_id": self.client_id, "client_secret": self._client_secret.reveal()}
+        try:
+            async with (
+                asyncio.timeout(self.deadline_seconds),
+                self._client.stream("POST", self.token_url, data=data, headers=_REQUEST_HEADERS) as response,
+            ):
+                body = await _read_limited(response, self.max_body_bytes)
+                return response.status_code, response.headers, body
+        except _NO_RESPONSE_ERRORS as exc:
+            kind = transport_kind(exc)
+            logger.debug("token request to %s failed: %s", self.name, type(exc).__name__)
+        # raised outside the except block: the httpx exception holds the request, and with it our secrets
+        raise error_for(classify_transport(kind))
+
+    def _check(self, status: int, headers: httpx.Headers, body: bytes | None) -> dict[str, Any]:
+        """Return the usable token payload or raise the classified error."""
+        if body is None:
+            raise error_for(classify_transport("oversized_response"))
+        payload = parse_json_object(body)
+        verdict = classify_parsed(self.name, status, headers, payload, now=datetime.now(UTC))
+        if verdict is not None:
+            raise error_for(verdict)
+        assert payload is not None  # classify_parsed succeeds only on a JSON object with an access_token
+        return payload
+
+
+def transport_kind(exc: BaseException) -> str:
+    """Name a failure that left no usable response with a classify_transport kind."""
+    cause = exc.__cause__
+    source = cause if isinstance(cause, aiohttp.ClientError) else exc
+    return next((kind for cls, kind in _KIND_BY_EXCEPTION if isinstance(source, cls)), "network_error")
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
+    """Read the (decoded) body, giving up with None past `limit` bytes, before buffering more than that."""
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _waits(*, base_seconds: float, max_seconds: float) -> Generator[float, Any, None]:
+    """Backoff wait generator: the server's Retry-After when given, else full jitter over a capped exponential."""
+    exc = yield 0.0  # backoff primes the generator; then it sends each failure in
+    attempt = 0
+    while True:
+        retry_after = exc.verdict.retry_after if isinstance(exc, OAuthError) else None
+        if retry_after is None:
+            ceiling = min(max_seconds, base_seconds * 2 ** min(attempt, 32))
+            retry_after = random.uniform(0.0, ceiling)
+        attempt += 1
+        exc = yield retry_after
+
+
+def _waits_too_long(exc: Exception, max_seconds: float) -> bool:
+    """Give up at once when the server asks for a longer pause than we sleep in-process."""
+    return isinstance(exc, OAuthError) and (exc.verdict.retry_after or 0.0) > max_seconds
+
+
+def _log_retry(details: Any) -> None:
+    code = details["exception"].verdict.code  # only OAuthTransientError is retried
+    logger.info("token request failed with %s; retrying in %.1f s", code, details["wait"])
+
+
+def _grant(payload: Mapping[str, Any], claims: Mapping[str, Any] | None = None) -> TokenGrant:
+    claims = claims or {}
+    return TokenGrant(
+        access_token=payload["access_token"],
+        expires_in=_seconds(payload.get("expires_in")),
+        refresh_token=_text(payload.get("refresh_token")),
+        refresh_token_expires_in=_seconds(payload.get("refresh_token_expires_in")),
+        scope=_text(payload.get("scope")),
+        subject=_text(claims.get("sub")),
+        email=_text(claims.get("email")),
+        email_verified=claims["email_verified"] in (True, "true") if "email_verified" in claims else None,
+    )
+
+
+def _id_token_claims(id_token: object, client_id: str, now: datetime) -> dict[str, Any] | None:
+    """Read the id_token payload without checking its signature.
+
+    OIDC Core 3.1.3.7 allows that for a token received directly from the token endpoint over TLS; the
+    audience and expiry are still ours to check.
+    """
+    if id_token is None:
+        return None
+    parts = id_token.split(".") if isinstance(id_token, str) and id_token.count(".") == 2 else []
+    try:
+        claims = parse_json_object(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (IndexError, ValueError):
+        claims = None
+    aud = claims.get("aud") if claims else None
+    audiences = aud if isinstance(aud, list) else [aud]
+    exp = claims.get("exp") if claims else None
+    if claims is None or client_id not in audiences or not isinstance(exp, int | float) or not exp > now.timestamp():
+        raise error_for(_BAD_ID_TOKEN)
+    return claims
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _seconds(value: object) -> int | None:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+        return int(value)  # Azure AD v1 sent expires_in as a string
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 10**9:  # NaN fails too
+        return int(value)
+    return None
+
+
+_BAD_ID_TOKEN = Verdict(
+    FailureKind.CONFIG, "invalid_id_token", "The sign-in answer was not issued for our app or has expired."
+)

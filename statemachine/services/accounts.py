@@ -1,0 +1,147 @@
+"""Creating users and mailboxes, with the validation shared by the CLI, the bulk import and the demo."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from statemachine.core.policy import Policy
+from statemachine.core.secrets import TokenCipher
+from statemachine.store.models import Mailbox, User
+
+SUPPORTED_PROVIDERS = ("google",)
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_TOKEN_LENGTH = 4096
+
+
+class InvalidInputError(ValueError):
+    """Input that cannot be stored; the message says which value and why, never the value if secret."""
+
+
+class UnknownUserError(LookupError):
+    def __init__(self, email: str) -> None:
+        super().__init__(f"no user {email!r}; add one with `tokenwarden user add {email}`")
+
+
+@dataclass(frozen=True)
+class NewMailbox:
+    """A validated mailbox to insert; tokens are plaintext until `row_values` encrypts them."""
+
+    user_email: str
+    provider: str
+    address: str
+    refresh_token: str
+    access_token: str | None = None
+    expires_in: int | None = None
+
+    def __repr__(self) -> str:
+        return f"NewMailbox(user_email={self.user_email!r}, provider={self.provider!r}, address={self.address!r})"
+
+
+def normalise_email(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+        raise InvalidInputError(f"{what} must be an email address")
+    return value.strip().lower()
+
+
+def validate_provider(value: object) -> str:
+    if value not in SUPPORTED_PROVIDERS:
+        raise InvalidInputError(f"provider must be one of: {', '.join(SUPPORTED_PROVIDERS)}")
+    return str(value)
+
+
+def _token(value: object, what: str, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TOKEN_LENGTH or value != value.strip():
+        raise InvalidInputError(f"{what} must be a non-empty string without surrounding spaces")
+    return value
+
+
+def _expires_in(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400 * 366:
+        raise InvalidInputError("expires_in must be a whole number of seconds")
+    return value
+
+
+def new_mailbox(
+    *, user: object, provider: object, address: object, refresh_token: object, access_token: object = None,
+    expires_in: object = None,
+) -> NewMailbox:  # fmt: skip
+    """Validate one mailbox's fields; raise InvalidInputError naming the first bad one."""
+    mailbox = NewMailbox(
+        user_email=normalise_email(user, "user"),
+        provider=validate_provider(provider),
+        address=normalise_email(address, "address"),
+        refresh_token=_token(refresh_token, "refresh_token", required=True) or "",
+        access_token=_token(access_token, "access_token", required=False),
+        expires_in=_expires_in(expires_in),
+    )
+    if (mailbox.access_token is None) != (mailbox.expires_in is None):
+        raise InvalidInputError("access_token and expires_in go together: give both or neither")
+    return mailbox
+
+
+async def add_user(session: AsyncSession, email: str, name: str | None = None, *, admin: bool = False) -> User:
+    """Create a user, or raise InvalidInputError if the email is taken."""
+    address = normalise_email(email, "email")
+    if await session.scalar(select(User.id).where(User.email == address)) is not None:
+        raise InvalidInputError(f"a user {address!r} exists already")
+    user = User(email=address, name=name, is_admin=admin)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def user_ids(session: AsyncSession, emails: set[str], *, create: bool) -> dict[str, int]:
+    """Map emails to user ids, creating the missing users when `create` (the bulk import does)."""
+    if create and emails:
+        await session.execute(
+            insert(User).values([{"email": e} for e in sorted(emails)]).on_conflict_do_nothing(index_elements=["email"])
+        )
+    rows = await session.execute(select(User.email, User.id).where(User.email.in_(emails)))
+    return {email: user_id for email, user_id in rows}
+
+
+async def reserve_ids(session: AsyncSession, count: int) -> list[int]:
+    """Take mailbox ids before inserting, so each token is encrypted bound to its own row id."""
+    sequence = func.nextval("mailboxes_id_seq")
+    return list((await session.scalars(select(sequence).select_from(func.generate_series(1, count)))).all())
+
+
+def row_values(
+    mailbox: NewMailbox, mailbox_id: int, user_id: int, cipher: TokenCipher, policy: Policy, now: datetime,
+    jitter: float,
+) -> dict[str, object]:  # fmt: skip
+    """The insert values of one mailbox: tokens encrypted, first refresh spread out in time."""
+    values: dict[str, object] = {
+        "id": mailbox_id,
+        "user_id": user_id,
+        "provider": mailbox.provider,
+        "address": mailbox.address,
+        "refresh_token_ciphertext": cipher.encrypt(mailbox.refresh_token, mailbox_id=mailbox_id, role="refresh"),
+        "next_refresh_at": now + timedelta(seconds=jitter * policy.refresh_lead_seconds / 2),
+        "access_token_ciphertext": None,
+        "access_token_expires_at": None,
+    }
+    if mailbox.access_token is not None:
+        values["access_token_ciphertext"] = cipher.encrypt(mailbox.access_token, mailbox_id=mailbox_id, role="access")
+        values["access_token_expires_at"] = now + timedelta(seconds=mailbox.expires_in or 0)
+        values["next_refresh_at"] = policy.next_refresh_at(now, mailbox.expires_in, jitter)
+    return values
+
+
+async def insert_mailboxes(session: AsyncSession, rows: list[dict[str, object]]) -> set[int]:
+    """Insert rows, skipping ones that duplicate (user, provider, address); return the inserted ids."""
+    if not rows:
+        return set()
+    statement = insert(Mailbox).on_conflict_do_nothing(constraint="uq_mailboxes_user_provider_address")
+    inserted = await session.execute(statement.returning(Mailbox.id), rows)
+    return set(inserted.scalars().all())

@@ -1,0 +1,200 @@
+"""One refresh cycle of one mailbox: the code path shared by `tokenwarden refresh` and the worker.
+
+1. Lease the mailbox (a short transaction), so no other cycle refreshes it meanwhile.
+2. Call the provider outside any transaction (retries of transient failures happen in there).
+3. A rotated refresh token is committed at once, in its own one-row transaction.
+4. One transaction: lock the row, re-check that nothing else changed it since the lease (a
+   reconnect or an operator's action wins over a stale outcome), fire the event, write the row,
+   history and outbox, release the lease. Commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from statemachine.core.errors import OAuthError, Verdict
+from statemachine.core.machine import Occurrence
+from statemachine.core.secrets import TokenCipher, TokenDecryptionError
+from statemachine.core.states import Event, FailureKind
+from statemachine.services.unit_of_work import EventContext, Outcome, apply_event
+from statemachine.store import repository
+from statemachine.store.db import Sessionmaker
+from statemachine.store.models import Mailbox
+
+logger = logging.getLogger(__name__)
+
+EVENT_FOR_KIND = {
+    FailureKind.TRANSIENT: Event.REFRESH_FAILED_TRANSIENT,
+    FailureKind.PERMANENT: Event.REFRESH_FAILED_PERMANENT,
+    FailureKind.CONFIG: Event.REFRESH_FAILED_CONFIG,
+}
+
+
+class Grant(Protocol):
+    access_token: str
+    expires_in: int | None
+    refresh_token: str | None
+
+
+class TokenRefresher(Protocol):
+    async def refresh(self, refresh_token: str) -> Grant: ...
+
+
+class OutcomeObserver(Protocol):
+    """The provider-incident guard's view of every cycle, called inside the cycle's transaction."""
+
+    async def observe(
+        self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
+    ) -> bool:
+        """Record one cycle's outcome; return True while a provider incident is open (no escalation)."""
+        ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CycleDeps:
+    """Everything a cycle needs; built once per process (the worker's ctx, the CLI's main)."""
+
+    sessionmaker: Sessionmaker
+    providers: Mapping[str, TokenRefresher]
+    cipher: TokenCipher
+    events: EventContext
+    lease_seconds: float
+    observer: OutcomeObserver | None = None
+    clock: Callable[[], datetime] = utcnow
+    jitter: Callable[[], float] = random.random
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """`status` is refreshed, failed, busy (another cycle holds the lease) or stale (outcome dropped)."""
+
+    mailbox_id: int
+    status: str
+    outcome: Outcome | None = None
+    verdict: Verdict | None = None
+    seconds: float = 0.0
+    provider: str | None = None
+
+
+async def run_cycle(deps: CycleDeps, mailbox_id: int, *, actor: str, claim: uuid.UUID | None = None) -> CycleResult:
+    """Run one refresh cycle; raise UnknownMailboxError for an id that does not exist.
+
+    `claim` is the due-scan's lease on the mailbox: a worker job takes the mailbox over only from it
+    (status "busy" when that claim is finished or taken); without it (the CLI) any free mailbox is leased.
+    """
+    started = time.perf_counter()
+    owner = uuid.uuid4()
+    async with deps.sessionmaker() as session, session.begin():
+        lease = await repository.take_lease(
+            session, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim
+        )
+    if lease is None:
+        return CycleResult(mailbox_id, "busy")
+    grant, verdict = await _call_provider(deps, lease)
+    if grant is not None and grant.refresh_token:
+        await _keep_rotated_token(deps, lease, grant.refresh_token)
+    result = await _apply_outcome(deps, lease, grant, verdict, actor)
+    seconds = time.perf_counter() - started
+    _log_cycle(result, lease.provider, seconds)
+    return CycleResult(result.mailbox_id, result.status, result.outcome, result.verdict, seconds, lease.provider)
+
+
+async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Grant | None, Verdict | None]:
+    try:
+        refresh_token = deps.cipher.decrypt(lease.refresh_token_ciphertext, mailbox_id=lease.mailbox_id, role="refresh")
+    except TokenDecryptionError as err:
+        return None, Verdict(FailureKind.CONFIG, "token_undecryptable", f"{err}; check TOKENWARDEN_ENCRYPTION_KEYS.")
+    provider = deps.providers.get(lease.provider)
+    if provider is None:
+        return None, Verdict(
+            FailureKind.CONFIG, "provider_not_configured", f"No {lease.provider} client is configured."
+        )
+    try:
+        return await provider.refresh(refresh_token), None
+    except OAuthError as err:
+        return None, err.verdict
+
+
+async def _keep_rotated_token(deps: CycleDeps, lease: repository.Lease, refresh_token: str) -> None:
+    ciphertext = deps.cipher.encrypt(refresh_token, mailbox_id=lease.mailbox_id, role="refresh")
+    async with deps.sessionmaker() as session, session.begin():
+        await repository.store_rotated_refresh_token(session, lease, ciphertext)
+
+
+async def _apply_outcome(
+    deps: CycleDeps, lease: repository.Lease, grant: Grant | None, verdict: Verdict | None, actor: str
+) -> CycleResult:
+    async with deps.sessionmaker() as session, session.begin():
+        mailbox = await repository.lock_mailbox(session, lease.mailbox_id)
+        if mailbox.revision != lease.revision:
+            _release(mailbox, lease)
+            return CycleResult(mailbox.id, "stale", verdict=verdict)
+        now = deps.clock()
+        incident = await _observe(deps, session, mailbox, verdict, now)
+        occurrence = Occurrence(
+            at=now,
+            actor=actor,
+            verdict=verdict,
+            expires_in=grant.expires_in if grant else None,
+            incident=incident and verdict is not None,
+            jitter=deps.jitter(),
+        )
+        if grant is not None:
+            _store_access_token(deps.cipher, mailbox, grant, now)
+        event = Event.REFRESH_SUCCEEDED if verdict is None else EVENT_FOR_KIND[verdict.kind]
+        outcome = await apply_event(session, mailbox, event, occurrence, deps.events)
+        _release(mailbox, lease)
+    return CycleResult(mailbox.id, "refreshed" if verdict is None else "failed", outcome, verdict)
+
+
+async def _observe(
+    deps: CycleDeps, session: AsyncSession, mailbox: Mailbox, verdict: Verdict | None, now: datetime
+) -> bool:
+    if deps.observer is None:
+        return False
+    return await deps.observer.observe(
+        session, provider=mailbox.provider, mailbox_id=mailbox.id, verdict=verdict, at=now
+    )
+
+
+def _store_access_token(cipher: TokenCipher, mailbox: Mailbox, grant: Grant, now: datetime) -> None:
+    mailbox.access_token_ciphertext = cipher.encrypt(grant.access_token, mailbox_id=mailbox.id, role="access")
+    lifetime = grant.expires_in if grant.expires_in and grant.expires_in > 0 else None
+    mailbox.access_token_expires_at = now + timedelta(seconds=lifetime) if lifetime else None
+    mailbox.last_refreshed_at = now
+
+
+def _release(mailbox: Mailbox, lease: repository.Lease) -> None:
+    if mailbox.lease_owner == lease.owner:
+        mailbox.lease_owner = None
+        mailbox.lease_until = None
+
+
+def _log_cycle(result: CycleResult, provider: str, seconds: float) -> None:
+    outcome = result.outcome
+    logger.info(
+        "refresh cycle",
+        extra={
+            "mailbox_id": result.mailbox_id,
+            "provider": provider,
+            "outcome": result.status,
+            "reason": result.verdict.code if result.verdict else None,
+            "from_state": outcome.from_state if outcome else None,
+            "to_state": outcome.to_state if outcome else None,
+            "attempt": outcome.attempt if outcome else None,
+            "duration_ms": round(seconds * 1000, 1),
+        },
+    )

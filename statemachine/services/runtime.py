@@ -1,0 +1,84 @@
+"""The long-lived resources of one process (engine, HTTP client, providers, cipher), opened once.
+
+The CLI, the worker and the web app each open one `Runtime` at start and close it at exit; jobs and
+requests borrow from it. One HTTP client per process: creating one per request costs more CPU than
+the refresh itself (DESIGN.md performance notes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from statemachine.core.secrets import TokenCipher
+from statemachine.providers.oauth import OAuthProvider, RetryPolicy, make_http_client
+from statemachine.services.cycle import CycleDeps
+from statemachine.services.settings import Settings
+from statemachine.services.unit_of_work import EventContext
+from statemachine.store.db import Sessionmaker, make_engine, make_sessionmaker
+from statemachine.store.incidents import IncidentGuard
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    sessionmaker: Sessionmaker
+    http: httpx.AsyncClient
+    cipher: TokenCipher
+    providers: dict[str, OAuthProvider]
+    events: EventContext
+    incidents: IncidentGuard | None = None
+
+    def cycle_deps(self) -> CycleDeps:
+        """The same dependencies, incident guard included, for the CLI's `refresh` and the worker's job."""
+        return CycleDeps(
+            self.sessionmaker,
+            self.providers,
+            self.cipher,
+            self.events,
+            self.settings.lease_seconds,
+            observer=self.incidents,
+        )
+
+
+def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OAuthProvider]:
+    """The configured providers; a provider without client credentials is left out (its cycles fail as config)."""
+    if not (settings.google_client_id and settings.google_client_secret):
+        return {}
+    retry = RetryPolicy(settings.retry_tries, settings.retry_base_seconds, settings.retry_max_seconds)
+    google = OAuthProvider(
+        http,
+        name="google",
+        client_id=settings.google_client_id,
+        client_secret=settings.google_client_secret.reveal(),
+        token_url=settings.google_token_url,
+        auth_url=settings.google_auth_url,
+        retry=retry,
+        deadline_seconds=settings.http_timeout_seconds * 2,
+    )
+    return {"google": google}
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, pre_ping: bool = True) -> AsyncIterator[Runtime]:
+    settings.require("database_url", "encryption_keys")
+    assert settings.database_url is not None
+    # every worker job holds at most one connection at a time; the rest is for crons and the web app
+    engine = make_engine(settings.database_url, pool_size=max(10, settings.worker_max_jobs + 4), pre_ping=pre_ping)
+    http = make_http_client(settings.http_timeout_seconds)
+    try:
+        yield Runtime(
+            settings=settings,
+            sessionmaker=make_sessionmaker(engine),
+            http=http,
+            cipher=TokenCipher(settings.encryption_keys),
+            providers=build_providers(settings, http),
+            events=EventContext.from_settings(settings),
+            incidents=IncidentGuard(settings.incidents),
+        )
+    finally:
+        await http.aclose()
+        await engine.dispose()

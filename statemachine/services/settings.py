@@ -1,0 +1,274 @@
+"""Configuration from environment variables, validated once at start.
+
+Every bad value is reported, one line each, in a single `SettingsError`, so an operator fixes the
+whole environment in one go. Secrets are wrapped in `Secret` so a repr of the settings is safe to log.
+Which values are *required* depends on the command (`migrate` needs no OAuth client): commands call
+`Settings.require(...)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from statemachine.core.incident_rules import IncidentThresholds
+from statemachine.core.policy import Policy
+from statemachine.core.secrets import Secret
+from statemachine.mail.mailer import validate_smtp_url
+
+T = TypeVar("T")
+
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+
+
+class SettingsError(Exception):
+    """One or more environment variables are missing or invalid; the message lists each one."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = field(repr=False)  # URLs may carry passwords
+    redis_url: str = field(repr=False)
+    smtp_url: str = field(repr=False)
+    google_client_id: str | None = None
+    google_client_secret: Secret | None = None
+    google_token_url: str = GOOGLE_TOKEN_URL
+    google_auth_url: str = GOOGLE_AUTH_URL
+    encryption_keys: tuple[Secret, ...] = ()
+    secret_key: Secret | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    mail_from: str = "Tokenwarden <tokenwarden@localhost>"
+    retry_tries: int = 3
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 30.0
+    http_timeout_seconds: float = 10.0
+    lease_seconds: float = 300.0
+    scan_interval_seconds: float = 60.0
+    smtp_timeout_seconds: float = 30.0
+    smtp_retry_tries: int = 3
+    smtp_retry_base_seconds: float = 1.0
+    outbox_interval_seconds: float = 5.0
+    outbox_retry_base_seconds: float = 60.0
+    outbox_max_attempts: int = 40
+    reminder_days: tuple[float, ...] = (1.0, 3.0, 7.0)
+    metrics_port: int = 9464
+    worker_max_jobs: int = 10
+    scan_batch_size: int = 500
+    shutdown_grace_seconds: float = 20.0
+    redis_outage_seconds: float = 120.0
+    incidents: IncidentThresholds = field(default_factory=IncidentThresholds)
+    policy: Policy = field(default_factory=Policy)
+
+    def require(self, *names: str) -> None:
+        """Fail with one line per missing value that the calling command needs."""
+        missing = [f"{_ENV_NAMES[name]} is not set" for name in names if not getattr(self, name)]
+        if missing:
+            raise SettingsError("\n".join(missing))
+
+
+_ENV_NAMES = {
+    "database_url": "DATABASE_URL",
+    "google_client_id": "GOOGLE_CLIENT_ID",
+    "google_client_secret": "GOOGLE_CLIENT_SECRET",
+    "encryption_keys": "TOKENWARDEN_ENCRYPTION_KEYS",
+    "secret_key": "TOKENWARDEN_SECRET_KEY",
+}
+
+
+class _Reader:
+    """Reads typed values from the environment, collecting every error instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.errors: list[str] = []
+
+    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as err:
+            self.errors.append(f"{name}: {err}")
+            return default
+
+
+def _number(minimum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum:g}, got {raw}")
+        return value
+
+    return parse
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.isdigit():
+            raise ValueError(f"expected a whole number, got {raw!r}")
+        if int(raw) < minimum:
+            raise ValueError(f"must be at least {minimum}, got {raw}")
+        return int(raw)
+
+    return parse
+
+
+def _delays(raw: str) -> tuple[float, ...]:
+    parts = [p.strip() for p in raw.split(",")]
+    parse = _number(1)
+    return tuple(parse(p) for p in parts)
+
+
+def _days(raw: str) -> tuple[float, ...]:
+    parse = _number(0.00001)
+    return tuple(sorted({parse(p.strip()) for p in raw.split(",")}))
+
+
+def _ratio(raw: str) -> float:
+    value = _number(0)(raw)
+    if not 0 < value <= 1:
+        raise ValueError(f"must be a fraction above 0 and at most 1, got {raw}")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _whole(0)(raw)
+    if value > 65535:
+        raise ValueError(f"must be a TCP port (0 turns it off), got {raw}")
+    return value
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return raw
+
+    return parse
+
+
+def database_url(raw: str) -> str:
+    """Accept postgres URLs and make them use the asyncpg driver."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+        raise ValueError("expected a postgresql:// or postgresql+asyncpg:// URL (the asyncpg driver is used)")
+    return "postgresql+asyncpg://" + rest
+
+
+def _fernet_keys(raw: str) -> tuple[Secret, ...]:
+    keys = []
+    for position, key in enumerate((k.strip() for k in raw.split(",")), start=1):
+        try:
+            valid = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(f"key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)")
+        keys.append(Secret(key))
+    return tuple(keys)
+
+
+def _secret_key(raw: str) -> Secret:
+    if len(raw) < 32:
+        raise ValueError("must be at least 32 characters")
+    return Secret(raw)
+
+
+def _policy(env: _Reader) -> Policy:
+    base = Policy()
+    return Policy(
+        degrade_after=env.get("TOKENWARDEN_DEGRADE_AFTER", base.degrade_after, _whole(1)),
+        disconnect_after=env.get("TOKENWARDEN_DISCONNECT_AFTER", base.disconnect_after, _whole(1)),
+        degrade_min_age_seconds=env.get(
+            "TOKENWARDEN_DEGRADE_MIN_AGE_SECONDS", base.degrade_min_age_seconds, _number(0)
+        ),
+        disconnect_min_age_seconds=env.get(
+            "TOKENWARDEN_DISCONNECT_MIN_AGE_SECONDS", base.disconnect_min_age_seconds, _number(0)
+        ),
+        cycle_delays_seconds=env.get("TOKENWARDEN_CYCLE_DELAYS_SECONDS", base.cycle_delays_seconds, _delays),
+        confirm_permanent_seconds=env.get(
+            "TOKENWARDEN_CONFIRM_PERMANENT_SECONDS", base.confirm_permanent_seconds, _number(0)
+        ),
+        refresh_lead_seconds=env.get("TOKENWARDEN_REFRESH_LEAD_SECONDS", base.refresh_lead_seconds, _number(1)),
+        reprobe_seconds=env.get("TOKENWARDEN_REPROBE_SECONDS", base.reprobe_seconds, _number(1)),
+        min_refresh_interval_seconds=env.get(
+            "TOKENWARDEN_MIN_REFRESH_INTERVAL_SECONDS", base.min_refresh_interval_seconds, _number(1)
+        ),
+    )
+
+
+def _incidents(env: _Reader) -> IncidentThresholds:
+    base = IncidentThresholds()
+    return IncidentThresholds(
+        window_seconds=env.get("TOKENWARDEN_INCIDENT_WINDOW_SECONDS", base.window_seconds, _number(1)),
+        failure_ratio=env.get("TOKENWARDEN_INCIDENT_FAILURE_RATIO", base.failure_ratio, _ratio),
+        min_mailboxes=env.get("TOKENWARDEN_INCIDENT_MIN_MAILBOXES", base.min_mailboxes, _whole(1)),
+        recovery_spread_seconds=env.get(
+            "TOKENWARDEN_INCIDENT_RECOVERY_SPREAD_SECONDS", base.recovery_spread_seconds, _number(0)
+        ),
+    )
+
+
+def _cross_checks(settings: Settings) -> list[str]:
+    errors = []
+    policy = settings.policy
+    if policy.disconnect_after < policy.degrade_after:
+        errors.append("TOKENWARDEN_DISCONNECT_AFTER must not be smaller than TOKENWARDEN_DEGRADE_AFTER")
+    if policy.refresh_lead_seconds <= settings.scan_interval_seconds:
+        errors.append(
+            "TOKENWARDEN_REFRESH_LEAD_SECONDS must exceed TOKENWARDEN_SCAN_INTERVAL_SECONDS "
+            "(or tokens expire between two scans)"
+        )
+    return errors
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read and validate every variable; raise SettingsError listing all problems."""
+    env = _Reader(environ)
+    settings = Settings(
+        database_url=env.get("DATABASE_URL", None, database_url),
+        redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "unix")),
+        smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:25", validate_smtp_url),
+        google_client_id=env.get("GOOGLE_CLIENT_ID", None, str),
+        google_client_secret=env.get("GOOGLE_CLIENT_SECRET", None, Secret),
+        google_token_url=env.get("GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL, _url("https", "http")),
+        google_auth_url=env.get("GOOGLE_AUTH_URL", GOOGLE_AUTH_URL, _url("https", "http")),
+        encryption_keys=env.get("TOKENWARDEN_ENCRYPTION_KEYS", (), _fernet_keys),
+        secret_key=env.get("TOKENWARDEN_SECRET_KEY", None, _secret_key),
+        base_url=env.get("TOKENWARDEN_BASE_URL", "http://127.0.0.1:8000", _url("https", "http")).rstrip("/"),
+        mail_from=env.get("TOKENWARDEN_MAIL_FROM", "Tokenwarden <tokenwarden@localhost>", str),
+        retry_tries=env.get("TOKENWARDEN_RETRY_TRIES", 3, _whole(1)),
+        retry_base_seconds=env.get("TOKENWARDEN_RETRY_BASE_SECONDS", 2.0, _number(0)),
+        retry_max_seconds=env.get("TOKENWARDEN_RETRY_MAX_SECONDS", 30.0, _number(0)),
+        http_timeout_seconds=env.get("TOKENWARDEN_HTTP_TIMEOUT_SECONDS", 10.0, _number(0.1)),
+        lease_seconds=env.get("TOKENWARDEN_LEASE_SECONDS", 300.0, _number(1)),
+        scan_interval_seconds=env.get("TOKENWARDEN_SCAN_INTERVAL_SECONDS", 60.0, _number(1)),
+        smtp_timeout_seconds=env.get("TOKENWARDEN_SMTP_TIMEOUT_SECONDS", 30.0, _number(0.1)),
+        smtp_retry_tries=env.get("TOKENWARDEN_SMTP_RETRY_TRIES", 3, _whole(1)),
+        smtp_retry_base_seconds=env.get("TOKENWARDEN_SMTP_RETRY_BASE_SECONDS", 1.0, _number(0)),
+        outbox_interval_seconds=env.get("TOKENWARDEN_OUTBOX_INTERVAL_SECONDS", 5.0, _number(1)),
+        outbox_retry_base_seconds=env.get("TOKENWARDEN_OUTBOX_RETRY_BASE_SECONDS", 60.0, _number(0)),
+        outbox_max_attempts=env.get("TOKENWARDEN_OUTBOX_MAX_ATTEMPTS", 40, _whole(1)),
+        reminder_days=env.get("TOKENWARDEN_REMINDER_DAYS", (1.0, 3.0, 7.0), _days),
+        metrics_port=env.get("TOKENWARDEN_METRICS_PORT", 9464, _port),
+        worker_max_jobs=env.get("TOKENWARDEN_WORKER_MAX_JOBS", 10, _whole(1)),
+        scan_batch_size=env.get("TOKENWARDEN_SCAN_BATCH_SIZE", 500, _whole(1)),
+        shutdown_grace_seconds=env.get("TOKENWARDEN_SHUTDOWN_GRACE_SECONDS", 20.0, _number(0)),
+        redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),
+        incidents=_incidents(env),
+        policy=_policy(env),
+    )
+    errors = env.errors or _cross_checks(settings)
+    if errors:
+        raise SettingsError("\n".join(errors))
+    return settings

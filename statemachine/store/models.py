@@ -1,0 +1,196 @@
+"""SQLAlchemy models: users, mailboxes, their append-only state history, and the email outbox.
+
+The three `token_refresh_*` columns and their partial index keep the names of the original plan.
+States are TEXT with a CHECK constraint rather than a Postgres ENUM, so adding a state is one
+constraint change. Every timestamp is TIMESTAMPTZ and written from aware UTC values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from statemachine.core.states import FailureKind, State
+
+PROVIDERS = ("google", "microsoft")
+OUTBOX_STATUSES = ("pending", "sent", "failed")
+FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK expression limiting a TEXT column to `values` (no Postgres ENUM: see the module docstring)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    email: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    is_admin: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(Text)
+    provider_subject: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), server_default=State.HEALTHY.value)
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    refresh_token_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    access_token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    access_token_expires_at: Mapped[datetime | None]
+    token_refresh_failed_at: Mapped[datetime | None]
+    token_refresh_error: Mapped[str | None] = mapped_column(Text)
+    token_refresh_attempt_count: Mapped[int] = mapped_column(server_default=text("0"))
+    config_failure_count: Mapped[int] = mapped_column(server_default=text("0"))
+    failure_kind: Mapped[str | None] = mapped_column(String(16))
+    user_notified: Mapped[bool] = mapped_column(server_default=text("false"))
+    episode: Mapped[int] = mapped_column(server_default=text("0"))
+    revision: Mapped[int] = mapped_column(server_default=text("0"))
+    next_refresh_at: Mapped[datetime | None]
+    lease_owner: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_until: Mapped[datetime | None]
+    last_refreshed_at: Mapped[datetime | None]
+    state_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(one_of("state", tuple(s.value for s in State)), name="state"),
+        CheckConstraint(one_of("provider", PROVIDERS), name="provider"),
+        CheckConstraint(one_of("failure_kind", FAILURE_KINDS), name="failure_kind"),
+        CheckConstraint("is_active = (state <> 'disconnected')", name="active_matches_state"),
+        UniqueConstraint("user_id", "provider", "address", name="uq_mailboxes_user_provider_address"),
+        Index(
+            "idx_mailboxes_token_refresh_failed",
+            "token_refresh_failed_at",
+            postgresql_where=text("token_refresh_failed_at IS NOT NULL"),
+        ),
+        Index("ix_mailboxes_next_refresh_at", "next_refresh_at", postgresql_where=text("next_refresh_at IS NOT NULL")),
+        Index("ix_mailboxes_state", "state"),
+    )
+
+
+class StateTransition(Base):
+    """Append-only: a database trigger rejects UPDATE and DELETE (see the first migration)."""
+
+    __tablename__ = "mailbox_state_transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"))
+    event: Mapped[str] = mapped_column(String(40))
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(server_default=text("0"))
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_mailbox_state_transitions_mailbox_at", "mailbox_id", "at", "id"),)
+
+
+class Notification(Base):
+    """The transactional outbox: rendered emails waiting for delivery, one per dedupe key."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"), index=True)
+    kind: Mapped[str] = mapped_column(String(48))
+    recipient: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str] = mapped_column(Text, unique=True)
+    message_id: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    sent_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(one_of("status", OUTBOX_STATUSES), name="status"),
+        Index("ix_notifications_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class RefreshOutcome(Base):
+    """One row per refresh cycle (healthy ones included): the incident guard's window and the 24 h success rate."""
+
+    __tablename__ = "refresh_outcomes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    mailbox_id: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(one_of("outcome", ("success", *FAILURE_KINDS)), name="outcome"),
+        Index("ix_refresh_outcomes_provider_at", "provider", "at"),
+    )
+
+
+class Incident(Base):
+    """A provider-wide failure: while open, failures do not escalate and users get no email."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(8), server_default="open")
+    cause: Mapped[str] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(Text)
+    failure_ratio: Mapped[float | None]
+    mailboxes_affected: Mapped[int] = mapped_column(server_default=text("0"))
+    opened_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'closed')", name="status"),
+        CheckConstraint("(status = 'open') = (closed_at IS NULL)", name="closed_when_closed"),
+        Index("uq_incidents_one_open_per_provider", "provider", unique=True, postgresql_where=text("status = 'open'")),
+    )

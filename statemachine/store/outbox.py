@@ -1,0 +1,80 @@
+"""Outbox rows: rendered emails written in the transaction that changed the state.
+
+The dedupe key is (mailbox, failure episode, kind), so a job that runs twice, or a mailbox that is
+disconnected again in the same episode after an operator's retry, never emails twice. The
+Message-ID is fixed per row, so a resend after a crash is recognisable as the same mail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from statemachine.core.errors import Verdict
+from statemachine.core.states import EmailKind
+from statemachine.mail.emails import EmailContext, render_email
+from statemachine.store.models import Mailbox, Notification, User
+
+
+@dataclass(frozen=True)
+class EmailFacts:
+    """What the email needs to know beyond the mailbox row."""
+
+    reconnect_url: str
+    verdict: Verdict | None
+    next_attempt_at: datetime | None
+
+
+def dedupe_key(mailbox_id: int, episode: int, kind: EmailKind, occasion: str | None = None) -> str:
+    """One email per (mailbox, episode, kind); `occasion` tells apart repeated kinds such as reminders ("1d")."""
+    key = f"mailbox:{mailbox_id}:episode:{episode}:{kind.value}"
+    return f"{key}:{occasion}" if occasion else key
+
+
+def message_id(mail_domain: str) -> str:
+    return f"<tokenwarden.{uuid.uuid4().hex}@{mail_domain}>"
+
+
+def notification_values(
+    mailbox: Mailbox, user: User, kind: EmailKind, facts: EmailFacts, mail_domain: str
+) -> dict[str, Any]:
+    rendered = render_email(
+        kind,
+        EmailContext(
+            mailbox_address=mailbox.address,
+            provider=mailbox.provider,
+            recipient_name=user.name,
+            reason=facts.verdict.reason if facts.verdict else None,
+            reconnect_url=facts.reconnect_url,
+            next_attempt_at=facts.next_attempt_at,
+            admin=bool(facts.verdict and facts.verdict.admin),
+        ),
+    )
+    return {
+        "mailbox_id": mailbox.id,
+        "kind": kind.value,
+        "recipient": user.email,
+        "subject": rendered.subject,
+        "body_text": rendered.text,
+        "body_html": rendered.html,
+        "dedupe_key": dedupe_key(mailbox.id, mailbox.episode, kind),
+        "message_id": message_id(mail_domain),
+    }
+
+
+async def queue(session: AsyncSession, rows: list[dict[str, Any]]) -> list[str]:
+    """Insert outbox rows, skipping any whose dedupe key exists; return the kinds actually queued."""
+    queued = []
+    for row in rows:
+        statement = (
+            insert(Notification).values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        ).returning(Notification.kind)
+        kind = (await session.execute(statement)).scalar_one_or_none()
+        if kind is not None:
+            queued.append(kind)
+    return queued

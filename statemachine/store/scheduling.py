@@ -1,0 +1,80 @@
+"""Who refreshes what, when: PostgreSQL is the scheduler, the job queue only carries the work.
+
+A claim is a lease on a due mailbox (`lease_owner`, `lease_until`) written by the due-scan. The owner
+identifies the claim of one due time: when a lease runs out before its job ran (a worker died, Redis
+lost the job, or the queue was slower than the lease), the next scan claims the row again *keeping
+the owner*, so the job still queued for it remains valid. A job starts by swapping the owner for a
+fresh one of its own (`start_claim`), which only one job can do: a second copy of the job, or an old
+one that arq runs again later, finds the owner changed (or released by the finished cycle) and does
+nothing. That makes every due time's refresh happen once, whatever the queue does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from statemachine.store.models import Mailbox, Notification
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A due mailbox leased to `owner`; `reclaimed` when an earlier claim of it ran out unfinished."""
+
+    mailbox_id: int
+    owner: uuid.UUID
+    due: datetime
+    reclaimed: bool
+
+    @property
+    def job_id(self) -> str:
+        """One job per mailbox and due time: a second enqueue of the same claim is a no-op."""
+        return f"refresh:{self.mailbox_id}:{epoch_ms(self.due)}"
+
+    def fallback_job_id(self, now: datetime) -> str:
+        """For a re-claim whose first job is stuck in a dead worker: unique to this claim."""
+        return f"{self.job_id}:reclaim:{epoch_ms(now)}"
+
+
+def epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+async def claim_due(session: AsyncSession, now: datetime, limit: int, lease_seconds: float) -> list[Claim]:
+    """Lease up to `limit` due, unleased mailboxes (oldest due first), skipping rows other scans hold."""
+    due = (
+        select(Mailbox.id, Mailbox.lease_owner.label("previous"))
+        .where(
+            Mailbox.next_refresh_at <= now,
+            (Mailbox.lease_until.is_(None)) | (Mailbox.lease_until <= now),
+        )
+        .order_by(Mailbox.next_refresh_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .subquery()
+    )
+    statement = (
+        update(Mailbox)
+        .where(Mailbox.id == due.c.id)
+        .values(
+            lease_owner=func.coalesce(Mailbox.lease_owner, func.gen_random_uuid()),
+            lease_until=now + timedelta(seconds=lease_seconds),
+        )
+        .returning(Mailbox.id, Mailbox.lease_owner, Mailbox.next_refresh_at, due.c.previous.is_not(None))
+    )
+    rows = (await session.execute(statement)).all()
+    return sorted((Claim(*row) for row in rows), key=lambda claim: claim.due)
+
+
+async def mailboxes_by_state(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Mailbox.state, func.count()).group_by(Mailbox.state))
+    return {state: count for state, count in rows}
+
+
+async def outbox_backlog(session: AsyncSession) -> int:
+    statement = select(func.count()).select_from(Notification).where(Notification.status == "pending")
+    return int(await session.scalar(statement) or 0)

@@ -1,0 +1,260 @@
+"""The operators' CLI end to end: real PostgreSQL, and the sandbox token endpoint over real HTTP (not respx).
+
+Most tests call `main()` in-process (fast, output via capsys); a few run the installed console
+script in a subprocess to prove that errors end in one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from devkit.serving import RunningServer
+from statemachine.cli import commands
+from statemachine.cli.main import main
+from tests.database import service_environment
+
+CASES = json.loads((Path(__file__).resolve().parents[4] / "shared" / "oauth-error-cases.json").read_text())
+HTTP_CASES = [c for c in CASES if c["provider"] in ("google", "generic") and not c.get("transport")]
+ACCOUNT = {"email": "ana@gmail.test", "sub": "104400000000000000001"}
+
+
+@pytest.fixture
+def control(sandbox: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox.url, timeout=5) as client:
+        client.post("/_sandbox/reset").raise_for_status()
+        client.post("/_sandbox/accounts", json=ACCOUNT).raise_for_status()
+        yield client
+
+
+@pytest.fixture
+def cli_env(database_url: str, sandbox: RunningServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = service_environment(database_url, GOOGLE_TOKEN_URL=f"{sandbox.url}/token")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+class Cli:
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str, code: int = 0) -> str:
+        status = main(list(args))
+        out, err = self.capsys.readouterr()
+        assert status == code, (out, err)
+        return out if code == 0 else err
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json"))
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Cli:
+    cli = Cli(capsys)
+    cli("user", "add", "owner@example.test", "--name", "Ana")
+    return cli
+
+
+def connect(cli: Cli, control: httpx.Client, address: str = "ana@gmail.test") -> tuple[int, str]:
+    token = control.post("/_sandbox/tokens", json={"sub": ACCOUNT["sub"]}).json()["refresh_token"]
+    out = cli("mailbox", "add", "--user", "owner@example.test", "--provider", "google", "--address", address,
+              "--refresh-token", token)  # fmt: skip
+    return int(out), token
+
+
+def fault(control: httpx.Client, token: str, **spec: Any) -> None:
+    response = control.post("/_sandbox/faults", json={"refresh_token": token, **spec})
+    assert response.status_code == 201, response.text
+
+
+def test_connect_refresh_and_inspect(cli: Cli, control: httpx.Client) -> None:
+    mailbox_id, _ = connect(cli, control)
+    assert "refresh_succeeded (healthy)" in cli("refresh", str(mailbox_id))
+    shown = cli.json("mailbox", "show", str(mailbox_id))
+    fields = ("id", "address", "provider", "state", "is_active", "token_refresh_attempt_count")
+    assert {k: shown[k] for k in fields} == {
+        "id": mailbox_id, "address": "ana@gmail.test", "provider": "google", "state": "healthy", "is_active": True,
+        "token_refresh_attempt_count": 0,
+    }  # fmt: skip
+    assert shown["last_refreshed_at"] is not None
+    assert {"token_refresh_failed_at", "token_refresh_error", "next_refresh_at"} <= shown.keys()
+    assert cli.json("mailbox", "list") == [shown]
+    assert cli.json("mailbox", "list", "--state", "disconnected") == []
+    assert "SECRET" not in json.dumps(shown)
+
+
+def test_revoked_grant_is_confirmed_then_disconnects_with_one_email(cli: Cli, control: httpx.Client) -> None:
+    mailbox_id, token = connect(cli, control)
+    fault(control, token, mode="revoke")
+    first = cli.json("refresh", str(mailbox_id))
+    second = cli.json("refresh", str(mailbox_id))
+    assert (first["to_state"], second["to_state"]) == ("retrying", "disconnected")
+    assert second["emails_queued"] == ["token_refresh_permanent_failure"]
+    history = cli.json("history", str(mailbox_id))
+    assert [(h["event"], h["from_state"], h["to_state"], h["actor"]) for h in history] == [
+        ("refresh_failed_permanent", "healthy", "retrying", "cli"),
+        ("refresh_failed_permanent", "retrying", "disconnected", "cli"),
+    ]
+    assert all(h["reason"] and h["at"] for h in history)
+    (mail,) = cli.json("outbox")
+    assert (mail["kind"], mail["mailbox_id"], mail["recipient"], mail["status"]) == (
+        "token_refresh_permanent_failure", mailbox_id, "owner@example.test", "pending",
+    )  # fmt: skip
+    assert control.get("/_sandbox/requests").json()["by_refresh_token"][token] == 2  # one request per cycle
+
+
+def test_server_errors_climb_the_ladder(cli: Cli, control: httpx.Client) -> None:
+    mailbox_id, token = connect(cli, control)
+    fault(control, token, mode="http_5xx", status=502)
+    states = [cli.json("refresh", str(mailbox_id))["to_state"] for _ in range(3)]
+    assert states == ["retrying", "degraded", "disconnected"]
+    assert [m["kind"] for m in cli.json("outbox")] == ["token_refresh_retry", "token_refresh_final_failure"]
+    assert control.get("/_sandbox/requests").json()["by_refresh_token"][token] == 9  # 3 tries per cycle
+    assert cli.json("mailbox", "show", str(mailbox_id))["is_active"] is False
+
+
+def test_wrong_client_secret_never_escalates_nor_emails(cli: Cli, control: httpx.Client, monkeypatch) -> None:
+    mailbox_id, _ = connect(cli, control)
+    monkeypatch.setenv("GOOGLE_CLIENT_SECRET", "rotated-away")
+    states = [cli.json("refresh", str(mailbox_id))["to_state"] for _ in range(4)]
+    assert states == ["retrying"] * 4
+    assert cli.json("outbox") == []
+    assert {h["error_code"] for h in cli.json("history", str(mailbox_id))} == {"invalid_client"}
+
+
+def test_unreachable_token_endpoint_is_transient(cli: Cli, control: httpx.Client, monkeypatch) -> None:
+    mailbox_id, _ = connect(cli, control)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("GOOGLE_TOKEN_URL", f"http://127.0.0.1:{closed_port}/token")
+    result = cli.json("refresh", str(mailbox_id))
+    assert (result["to_state"], result["error"].split(":")[0]) == ("retrying", "connect_error")
+
+
+@pytest.mark.parametrize("case", HTTP_CASES, ids=[c["id"] for c in HTTP_CASES])
+def test_any_documented_response_lands_where_design_says(cli: Cli, control: httpx.Client, case: dict) -> None:
+    mailbox_id, token = connect(cli, control)
+    fault(control, token, mode="raw", status=case["status"], headers=case["headers"], body=case["body"])
+    first = cli.json("refresh", str(mailbox_id))
+    second = cli.json("refresh", str(mailbox_id))
+    expected = {"transient": ("retrying", "degraded"), "permanent": ("retrying", "disconnected"),
+                "config": ("retrying", "retrying")}[case["expected"]]  # fmt: skip
+    assert (first["to_state"], second["to_state"]) == expected
+    assert len(cli.json("history", str(mailbox_id))) == 2
+    kinds = [m["kind"] for m in cli.json("outbox")]
+    assert kinds == {"transient": ["token_refresh_retry"], "permanent": ["token_refresh_permanent_failure"],
+                     "config": []}[case["expected"]]  # fmt: skip
+
+
+def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Path) -> None:
+    good = [{"user": f"u{i}@example.test", "provider": "google", "address": f"m{i}@gmail.test",
+             "refresh_token": f"1//imported-{i}"} for i in range(1500)]  # fmt: skip
+    lines = [json.dumps(line) for line in good]
+    lines[10] = "{not json"
+    lines[20] = json.dumps({**good[20], "provider": "yahoo"})
+    lines[30] = json.dumps({k: v for k, v in good[30].items() if k != "refresh_token"})
+    lines.append(json.dumps(good[0]))  # a duplicate of line 1
+    path = tmp_path / "mailboxes.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    problems = cli("mailbox", "import", str(path), code=1)
+    assert problems.splitlines() == [
+        "line 11: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+        "line 21: provider must be one of: google",
+        "line 31: missing key(s): refresh_token",
+        "line 1501: m0@gmail.test is already connected for u0@example.test",
+    ]
+    assert len(cli.json("mailbox", "list", "--limit", "5000")) == 1497
+    assert "imported-" not in problems
+
+
+def test_rotate_keys_moves_every_token_to_the_new_key(cli: Cli, control: httpx.Client, cli_env, monkeypatch) -> None:
+    ids = [connect(cli, control, address)[0] for address in ("ana@gmail.test", "ana.work@gmail.test")]
+    old, new = cli_env["TOKENWARDEN_ENCRYPTION_KEYS"], Fernet.generate_key().decode()
+    monkeypatch.setenv("TOKENWARDEN_ENCRYPTION_KEYS", f"{new},{old}")
+    monkeypatch.setattr(commands, "ROTATE_BATCH", 1)  # one transaction per row: the batches must chain
+    assert "tokens of 2 mailbox(es)" in cli("rotate-keys")
+    monkeypatch.setenv("TOKENWARDEN_ENCRYPTION_KEYS", new)
+    assert [cli.json("refresh", str(i))["status"] for i in ids] == ["refreshed", "refreshed"]
+    monkeypatch.setenv("TOKENWARDEN_ENCRYPTION_KEYS", old)
+    assert cli.json("refresh", str(ids[1]))["error"].startswith("token_undecryptable")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["refresh", "424242"], "no mailbox with id 424242"),
+        (["history", "424242"], "no mailbox with id 424242"),
+        (
+            [
+                "mailbox",
+                "add",
+                "--user",
+                "owner@example.test",
+                "--provider",
+                "yahoo",
+                "--address",
+                "a@b.test",
+                "--refresh-token",
+                "x",
+            ],
+            "provider must be one of: google",
+        ),
+        (
+            [
+                "mailbox",
+                "add",
+                "--user",
+                "nobody@example.test",
+                "--provider",
+                "google",
+                "--address",
+                "a@b.test",
+                "--refresh-token",
+                "x",
+            ],
+            "no user 'nobody@example.test'",
+        ),
+        (["user", "add", "owner@example.test"], "exists already"),
+        (["mailbox", "disconnect", "424242"], "no mailbox with id 424242"),
+    ],
+)
+def test_bad_input_is_one_clear_line(cli: Cli, args: list[str], message: str) -> None:
+    error = cli(*args, code=1)
+    assert error.count("\n") == 1
+    assert message in error
+
+
+def run_console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("tokenwarden")), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_console_script_errors_have_no_traceback(cli_env: dict[str, str]) -> None:
+    unknown = run_console(cli_env, "mailbox", "show", "424242")
+    assert (unknown.returncode, unknown.stderr) == (1, "tokenwarden: error: no mailbox with id 424242\n")
+    bad_id = run_console(cli_env, "refresh", "abc")
+    assert bad_id.returncode == 2
+    assert "a mailbox id is a positive whole number" in bad_id.stderr
+    no_db = run_console({"PATH": cli_env.get("PATH", "/usr/bin")}, "mailbox", "list")
+    assert (no_db.returncode, no_db.stderr) == (1, "tokenwarden: error: DATABASE_URL is not set\n")
+    for result in (unknown, bad_id, no_db):
+        assert "Traceback" not in result.stderr
+
+
+def test_unmigrated_database_says_to_migrate(make_database, cli_env: dict[str, str]) -> None:
+    result = run_console({**cli_env, "DATABASE_URL": make_database("empty")}, "mailbox", "list")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "tokenwarden: error: the database schema is missing or old: run `tokenwarden migrate`\n",
+    )

@@ -1,0 +1,102 @@
+"""The incident guard on real PostgreSQL, through the cycle `tokenwarden refresh` runs (respx at the HTTP edge)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import text
+
+from statemachine.core.errors import Verdict
+from statemachine.core.states import FailureKind
+from statemachine.services.cycle import run_cycle
+from statemachine.services.runtime import Runtime
+from statemachine.store.incidents import close_recovered, prune_outcomes
+from tests.factories import add_mailbox
+
+INVALID_CLIENT = httpx.Response(401, json={"error": "invalid_client", "error_description": "Unauthorized"})
+OUTAGE = Verdict(FailureKind.TRANSIENT, "http_503", "Google is unavailable.")
+
+
+async def mailboxes(runtime: Runtime, count: int) -> list[int]:
+    return [await add_mailbox(runtime, f"1//tok-{i}-SECRET", address=f"box{i}@gmail.test") for i in range(count)]
+
+
+async def rows(runtime: Runtime, sql: str) -> list[tuple]:
+    async with runtime.sessionmaker() as session:
+        return [tuple(row) for row in await session.execute(text(sql))]
+
+
+async def test_a_rotated_client_secret_opens_one_config_incident_and_alerts_once(runtime, provider, caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="statemachine.store.incidents")
+    provider.return_value = INVALID_CLIENT
+    ids = await mailboxes(runtime, 7)
+    results = [await run_cycle(runtime.cycle_deps(), mailbox_id, actor="cli") for mailbox_id in ids]
+    assert [r.verdict.code for r in results] == ["invalid_client"] * 7
+    ((status, code, cause, affected),) = await rows(
+        runtime, "select status, code, cause, mailboxes_affected from incidents"
+    )
+    assert (status, code, affected) == ("open", "invalid_client", 5)
+    assert "client secret" in cause
+    assert [r.message for r in caplog.records] == ["provider incident opened"]
+    assert len(await rows(runtime, "select 1 from refresh_outcomes where outcome = 'config'")) == 7
+    opened = await rows(
+        runtime, "select mailbox_id from mailbox_state_transitions where event = 'provider_incident_opened'"
+    )
+    assert sorted(m for (m,) in opened) == ids[:4]  # those already failing when the fifth crossed the threshold
+    assert await rows(runtime, "select 1 from notifications") == []
+
+
+async def test_two_cycles_opening_at_once_make_one_incident_and_both_see_it(runtime) -> None:
+    ids = await mailboxes(runtime, 6)
+    guard = runtime.incidents
+    now = datetime.now(UTC)
+    async with runtime.sessionmaker() as session, session.begin():
+        for mailbox_id in ids[:4]:
+            await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=now)
+
+    async def fail(mailbox_id: int) -> bool:
+        async with runtime.sessionmaker() as session, session.begin():
+            seen = await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=now)
+            await asyncio.sleep(0.2)  # hold the transaction open so the other insert has to wait on ours
+            return seen
+
+    assert await asyncio.gather(fail(ids[4]), fail(ids[5])) == [True, True]
+    assert len(await rows(runtime, "select 1 from incidents")) == 1
+
+
+async def test_closing_retries_the_waiting_mailboxes_soon_and_writes_history(runtime, provider) -> None:
+    provider.return_value = httpx.Response(503)
+    ids = await mailboxes(runtime, 6)
+    for mailbox_id in ids:
+        await run_cycle(runtime.cycle_deps(), mailbox_id, actor="worker")
+    async with runtime.sessionmaker() as session, session.begin():  # they had climbed to long delays
+        await session.execute(text("update mailboxes set next_refresh_at = now() + interval '2 hours'"))
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    assert await close_recovered(runtime.sessionmaker, runtime.settings.incidents, later) == []  # quiet: unknown
+    async with runtime.sessionmaker() as session, session.begin():  # another mailbox's refresh works again
+        await runtime.incidents.observe(
+            session, provider="google", mailbox_id=ids[0], verdict=None, at=later - timedelta(minutes=1)
+        )
+    assert await close_recovered(runtime.sessionmaker, runtime.settings.incidents, later) != []
+    waiting = await rows(runtime, "select next_refresh_at from mailboxes where state = 'retrying'")
+    assert len(waiting) == 6
+    assert all(later <= due <= later + timedelta(seconds=60) for (due,) in waiting)
+    closed = await rows(runtime, "select from_state, to_state, actor from mailbox_state_transitions "
+                                 "where event = 'provider_incident_closed'")  # fmt: skip
+    assert closed == [("retrying", "retrying", "system")] * 6
+    ((status, closed_at),) = await rows(runtime, "select status, closed_at from incidents")
+    assert (status, closed_at) == ("closed", later)
+
+
+async def test_outcomes_older_than_48_hours_are_pruned(runtime) -> None:
+    (mailbox_id,) = await mailboxes(runtime, 1)
+    now = datetime.now(UTC)
+    async with runtime.sessionmaker() as session, session.begin():
+        for age_hours in (1, 47, 49, 100):
+            at = now - timedelta(hours=age_hours)
+            await runtime.incidents.observe(session, provider="google", mailbox_id=mailbox_id, verdict=None, at=at)
+    assert await prune_outcomes(runtime.sessionmaker, now) == 2
+    assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 2
