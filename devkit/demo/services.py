@@ -39,7 +39,7 @@ class Progress:
     def step(self, what: str) -> Iterator[Callable[[str], None]]:
         """Print `what...`, then `ok` with the time taken (and any detail the block adds), or `failed`."""
         print(f"  {what}...", end=" ", file=self.out, flush=True)
-        started, details = time.monotonic(), []
+        started, details = time.monotonic(), list[str]()
         try:
             yield details.append
         except BaseException:

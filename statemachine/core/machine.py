@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from transitions import EventData, Machine, MachineError
 
@@ -85,6 +85,10 @@ class Lifecycle:
         return self.state != X
 
 
+def _lifecycle(ev: EventData) -> Lifecycle:
+    return cast(Lifecycle, ev.model)  # the only model this machine is ever fired on (see `fire`)
+
+
 def _occ(ev: EventData) -> Occurrence:
     occurrence: Occurrence = ev.kwargs["occurrence"]
     return occurrence
@@ -96,7 +100,7 @@ def _policy(ev: EventData) -> Policy:
 
 
 def _episode_age(ev: EventData) -> float:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     start = lc.failed_at or _occ(ev).at
     return (_occ(ev).at - start).total_seconds()
 
@@ -108,7 +112,7 @@ def _count_failure(ev: EventData) -> None:
     kind = FAILURE_KINDS.get(Event(ev.event.name))
     if kind is None:
         return
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     occ = _occ(ev)
     if lc.failed_at is None:
         lc.failed_at = occ.at
@@ -130,17 +134,17 @@ def _count_failure(ev: EventData) -> None:
 
 
 def _reaches_disconnect(ev: EventData) -> bool:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     return _policy(ev).rung(lc.attempt_count, _episode_age(ev)) == X
 
 
 def _reaches_degrade(ev: EventData) -> bool:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     return _policy(ev).rung(lc.attempt_count, _episode_age(ev)) == D
 
 
 def _permanent_confirmed(ev: EventData) -> bool:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     return lc.confirming
 
 
@@ -163,7 +167,7 @@ def _enter_disconnected(ev: EventData) -> None:
 
 
 def _enter_healthy(ev: EventData) -> None:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     if ev.event.name == Event.REFRESH_SUCCEEDED and lc.user_notified:
         _email(ev, EmailKind.RECONNECTED)
     lc.attempt_count = lc.config_failure_count = 0
@@ -172,7 +176,7 @@ def _enter_healthy(ev: EventData) -> None:
 
 
 def _email(ev: EventData, kind: EmailKind) -> None:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     if _occ(ev).incident:
         return
     lc.emails.append(kind)
@@ -183,7 +187,7 @@ def _email(ev: EventData, kind: EmailKind) -> None:
 
 
 def _next_refresh_at(ev: EventData) -> datetime | None:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
     occ, policy = _occ(ev), _policy(ev)
     event = Event(ev.event.name)
     if event is Event.OPS_RETRY_NOW:
@@ -209,7 +213,8 @@ def _next_refresh_at(ev: EventData) -> datetime | None:
 
 
 def _settle(ev: EventData) -> None:
-    lc: Lifecycle = ev.model
+    lc = _lifecycle(ev)
+    assert ev.transition is not None  # after_state_change runs only once a transition was taken
     source = ev.transition.source
     lc.next_refresh_at = _next_refresh_at(ev)
     if ev.event.name == Event.REFRESH_SUCCEEDED and source == H:

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, literal, or_, select, tuple_, update
+from sqlalchemy import CursorResult, and_, delete, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -108,8 +108,11 @@ def _failing_rows(provider: str, *, update: bool) -> Any:
     mailbox is mid-cycle: that cycle writes its own history row.
     """
     columns = (Mailbox.id, Mailbox.state, Mailbox.token_refresh_attempt_count)
-    lock = {"key_share": True, "skip_locked": True, "read": not update}  # FOR KEY SHARE / FOR NO KEY UPDATE
-    return select(*columns).where(_failing(provider)).with_for_update(**lock).cte("failing")
+    # FOR KEY SHARE (read) / FOR NO KEY UPDATE
+    locked = (
+        select(*columns).where(_failing(provider)).with_for_update(key_share=True, skip_locked=True, read=not update)
+    )
+    return locked.cte("failing")
 
 
 async def _record_opened(session: AsyncSession, provider: str, reason: str, at: datetime) -> None:
@@ -226,7 +229,8 @@ async def prune_outcomes(sessionmaker: Sessionmaker, now: datetime) -> int:
     while True:
         batch = select(RefreshOutcome.id).where(RefreshOutcome.at < cutoff).limit(PRUNE_BATCH)
         async with sessionmaker() as session, session.begin():
-            deleted = (await session.execute(delete(RefreshOutcome).where(RefreshOutcome.id.in_(batch)))).rowcount
+            result = await session.execute(delete(RefreshOutcome).where(RefreshOutcome.id.in_(batch)))
+            deleted = cast(CursorResult[Any], result).rowcount  # a DELETE's result is a cursor result
         total += deleted
         if deleted < PRUNE_BATCH:
             return total

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,7 +68,9 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease_seco
         .returning(Mailbox.id, Mailbox.lease_owner, Mailbox.next_refresh_at, due.c.previous.is_not(None))
     )
     rows = (await session.execute(statement)).all()
-    return sorted((Claim(*row) for row in rows), key=lambda claim: claim.due)
+    # the owner is coalesced to a new uuid and the due time was compared, so neither is NULL here
+    claims = [Claim(*cast(tuple[int, uuid.UUID, datetime, bool], row)) for row in rows]
+    return sorted(claims, key=lambda claim: claim.due)
 
 
 async def mailboxes_by_state(session: AsyncSession) -> dict[str, int]:

@@ -23,6 +23,8 @@ from statemachine.services.settings import load_settings
 from tests.database import service_environment
 from tests.jobs.support import Sandbox, add_mailboxes, scalar, serve_sandbox, start_worker, stop, tokens, wait_until
 
+pytestmark = pytest.mark.slow
+
 BEFORE, AFTER = tokens(3, "before"), tokens(3, "after")
 
 

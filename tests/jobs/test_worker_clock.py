@@ -29,6 +29,8 @@ from tests.jobs.support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow
+
 BOXES, CONTROL = tokens(8, "box"), tokens(3, "control")
 FAST = {
     "TOKENWARDEN_SCAN_INTERVAL_SECONDS": "1",

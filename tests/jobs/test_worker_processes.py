@@ -35,6 +35,8 @@ from tests.jobs.support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow
+
 MANY = tokens(520, "many")
 REVOKED = tokens(4, "revoked")  # unknown to the sandbox: invalid_grant
 

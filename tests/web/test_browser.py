@@ -23,6 +23,8 @@ from devkit.serving import RunningServer
 from statemachine.cli.main import main
 from tests.web.support import ADMIN, OWNER, ROOT, start_serving, stop_serving
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     *("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"),

@@ -21,9 +21,11 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.web.support import ROOT, free_port
 
+pytestmark = pytest.mark.slow
 LINK = re.compile(r"^ +(operator|user) +(\S+) +(http://\S+/login\?token=\S+)$", re.M)
 START_SECONDS = 75
 DEMO = [sys.executable, "-m", "statemachine.cli.main", "demo"]

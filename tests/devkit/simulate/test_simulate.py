@@ -21,6 +21,8 @@ from devkit.simulate.scenarios import FAULTS_FROM, FAULTS_UNTIL, SCENARIOS, allo
 from devkit.simulate.timing import Compression, CompressionError, describe, token_lifetime, worker_environment
 from statemachine.services.settings import load_settings
 
+pytestmark = pytest.mark.slow
+
 RUN_TIMEOUT_SECONDS = 150
 
 
