@@ -1,6 +1,6 @@
 """Email delivery from the outbox: the `sweep_outbox` cron and the `deliver_notification` job.
 
-PostgreSQL is the scheduler (DESIGN.md): the sweeper enqueues every due, unlocked `pending` row,
+PostgreSQL is the scheduler (docs/transactions.md): the sweeper enqueues every due, unlocked `pending` row,
 newly written ones as well as those a crashed worker left behind once their lock expired. The job
 claims its row in a short transaction (lock + attempts+1, guarded by status, due time and lock), sends
 outside any transaction, then records the result. A second job for the same row finds it locked or
@@ -67,7 +67,7 @@ def lock_seconds(settings: Settings) -> float:
 
 
 def job_id(notification_id: int, attempts: int) -> str:
-    """One arq job per (row, attempt): a retry after a failed attempt gets a fresh id (STACK.md §2.2)."""
+    """One arq job per (row, attempt): a retry gets a fresh id, as arq refuses an id whose result it still keeps."""
     return f"deliver:{notification_id}:{attempts}"
 
 

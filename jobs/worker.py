@@ -3,9 +3,11 @@
 `worker_settings(settings)` is the wiring; `WorkerSettings` (resolved lazily, so importing this
 module never reads the environment) lets `arq jobs.worker.WorkerSettings` run it too, although
 `tokenwarden worker` is the supported entry point (it also survives Redis restarts: jobs/serve.py).
-The arq traps this avoids (../shared/STACK.md §2): refresh jobs have deterministic ids, so they keep
-no result (`keep_result=0`), and failed jobs keep theirs only briefly; `max_jobs` stays under the
-database pool; SIGTERM lets running cycles finish for `TOKENWARDEN_SHUTDOWN_GRACE_SECONDS`.
+The arq traps this avoids: arq refuses to enqueue an id while that job or its kept result exists,
+so refresh jobs, whose ids are deterministic (docs/transactions.md), keep no result (`keep_result=0`),
+and failed jobs keep theirs only briefly (arq applies the worker's `keep_result` to every terminal
+failure); `max_jobs` stays under the database pool; SIGTERM lets running cycles finish for
+`TOKENWARDEN_SHUTDOWN_GRACE_SECONDS`.
 """
 
 from __future__ import annotations

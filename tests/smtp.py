@@ -1,10 +1,11 @@
 """A real SMTP server for tests: aiosmtpd served on the test's own event loop, on 127.0.0.1, any free port.
 
 Why not aiosmtpd's `Controller`: it runs its own thread and loop and needs a port chosen in advance
-(STACK.md §8). Serving the `SMTP` protocol with `loop.create_server` on the running loop takes port 0
-and keeps everything in the test's loop. The handler captures every accepted message (parsed), can
-be told to answer the next N messages with any reply (421/451 temporary, 550/554 permanent), and
-checks AUTH credentials when the test sets them (`auth_require_tls=False`: no TLS in tests).
+(it connects to itself to confirm its start, so port 0 fails). Serving the `SMTP` protocol with
+`loop.create_server` on the running loop takes port 0 and keeps everything in the test's loop. The
+handler captures every accepted message (parsed), can be told to answer the next N messages with any
+reply (421/451 temporary, 550/554 permanent), and checks AUTH credentials when the test sets them
+(`auth_require_tls=False`: no TLS in tests).
 
 Usage: `from tests.smtp import smtp_server_fixture  # noqa: F401`, then `async def test_x(smtp_server)`;
 `smtp_server.url()` is an `smtp://` URL for SMTP_URL.

@@ -1,4 +1,4 @@
-"""What the dashboard says about one mailbox, as a pure function of its state (original plan §4).
+"""What the dashboard says about one mailbox, as a pure function of its state (docs/lifecycle.md).
 
 Kept apart from the templates so every state and wording is one table test, and free of I/O and
 the clock (`now` is an argument). During a provider incident the mailbox gets a calm line instead
@@ -90,7 +90,7 @@ def banner_for(
             reconnect=True,
         )
     if state in (State.RETRYING, State.DEGRADED):
-        # never a reason here: a config failure is ours, and a blip is not worth explaining (DESIGN.md)
+        # never a reason here: a config failure is ours, and a blip is not worth explaining (docs/lifecycle.md)
         return Banner(
             kind="trouble",
             tone="warning",

@@ -2,7 +2,7 @@
 
 Why: end-to-end tests and the demo need a provider that answers like Google (same JSON shapes and
 headers, PKCE S256, optional refresh-token rotation) and that can be told to fail in each way
-shared/oauth-errors.md describes, on 127.0.0.1 and without network access.
+docs/errors.md describes, on 127.0.0.1 and without network access.
 
 NEVER mount or run this in production: anyone who clicks "Allow" gets tokens, the /_sandbox control
 API has no authentication, and every account, token and code lives only in this process's memory.

@@ -1,7 +1,7 @@
 """Responses shaped like Google's token endpoint: JSON bodies, headers, HTML error pages, id_tokens, faults.
 
 Why: the client under test classifies failures by status, headers and body, so each fault must look
-exactly like what Google sends (shared/oauth-errors.md), not like a generic error.
+exactly like what Google sends (docs/errors.md), not like a generic error.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Turn one token-endpoint answer into a `Verdict`, following oauth-errors.md §1 (first matching rule wins).
+"""Turn one token-endpoint answer into a `Verdict`, following docs/errors.md (first matching rule wins).
 
 Pure: no I/O, no clock, no HTTP library. Codes and reasons are our own words; nothing from a provider's
 body (which may echo a token back) and no header ever reaches a Verdict.
@@ -20,7 +20,7 @@ from statemachine.core.states import FailureKind
 TRANSIENT, PERMANENT, CONFIG = FailureKind.TRANSIENT, FailureKind.PERMANENT, FailureKind.CONFIG
 
 PROVIDER_NAMES: Mapping[str, str] = {"google": "Google", "microsoft": "Microsoft", "generic": "The provider"}
-MAX_RETRY_AFTER_SECONDS = 3600.0  # MSAL.NET's clamp (oauth-errors.md §1 rule 2)
+MAX_RETRY_AFTER_SECONDS = 3600.0  # MSAL.NET's clamp (docs/errors.md, Retry-After)
 
 _OAUTH_CODE = re.compile(r"[a-z0-9_]{1,64}")
 _DELAY_SECONDS = re.compile(r"[+-]?\d+(?:\.\d+)?")
@@ -93,7 +93,7 @@ _REASONS: Mapping[str, str] = {
     "admin_block": "{p} blocked access by a security policy; the mailbox owner needs their administrator's help.",
     "account_disabled": "{p} says the account is disabled; an administrator must re-enable it before reconnecting.",
 }
-# Microsoft `suberror` / Google `error_subtype` only pick the wording (oauth-errors.md §1 rule 7).
+# Microsoft `suberror` / Google `error_subtype` only pick the wording (docs/errors.md).
 _WORDING_BY_DETAIL: Mapping[str, str] = {
     **{detail: detail for detail in ("consent_required", "user_password_expired", "interaction_required")},
     "basic_action": "interaction_required",
@@ -151,7 +151,7 @@ def classify_parsed(
 ) -> Verdict | None:
     """Classify a response whose body is already parsed (`parse_json_object`); None means a usable success.
 
-    The rules of oauth-errors.md §1, in order: 2) 408, 429 and any 5xx are transient whatever the body says;
+    The rules of docs/errors.md, in order: 2) 408, 429 and any 5xx are transient whatever the body says;
     3) without a string `error`, the status decides (a 2xx with a non-empty `access_token` is the success);
     4) provider-trouble errors are transient; 5) Microsoft retryable `error_codes` are transient;
     6) client/request errors (and AADSTS9002313) are config; 7) dead-grant errors are permanent;

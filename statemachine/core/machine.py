@@ -6,7 +6,7 @@ both in the same transaction as the new state, which is what makes "no email wit
 change, no state change without its history row" true. Time, jitter and the provider-incident flag
 come in as the `Occurrence`, so the machine is pure and testable without a database.
 
-DESIGN.md's tables are the contract. Transitions of one trigger are tried in order, the first
+docs/lifecycle.md's tables are the contract. Transitions of one trigger are tried in order, the first
 whose conditions pass wins; `dest=None` is an internal transition (the state stays, the callbacks
 still run, so a failed cycle in `degraded` is still counted and recorded).
 """
@@ -218,7 +218,7 @@ def _settle(ev: EventData) -> None:
     source = ev.transition.source
     lc.next_refresh_at = _next_refresh_at(ev)
     if ev.event.name == Event.REFRESH_SUCCEEDED and source == H:
-        return  # routine refreshes are counted in metrics, not written to history (DESIGN.md)
+        return  # routine refreshes are counted in metrics, not written to history (docs/lifecycle.md)
     occ = _occ(ev)
     lc.records.append(
         Record(

@@ -25,7 +25,7 @@ class Event(StrEnum):
 
 
 class FailureKind(StrEnum):
-    """The class a failed refresh falls into (oauth-errors.md): what to do about it."""
+    """The class a failed refresh falls into (docs/errors.md): what to do about it."""
 
     TRANSIENT = "transient"
     PERMANENT = "permanent"

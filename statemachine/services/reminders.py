@@ -4,7 +4,7 @@ Who gets one: a mailbox that is disconnected *now* by failed refreshes and whose
 about it. Recovery or a reconnect ends the reminders (only disconnected rows are candidates, and a
 new disconnect is a new episode with its own). Operator disconnects get none: the user cannot undo
 them, so a "please reconnect" would be noise; we tell the user only what they can fix. Nor while a
-provider incident is open for the mailbox's provider: no user emails during an outage (DESIGN.md).
+provider incident is open for the mailbox's provider: no user emails during an outage (docs/incidents.md).
 
 Each reminder is sent once per episode (the outbox dedupe key carries the occasion, "1d", "3d",
 "7d"). Only the latest reminder whose time has come is sent: a worker that was down for a week sends

@@ -2,7 +2,7 @@
 
 The CLI, the worker and the web app each open one `Runtime` at start and close it at exit; jobs and
 requests borrow from it. One HTTP client per process: creating one per request costs more CPU than
-the refresh itself (DESIGN.md performance notes).
+the refresh itself (README, Measurements).
 """
 
 from __future__ import annotations

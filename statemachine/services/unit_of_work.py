@@ -2,7 +2,7 @@
 
 The caller owns the transaction (`async with session.begin()`); everything written here commits or
 rolls back together, so there is never an email without its state change, nor a state change
-without its history row (DESIGN.md "One transaction per event").
+without its history row (docs/transactions.md, "One transaction per event").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The reconnect flow against the sandbox Google over real HTTP: the happy path and every way it can fail.
 
 Each failure must end on a clear page and change nothing: no new grant, no state change, and history
-only where DESIGN.md asks for it (`reconnect_rejected` for another account).
+only where docs/lifecycle.md asks for it (`reconnect_rejected` for another account).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ OK = {"access_token": ACCESS_TOKEN, "expires_in": 3599, "scope": "https://mail.e
 
 @pytest.fixture(autouse=True)
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record backoff's waits instead of sleeping (STACK.md §3: this patches asyncio.sleep for the whole test)."""
+    """Record backoff's waits instead of sleeping (backoff sleeps via the global asyncio: patched test-wide)."""
     waits: list[float] = []
 
     async def fake_sleep(seconds: float, *args: Any, **kwargs: Any) -> None:
