@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from arq import cron
 from arq.worker import func
 from sqlalchemy import func as sql, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +26,7 @@ from statemachine.core.states import EmailKind, State
 from statemachine.mail import mailer
 from statemachine.mail.mailer import DeliveryError, Mail, PermanentDeliveryError, SmtpConfig, TemporaryDeliveryError
 from statemachine.services.runtime import Runtime
-from statemachine.services.settings import Settings, SettingsError, load_settings
+from statemachine.services.settings import Settings
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox, Notification
 
@@ -229,25 +227,4 @@ async def sweep_outbox(ctx: Mapping[str, Any]) -> dict[str, int]:
     return {"due": len(due), "enqueued": enqueued}
 
 
-def every(seconds: float) -> dict[str, Any]:
-    """arq cron fields for "about every `seconds`" (cron has no interval: a set of seconds or minutes)."""
-    if seconds < 60:
-        return {"second": set(range(0, 60, max(1, round(seconds))))}
-    return {"minute": set(range(0, 60, max(1, min(round(seconds / 60), 59)))), "second": 0}
-
-
-def configured_interval(environ: Mapping[str, str] = os.environ) -> float:
-    """TOKENWARDEN_OUTBOX_INTERVAL_SECONDS, read at import because arq cron schedules are class attributes.
-
-    A bad value falls back to the default here; the worker's own `load_settings` reports it at start.
-    """
-    try:
-        return load_settings(environ).outbox_interval_seconds
-    except SettingsError:
-        return Settings.outbox_interval_seconds
-
-
 functions = [func(deliver_notification, name=DELIVER_JOB, keep_result=0, max_tries=3, timeout=300)]
-cron_jobs = [
-    cron(sweep_outbox, name="sweep_outbox", run_at_startup=True, timeout=60, **every(configured_interval())),
-]
