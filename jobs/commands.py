@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
-from typing import Any
 
 from jobs.serve import serve
+from statemachine.cli.output import print_json, print_table
 from statemachine.services.logs import configure_logging, log_level
 from statemachine.services.settings import load_settings
-from statemachine.store.db import make_engine, make_sessionmaker
+from statemachine.store.db import open_sessionmaker
 from statemachine.store.incidents import list_incidents
 
 Env = Mapping[str, str]
@@ -38,24 +37,10 @@ async def show_incidents(args: argparse.Namespace, env: Env) -> int:
     settings = load_settings(env)
     settings.require("database_url")
     assert settings.database_url is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            rows = await list_incidents(session, args.limit)
-    finally:
-        await engine.dispose()
+    async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session:
+        rows = await list_incidents(session, args.limit)
     if args.json:
-        print(json.dumps(rows, indent=2, sort_keys=True))
+        print_json(rows)
     else:
-        _table(rows)
+        print_table(rows, INCIDENT_COLUMNS, empty="no incidents")
     return 0
-
-
-def _table(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("no incidents")
-        return
-    cells = [[str(row[c]) if row[c] is not None else "-" for c in INCIDENT_COLUMNS] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(INCIDENT_COLUMNS)]
-    for line in [list(INCIDENT_COLUMNS), *cells]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from arq import cron
 from arq.worker import func
 from sqlalchemy import func as sql, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +26,7 @@ from statemachine.core.states import EmailKind, State
 from statemachine.mail import mailer
 from statemachine.mail.mailer import DeliveryError, Mail, PermanentDeliveryError, SmtpConfig, TemporaryDeliveryError
 from statemachine.services.runtime import Runtime
-from statemachine.services.settings import Settings, SettingsError, load_settings
+from statemachine.services.settings import Settings
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox, Notification
 
@@ -45,7 +43,7 @@ FAILURE_KINDS = frozenset(
 
 
 @dataclass(frozen=True)
-class Claim:
+class ClaimedEmail:
     """A row this job holds until `locked_until`; `attempts` already counts this attempt."""
 
     id: int
@@ -82,7 +80,7 @@ async def due_notifications(session: AsyncSession, limit: int = SWEEP_BATCH) -> 
     return [(row.id, row.attempts) for row in await session.execute(statement)]
 
 
-async def claim(session: AsyncSession, notification_id: int, seconds: float) -> Claim | None:
+async def claim(session: AsyncSession, notification_id: int, seconds: float) -> ClaimedEmail | None:
     """Lock one due row for this job; None if it is sent, failed, not due, or claimed by another job."""
     statement = (
         update(Notification)
@@ -103,10 +101,10 @@ async def claim(session: AsyncSession, notification_id: int, seconds: float) -> 
     mail = Mail(row.recipient, row.subject, row.body_text, row.body_html, row.message_id, row.created_at)
     # A reminder says "still disconnected": once the mailbox is back, sending it would be wrong.
     obsolete = row.kind == EmailKind.TOKEN_REFRESH_REMINDER and found.state != State.DISCONNECTED
-    return Claim(row.id, row.kind, row.attempts, mail, obsolete)
+    return ClaimedEmail(row.id, row.kind, row.attempts, mail, obsolete)
 
 
-async def mark_sent(session: AsyncSession, claimed: Claim) -> tuple[datetime, datetime | None] | None:
+async def mark_sent(session: AsyncSession, claimed: ClaimedEmail) -> tuple[datetime, datetime | None] | None:
     """Record the send (even if our lock lapsed: the mail did go out); return sent_at and the episode start."""
     statement = (
         update(Notification)
@@ -118,18 +116,18 @@ async def mark_sent(session: AsyncSession, claimed: Claim) -> tuple[datetime, da
     return (row.sent_at, row.token_refresh_failed_at) if row else None
 
 
-async def mark_failed(session: AsyncSession, claimed: Claim, error: str) -> bool:
+async def mark_failed(session: AsyncSession, claimed: ClaimedEmail, error: str) -> bool:
     """Give up on the row for good, unless another job has claimed it since."""
     return await _update_own(session, claimed, status="failed", locked_until=None, last_error=error)
 
 
-async def retry_later(session: AsyncSession, claimed: Claim, error: str, delay_seconds: float) -> bool:
+async def retry_later(session: AsyncSession, claimed: ClaimedEmail, error: str, delay_seconds: float) -> bool:
     """Release the row to be swept again after `delay_seconds`, unless another job has claimed it since."""
     due = _now() + timedelta(seconds=delay_seconds)
     return await _update_own(session, claimed, next_attempt_at=due, locked_until=None, last_error=error)
 
 
-async def _update_own(session: AsyncSession, claimed: Claim, **values: Any) -> bool:
+async def _update_own(session: AsyncSession, claimed: ClaimedEmail, **values: Any) -> bool:
     statement = (
         update(Notification)
         .where(
@@ -172,7 +170,7 @@ async def deliver_notification(ctx: Mapping[str, Any], notification_id: int) -> 
     return await _record_failure(runtime, claimed, error)
 
 
-async def _send(settings: Settings, claimed: Claim) -> DeliveryError | None:
+async def _send(settings: Settings, claimed: ClaimedEmail) -> DeliveryError | None:
     config = SmtpConfig.from_url(settings.smtp_url, settings.smtp_timeout_seconds)
     message = mailer.build_message(claimed.mail, settings.mail_from)
     deadline = send_deadline_seconds(settings)
@@ -186,7 +184,7 @@ async def _send(settings: Settings, claimed: Claim) -> DeliveryError | None:
     return None
 
 
-async def _record_sent(sessionmaker: Sessionmaker, claimed: Claim) -> None:
+async def _record_sent(sessionmaker: Sessionmaker, claimed: ClaimedEmail) -> None:
     async with sessionmaker() as session, session.begin():
         times = await mark_sent(session, claimed)
     _count(claimed, "sent", None, logging.INFO)
@@ -194,7 +192,7 @@ async def _record_sent(sessionmaker: Sessionmaker, claimed: Claim) -> None:
         FAILURE_TO_EMAIL.observe(max((times[0] - times[1]).total_seconds(), 0.0))
 
 
-async def _record_failure(runtime: Runtime, claimed: Claim, error: DeliveryError) -> str:
+async def _record_failure(runtime: Runtime, claimed: ClaimedEmail, error: DeliveryError) -> str:
     """Permanent, or out of attempts: failed for good. Otherwise back to the sweeper after a growing delay."""
     settings = runtime.settings
     permanent = isinstance(error, PermanentDeliveryError)
@@ -211,7 +209,7 @@ async def _record_failure(runtime: Runtime, claimed: Claim, error: DeliveryError
     return "retry"
 
 
-def _count(claimed: Claim, result: str, error: str | None, level: int) -> None:
+def _count(claimed: ClaimedEmail, result: str, error: str | None, level: int) -> None:
     EMAILS.labels(kind=claimed.kind, result=result).inc()
     extra = {"notification_id": claimed.id, "kind": claimed.kind, "attempt": claimed.attempts, "result": result}
     logger.log(level, "email %s", result, extra={**extra, "error": error})
@@ -229,25 +227,4 @@ async def sweep_outbox(ctx: Mapping[str, Any]) -> dict[str, int]:
     return {"due": len(due), "enqueued": enqueued}
 
 
-def every(seconds: float) -> dict[str, Any]:
-    """arq cron fields for "about every `seconds`" (cron has no interval: a set of seconds or minutes)."""
-    if seconds < 60:
-        return {"second": set(range(0, 60, max(1, round(seconds))))}
-    return {"minute": set(range(0, 60, max(1, min(round(seconds / 60), 59)))), "second": 0}
-
-
-def configured_interval(environ: Mapping[str, str] = os.environ) -> float:
-    """TOKENWARDEN_OUTBOX_INTERVAL_SECONDS, read at import because arq cron schedules are class attributes.
-
-    A bad value falls back to the default here; the worker's own `load_settings` reports it at start.
-    """
-    try:
-        return load_settings(environ).outbox_interval_seconds
-    except SettingsError:
-        return Settings.outbox_interval_seconds
-
-
 functions = [func(deliver_notification, name=DELIVER_JOB, keep_result=0, max_tries=3, timeout=300)]
-cron_jobs = [
-    cron(sweep_outbox, name="sweep_outbox", run_at_startup=True, timeout=60, **every(configured_interval())),
-]

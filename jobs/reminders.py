@@ -2,8 +2,8 @@
 
 Thin on purpose: who is owed which reminder is statemachine/reminders.py's decision; this job only
 opens the transaction and reports. The outbox sweeper (jobs/mail.py) delivers the rows like any
-other email. It runs on the outbox's schedule, so seconds-scale `TOKENWARDEN_REMINDER_DAYS` work in
-tests and the demo; a run with nothing due is one indexed query.
+other email. It runs on the outbox's schedule (jobs/worker.py), so seconds-scale
+`TOKENWARDEN_REMINDER_DAYS` work in tests and the demo; a run with nothing due is one indexed query.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from arq import cron
-
-from jobs.mail import configured_interval, every
 from statemachine.services.reminders import queue_due_reminders
 from statemachine.services.runtime import Runtime
 
@@ -32,7 +29,3 @@ async def queue_reminders(ctx: Mapping[str, Any], now: datetime | None = None) -
     for mailbox_id, occasion in queued:
         logger.info("reminder queued", extra={"mailbox_id": mailbox_id, "occasion": occasion})
     return {"queued": len(queued)}
-
-
-functions: list[Any] = []
-cron_jobs = [cron(queue_reminders, name="queue_reminders", timeout=60, **every(configured_interval()))]

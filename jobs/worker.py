@@ -1,7 +1,8 @@
 """The arq worker's configuration, built from the same environment as the CLI.
 
-`worker_settings(settings)` is the wiring; `WorkerSettings` (resolved lazily, so importing this
-module never reads the environment) lets `arq jobs.worker.WorkerSettings` run it too, although
+`worker_settings(settings)` is the wiring, every cron schedule included, so settings passed in code
+configure the worker exactly as the environment does; `WorkerSettings` (resolved lazily, so
+importing this module never reads the environment) lets `arq jobs.worker.WorkerSettings` run it too, although
 `tokenwarden worker` is the supported entry point (it also survives Redis restarts: jobs/serve.py).
 The arq traps this avoids: arq refuses to enqueue an id while that job or its kept result exists,
 so refresh jobs, whose ids are deterministic (docs/transactions.md), keep no result (`keep_result=0`),
@@ -17,13 +18,14 @@ import contextlib
 import os
 from typing import Any
 
-from arq import cron
 from arq.connections import RedisSettings
+from arq.cron import CronJob, cron
 from arq.worker import func
 from prometheus_client import start_http_server
 
-from jobs import mail, metrics, reminders
+from jobs import mail, metrics
 from jobs.refresh import refresh_mailbox
+from jobs.reminders import queue_reminders
 from jobs.scan import REFRESH_JOB, scan_due
 from jobs.upkeep import check_incidents, prune_outcomes
 from statemachine.services.runtime import open_runtime
@@ -85,7 +87,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await stack.aclose()
 
 
-def refresh_crons(settings: Settings) -> list[Any]:
+def refresh_crons(settings: Settings) -> list[CronJob]:
     """The due-scan, the incident close check (both every scan interval) and the hourly outcome pruning."""
     every_scan = cron_fields(settings.scan_interval_seconds)
     scan_timeout = settings.scan_interval_seconds + 30
@@ -96,14 +98,23 @@ def refresh_crons(settings: Settings) -> list[Any]:
     ]
 
 
+def email_crons(settings: Settings) -> list[CronJob]:
+    """The outbox sweep and the reminders, both every outbox interval (reminders are outbox rows too)."""
+    every_sweep = cron_fields(settings.outbox_interval_seconds)
+    return [
+        cron(mail.sweep_outbox, name="sweep_outbox", run_at_startup=True, timeout=60, **every_sweep),
+        cron(queue_reminders, name="queue_reminders", timeout=60, **every_sweep),
+    ]
+
+
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `arq.worker.Worker` (arq accepts a dict wherever it takes WorkerSettings)."""
     refresh = func(
         refresh_mailbox, name=REFRESH_JOB, keep_result=0, max_tries=MAX_TRIES, timeout=refresh_timeout_seconds(settings)
     )
     return {
-        "functions": [refresh, *mail.functions, *reminders.functions],
-        "cron_jobs": [*refresh_crons(settings), *mail.cron_jobs, *reminders.cron_jobs],
+        "functions": [refresh, *mail.functions],
+        "cron_jobs": [*refresh_crons(settings), *email_crons(settings)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},

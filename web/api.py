@@ -39,7 +39,7 @@ async def mailboxes(request: Request) -> Response:
         if everyone:
             rows = await queries.list_mailboxes(session, state)
         else:
-            rows = [reports.plain(row) for row in await reports.owned_mailboxes(session, auth.user.user_id)]
+            rows = [queries.json_row(row) for row in await reports.owned_mailboxes(session, auth.user.user_id)]
             rows = [row for row in rows if state is None or row["state"] == state]
     return JSONResponse({"mailboxes": rows})
 

@@ -9,7 +9,7 @@ import uvicorn
 
 from statemachine.services.logs import configure_logging, log_level
 from statemachine.services.settings import load_settings
-from statemachine.store.db import make_engine, make_sessionmaker
+from statemachine.store.db import open_sessionmaker
 from web.app import create_app
 from web.auth import MAX_LINK_MINUTES, create_login_link
 from web.signing import Signing
@@ -39,14 +39,10 @@ async def login_link(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings.require("database_url", "secret_key")
     assert settings.database_url is not None
     assert settings.secret_key is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
+    async with open_sessionmaker(settings.database_url) as sessionmaker:
         link = await create_login_link(
-            make_sessionmaker(engine), Signing(settings.secret_key.reveal()), settings.base_url, args.email,
-            args.minutes,
-        )  # fmt: skip
-    finally:
-        await engine.dispose()
+            sessionmaker, Signing(settings.secret_key.reveal()), settings.base_url, args.email, args.minutes
+        )
     print(link)
     return 0
 

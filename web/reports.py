@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from statemachine.store.models import Incident, Mailbox, RefreshOutcome, User
-from statemachine.store.queries import MAILBOX_COLUMNS
+from statemachine.store.models import Incident, Mailbox, RefreshOutcome
+from statemachine.store.queries import json_row, mailboxes_with_owner
 
 LIST_LIMIT = 200
 FAILING_FOR = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
@@ -30,18 +30,9 @@ class MailboxFilter:
     failing_for: str | None = None  # a key of FAILING_FOR
 
 
-def plain(row: Any) -> dict[str, Any]:
-    """A row as a JSON-ready dict (the same shape as statemachine.store.queries)."""
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
-
-
-def _mailboxes() -> Select[*tuple[Any, ...]]:
-    return select(*MAILBOX_COLUMNS).join(User, User.id == Mailbox.user_id)
-
-
 async def owned_mailboxes(session: AsyncSession, user_id: int) -> list[Any]:
     """The user's mailboxes, in the order they were connected."""
-    return list(await session.execute(_mailboxes().where(Mailbox.user_id == user_id).order_by(Mailbox.id)))
+    return list(await session.execute(mailboxes_with_owner().where(Mailbox.user_id == user_id).order_by(Mailbox.id)))
 
 
 async def mailbox_owner(session: AsyncSession, mailbox_id: int) -> int | None:
@@ -64,7 +55,7 @@ async def open_incidents(session: AsyncSession) -> list[dict[str, Any]]:
     columns = (Incident.id, Incident.provider, Incident.cause, Incident.code, Incident.failure_ratio,
                Incident.mailboxes_affected, Incident.opened_at)  # fmt: skip
     statement = select(*columns).where(Incident.status == "open").order_by(Incident.opened_at)
-    return [plain(row) for row in await session.execute(statement)]
+    return [json_row(row) for row in await session.execute(statement)]
 
 
 async def counts(session: AsyncSession) -> list[dict[str, Any]]:
@@ -74,7 +65,7 @@ async def counts(session: AsyncSession) -> list[dict[str, Any]]:
         .group_by(Mailbox.provider, Mailbox.state)
         .order_by(Mailbox.provider, Mailbox.state)
     )
-    return [plain(row) for row in await session.execute(statement)]
+    return [json_row(row) for row in await session.execute(statement)]
 
 
 async def success_rate(session: AsyncSession, now: datetime, hours: int = 24) -> dict[str, Any]:
@@ -103,11 +94,11 @@ async def filtered_mailboxes(
     if wanted.failing_for in FAILING_FOR:
         conditions.append(Mailbox.token_refresh_failed_at <= now - FAILING_FOR[wanted.failing_for])
     statement = (
-        _mailboxes()
+        mailboxes_with_owner()
         .where(*conditions)
         .order_by(Mailbox.token_refresh_failed_at.asc().nulls_last(), Mailbox.id)
         .limit(limit)
     )
-    rows = [plain(row) for row in await session.execute(statement)]
+    rows = [json_row(row) for row in await session.execute(statement)]
     total = await session.scalar(select(func.count()).select_from(Mailbox).where(*conditions))
     return rows, int(total or 0)

@@ -34,7 +34,7 @@ from devkit.worker_process import WorkerProcess
 from statemachine.core.secrets import TokenCipher
 from statemachine.services.importer import import_mailboxes
 from statemachine.services.settings import load_settings
-from statemachine.store.db import Sessionmaker, make_engine, make_sessionmaker
+from statemachine.store.db import Sessionmaker, open_sessionmaker
 from statemachine.store.models import Mailbox
 
 CLIENT_ID = "tokenwarden-simulate.apps.googleusercontent.com"
@@ -132,9 +132,7 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
         redis = await stack.enter_async_context(fresh_redis(services.environ))
         sandbox = stack.enter_context(serve_in_thread(_sandbox_app(plan, c)))
         env = _environment(services, database, redis, sandbox.url, c)
-        engine = make_engine(database, pool_size=2)
-        stack.push_async_callback(engine.dispose)
-        sessionmaker = make_sessionmaker(engine)
+        sessionmaker = await stack.enter_async_context(open_sessionmaker(database, pool_size=2))
         ids = await _populate(sessionmaker, env, plan)
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=sandbox.url, timeout=10))
         settings = load_settings(env)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from statemachine.cli.output import print_json, print_table
 from statemachine.core.states import Event
 from statemachine.services import accounts
 from statemachine.services.cycle import CycleResult, run_cycle
@@ -22,16 +22,12 @@ from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
 from statemachine.services.unit_of_work import Outcome
 from statemachine.store import queries
-from statemachine.store.db import make_engine, make_sessionmaker
+from statemachine.store.db import open_sessionmaker
 from statemachine.store.migrations import migrate as run_migrations
 from statemachine.store.models import Mailbox
 
 Env = Mapping[str, str]
 CLI_ACTOR = "cli"
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _database_settings(env: Env) -> Settings:
@@ -55,12 +51,8 @@ async def migrate(args: argparse.Namespace, env: Env) -> int:
 async def user_add(args: argparse.Namespace, env: Env) -> int:
     settings = _database_settings(env)
     assert settings.database_url is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session, session.begin():
-            user = await accounts.add_user(session, args.email, args.name, admin=args.admin)
-    finally:
-        await engine.dispose()
+    async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session, session.begin():
+        user = await accounts.add_user(session, args.email, args.name, admin=args.admin)
     print(user.id)
     return 0
 
@@ -112,27 +104,16 @@ async def _import(settings: Settings, lines: Iterable[str]) -> ImportReport:
 async def _read(env: Env, query: Any, *args: Any) -> Any:
     settings = _database_settings(env)
     assert settings.database_url is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            return await query(session, *args)
-    finally:
-        await engine.dispose()
-
-
-def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    cells = [[str(row.get(c) if row.get(c) is not None else "-") for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    for line in [list(columns), *cells]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session:
+        return await query(session, *args)
 
 
 async def mailbox_list(args: argparse.Namespace, env: Env) -> int:
     rows = await _read(env, queries.list_mailboxes, args.state, args.limit)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    _table(rows, ("id", "address", "provider", "state", "token_refresh_attempt_count", "next_refresh_at"))
+    print_table(rows, ("id", "address", "provider", "state", "token_refresh_attempt_count", "next_refresh_at"))
     if len(rows) == args.limit:
         print(f"(showing the first {args.limit}; use --limit or --state to see others)", file=sys.stderr)
     return 0
@@ -141,7 +122,7 @@ async def mailbox_list(args: argparse.Namespace, env: Env) -> int:
 async def mailbox_show(args: argparse.Namespace, env: Env) -> int:
     row = await _read(env, queries.show_mailbox, args.id)
     if args.json:
-        _print_json(row)
+        print_json(row)
     else:
         for key, value in row.items():
             print(f"{key:28} {value if value is not None else '-'}")
@@ -151,9 +132,9 @@ async def mailbox_show(args: argparse.Namespace, env: Env) -> int:
 async def _rows(args: argparse.Namespace, env: Env, query: Any, key: Any, columns: tuple[str, ...]) -> int:
     rows = await _read(env, query, key)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
-        _table(rows, columns)
+        print_table(rows, columns)
     return 0
 
 
@@ -199,7 +180,7 @@ async def refresh(args: argparse.Namespace, env: Env) -> int:
     async with open_runtime(load_settings(env)) as rt:
         result = await run_cycle(rt.cycle_deps(), args.id, actor=CLI_ACTOR)
     if args.json:
-        _print_json(_result_json(result))
+        print_json(_result_json(result))
     elif result.outcome is not None:
         print(describe(result.outcome))
     elif result.status == "busy":

@@ -15,6 +15,14 @@ DEFAULT_ACCESS_TOKEN_SECONDS = 3600
 MIN_REFRESH_INTERVAL_SECONDS = 60
 
 
+def known_lifetime(expires_in: int | None) -> int | None:
+    """A grant's `expires_in` when it is a lifetime; None (unknown) when missing, zero or negative.
+
+    The one reading of `expires_in` (core/access_tokens.py says why it is not an error).
+    """
+    return expires_in if expires_in is not None and expires_in > 0 else None
+
+
 @dataclass(frozen=True)
 class Policy:
     """When a failing mailbox climbs the ladder, and when its next cycle runs."""
@@ -48,7 +56,7 @@ class Policy:
 
     def next_refresh_at(self, now: datetime, expires_in: int | None, jitter: float) -> datetime:
         """Refresh between 1x and 1.5x the lead time before expiry, spread so a burst of connects spreads out."""
-        lifetime = expires_in if expires_in and expires_in > 0 else DEFAULT_ACCESS_TOKEN_SECONDS
+        lifetime = known_lifetime(expires_in) or DEFAULT_ACCESS_TOKEN_SECONDS
         lead = self.refresh_lead_seconds * (1.0 + 0.5 * jitter)
         wait = max(lifetime - lead, self.min_refresh_interval_seconds * (1.0 + jitter))
         return now + timedelta(seconds=wait)

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from statemachine.core.access_tokens import seal_access_token
 from statemachine.core.policy import Policy
 from statemachine.core.secrets import TokenCipher
 from statemachine.store.models import Mailbox, User
@@ -17,6 +18,7 @@ from statemachine.store.models import Mailbox, User
 SUPPORTED_PROVIDERS = ("google",)
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_TOKEN_LENGTH = 4096
+MAX_EXPIRES_IN = 86400 * 366
 
 
 class InvalidInputError(ValueError):
@@ -64,9 +66,10 @@ def _token(value: object, what: str, *, required: bool) -> str | None:
 
 
 def _expires_in(value: object) -> int | None:
+    """Whole seconds, at most a year; zero or less is accepted and means "unknown" (core/access_tokens.py)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400 * 366:
+    if isinstance(value, bool) or not isinstance(value, int) or value > MAX_EXPIRES_IN:
         raise InvalidInputError("expires_in must be a whole number of seconds")
     return value
 
@@ -132,8 +135,8 @@ def row_values(
         "access_token_expires_at": None,
     }
     if mailbox.access_token is not None:
-        values["access_token_ciphertext"] = cipher.encrypt(mailbox.access_token, mailbox_id=mailbox_id, role="access")
-        values["access_token_expires_at"] = now + timedelta(seconds=mailbox.expires_in or 0)
+        sealed = seal_access_token(cipher, mailbox_id, mailbox.access_token, mailbox.expires_in, now)
+        values["access_token_ciphertext"], values["access_token_expires_at"] = sealed
         values["next_refresh_at"] = policy.next_refresh_at(now, mailbox.expires_in, jitter)
     return values
 

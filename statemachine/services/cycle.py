@@ -16,11 +16,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from statemachine.core.access_tokens import seal_access_token
 from statemachine.core.errors import OAuthError, Verdict
 from statemachine.core.machine import Occurrence
 from statemachine.core.secrets import TokenCipher, TokenDecryptionError
@@ -176,9 +177,8 @@ async def _observe(
 
 
 def _store_access_token(cipher: TokenCipher, mailbox: Mailbox, grant: Grant, now: datetime) -> None:
-    mailbox.access_token_ciphertext = cipher.encrypt(grant.access_token, mailbox_id=mailbox.id, role="access")
-    lifetime = grant.expires_in if grant.expires_in and grant.expires_in > 0 else None
-    mailbox.access_token_expires_at = now + timedelta(seconds=lifetime) if lifetime else None
+    sealed = seal_access_token(cipher, mailbox.id, grant.access_token, grant.expires_in, now)
+    mailbox.access_token_ciphertext, mailbox.access_token_expires_at = sealed
     mailbox.last_refreshed_at = now
 
 

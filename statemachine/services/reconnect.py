@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
+from statemachine.core.access_tokens import seal_access_token
 from statemachine.core.machine import Occurrence
 from statemachine.core.secrets import TokenCipher
 from statemachine.core.states import Event
@@ -53,8 +54,8 @@ def is_own_account(mailbox: Mailbox, grant: ConsentGrant) -> bool:
 def _store_grant(cipher: TokenCipher, mailbox: Mailbox, grant: ConsentGrant, now: datetime) -> None:
     assert grant.refresh_token is not None
     mailbox.refresh_token_ciphertext = cipher.encrypt(grant.refresh_token, mailbox_id=mailbox.id, role="refresh")
-    mailbox.access_token_ciphertext = cipher.encrypt(grant.access_token, mailbox_id=mailbox.id, role="access")
-    mailbox.access_token_expires_at = now + timedelta(seconds=grant.expires_in) if grant.expires_in else None
+    sealed = seal_access_token(cipher, mailbox.id, grant.access_token, grant.expires_in, now)
+    mailbox.access_token_ciphertext, mailbox.access_token_expires_at = sealed
     mailbox.last_refreshed_at = now
     mailbox.provider_subject = mailbox.provider_subject or grant.subject
 

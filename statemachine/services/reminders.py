@@ -22,7 +22,7 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.states import EmailKind, Event, State
-from statemachine.mail.emails import EmailContext, format_utc, render_email
+from statemachine.mail.emails import EmailContext, format_utc
 from statemachine.services.unit_of_work import EventContext
 from statemachine.store import outbox
 from statemachine.store.models import Incident, Mailbox, Notification, StateTransition, User
@@ -153,27 +153,18 @@ async def lock_unchanged(session: AsyncSession, due: Sequence[tuple[Candidate, s
 def reminder_row(candidate: Candidate, label: str, now: datetime, events: EventContext) -> dict[str, Any]:
     """The outbox values of one reminder, rendered now (the text shows how long ago it happened)."""
     since = f"Disconnected {ago(now - candidate.disconnected_at)}, on {format_utc(candidate.disconnected_at)}."
-    rendered = render_email(
-        KIND,
-        EmailContext(
-            mailbox_address=candidate.address,
-            provider=candidate.provider,
-            recipient_name=candidate.recipient_name,
-            reason=f"{since} {candidate.reason}",
-            reconnect_url=events.reconnect_url(candidate.mailbox_id),
-            next_attempt_at=candidate.next_refresh_at,
-        ),
+    context = EmailContext(
+        mailbox_address=candidate.address,
+        provider=candidate.provider,
+        recipient_name=candidate.recipient_name,
+        reason=f"{since} {candidate.reason}",
+        reconnect_url=events.reconnect_url(candidate.mailbox_id),
+        next_attempt_at=candidate.next_refresh_at,
     )
-    return {
-        "mailbox_id": candidate.mailbox_id,
-        "kind": KIND.value,
-        "recipient": candidate.recipient,
-        "subject": rendered.subject,
-        "body_text": rendered.text,
-        "body_html": rendered.html,
-        "dedupe_key": outbox.dedupe_key(candidate.mailbox_id, candidate.episode, KIND, label),
-        "message_id": outbox.message_id(events.mail_domain),
-    }
+    return outbox.email_row(
+        KIND, context, mailbox_id=candidate.mailbox_id, episode=candidate.episode, recipient=candidate.recipient,
+        mail_domain=events.mail_domain, occasion=label,
+    )  # fmt: skip
 
 
 async def queue_due_reminders(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 Sessionmaker = async_sessionmaker[AsyncSession]
@@ -19,3 +22,13 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Asyn
 def make_sessionmaker(engine: AsyncEngine) -> Sessionmaker:
     # expire_on_commit=False: reading a committed row's attributes must not trigger async lazy IO
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def open_sessionmaker(url: str, *, pool_size: int = 1) -> AsyncIterator[Sessionmaker]:
+    """Sessions on an engine of their own, disposed of on the way out: one CLI command's database."""
+    engine = make_engine(url, pool_size=pool_size)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()

@@ -33,6 +33,7 @@ from statemachine.core.incident_rules import (
 from statemachine.core.states import FailureKind, State
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
+from statemachine.store.queries import json_row
 
 logger = logging.getLogger(__name__)
 
@@ -252,10 +253,7 @@ INCIDENT_COLUMNS = (
 async def list_incidents(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]]:
     """Newest first, JSON-ready (the `tokenwarden incidents --json` contract)."""
     statement = select(*INCIDENT_COLUMNS).order_by(Incident.opened_at.desc(), Incident.id.desc()).limit(limit)
-    return [
-        {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
-        for row in await session.execute(statement)
-    ]
+    return [json_row(row) for row in await session.execute(statement)]
 
 
 async def open_counts(session: AsyncSession) -> dict[str, int]:

@@ -40,31 +40,40 @@ def message_id(mail_domain: str) -> str:
     return f"<tokenwarden.{uuid.uuid4().hex}@{mail_domain}>"
 
 
-def notification_values(
-    mailbox: Mailbox, user: User, kind: EmailKind, facts: EmailFacts, mail_domain: str
-) -> dict[str, Any]:
-    rendered = render_email(
-        kind,
-        EmailContext(
-            mailbox_address=mailbox.address,
-            provider=mailbox.provider,
-            recipient_name=user.name,
-            reason=facts.verdict.reason if facts.verdict else None,
-            reconnect_url=facts.reconnect_url,
-            next_attempt_at=facts.next_attempt_at,
-            admin=bool(facts.verdict and facts.verdict.admin),
-        ),
-    )
+def email_row(
+    kind: EmailKind, context: EmailContext, *, mailbox_id: int, episode: int, recipient: str, mail_domain: str,
+    occasion: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The outbox values of one email, rendered now, with its dedupe key and a Message-ID of its own."""
+    rendered = render_email(kind, context)
     return {
-        "mailbox_id": mailbox.id,
+        "mailbox_id": mailbox_id,
         "kind": kind.value,
-        "recipient": user.email,
+        "recipient": recipient,
         "subject": rendered.subject,
         "body_text": rendered.text,
         "body_html": rendered.html,
-        "dedupe_key": dedupe_key(mailbox.id, mailbox.episode, kind),
+        "dedupe_key": dedupe_key(mailbox_id, episode, kind, occasion),
         "message_id": message_id(mail_domain),
     }
+
+
+def notification_values(
+    mailbox: Mailbox, user: User, kind: EmailKind, facts: EmailFacts, mail_domain: str
+) -> dict[str, Any]:
+    """The outbox values of an email about a state change of `mailbox`."""
+    context = EmailContext(
+        mailbox_address=mailbox.address,
+        provider=mailbox.provider,
+        recipient_name=user.name,
+        reason=facts.verdict.reason if facts.verdict else None,
+        reconnect_url=facts.reconnect_url,
+        next_attempt_at=facts.next_attempt_at,
+        admin=bool(facts.verdict and facts.verdict.admin),
+    )
+    return email_row(
+        kind, context, mailbox_id=mailbox.id, episode=mailbox.episode, recipient=user.email, mail_domain=mail_domain
+    )
 
 
 async def queue(session: AsyncSession, rows: list[dict[str, Any]]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.store.models import Mailbox, Notification, StateTransition, User
@@ -57,23 +57,29 @@ OUTBOX_COLUMNS = (
 )
 
 
-def _plain(row: Any) -> dict[str, Any]:
+def json_row(row: Any) -> dict[str, Any]:
+    """A result row as a JSON-ready dict: times as ISO 8601 text. Every read model's rows go through here."""
     return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
 
 
+def mailboxes_with_owner() -> Select[*tuple[Any, ...]]:
+    """MAILBOX_COLUMNS with the owner's email as `user`: the CLI's and the web pages' view of a mailbox."""
+    return select(*MAILBOX_COLUMNS).join(User, User.id == Mailbox.user_id)
+
+
 async def list_mailboxes(session: AsyncSession, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-    statement = select(*MAILBOX_COLUMNS).join(User, User.id == Mailbox.user_id).order_by(Mailbox.id).limit(limit)
+    statement = mailboxes_with_owner().order_by(Mailbox.id).limit(limit)
     if state is not None:
         statement = statement.where(Mailbox.state == state)
-    return [_plain(row) for row in await session.execute(statement)]
+    return [json_row(row) for row in await session.execute(statement)]
 
 
 async def show_mailbox(session: AsyncSession, mailbox_id: int) -> dict[str, Any]:
-    statement = select(*MAILBOX_COLUMNS).join(User, User.id == Mailbox.user_id).where(Mailbox.id == mailbox_id)
+    statement = mailboxes_with_owner().where(Mailbox.id == mailbox_id)
     row = (await session.execute(statement)).one_or_none()
     if row is None:
         raise UnknownMailboxError(mailbox_id)
-    return _plain(row)
+    return json_row(row)
 
 
 async def history(session: AsyncSession, mailbox_id: int) -> list[dict[str, Any]]:
@@ -83,11 +89,11 @@ async def history(session: AsyncSession, mailbox_id: int) -> list[dict[str, Any]
         .where(StateTransition.mailbox_id == mailbox_id)
         .order_by(StateTransition.at, StateTransition.id)
     )
-    return [_plain(row) for row in await session.execute(statement)]
+    return [json_row(row) for row in await session.execute(statement)]
 
 
 async def outbox(session: AsyncSession, mailbox_id: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     statement = select(*OUTBOX_COLUMNS).order_by(Notification.id).limit(limit)
     if mailbox_id is not None:
         statement = statement.where(Notification.mailbox_id == mailbox_id)
-    return [_plain(row) for row in await session.execute(statement)]
+    return [json_row(row) for row in await session.execute(statement)]

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 import jobs.mail
-from jobs.mail import claim, deliver_notification, every, sweep_outbox
+from jobs.mail import claim, deliver_notification, sweep_outbox
 from statemachine.core.errors import Verdict
 from statemachine.core.states import EmailKind, FailureKind
 from statemachine.mail import mailer
@@ -260,15 +260,3 @@ async def test_failure_to_email_delay_is_observed_for_failure_emails_only(runtim
     assert failure_to_email_count() == before
     assert await deliver_notification(ctx, await queue_email(runtime, KIND, address="bob@gmail.test")) == "sent"
     assert failure_to_email_count() == before + 1
-
-
-@pytest.mark.parametrize(
-    ("seconds", "fields"),
-    [
-        (5, {"second": {0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55}}),
-        (30, {"second": {0, 30}}),
-        (120, {"minute": set(range(0, 60, 2)), "second": 0}),
-    ],
-)
-def test_cron_schedule_for_an_interval(seconds: float, fields: dict[str, Any]) -> None:
-    assert every(seconds) == fields

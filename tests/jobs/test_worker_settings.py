@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from statemachine.services.settings import SettingsError, load_settings
+from jobs.worker import worker_settings
+from statemachine.services.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults() -> None:
@@ -44,3 +47,23 @@ def test_bad_values_each_named() -> None:
         "TOKENWARDEN_METRICS_PORT",
         "TOKENWARDEN_WORKER_MAX_JOBS",
     ]
+
+
+def schedules(settings: Settings) -> dict[str, tuple[object, object]]:
+    """Each cron of the worker built from `settings`: its (minute, second) fields."""
+    return {job.name: (job.minute, job.second) for job in worker_settings(settings)["cron_jobs"]}
+
+
+def test_settings_given_in_code_set_every_schedule() -> None:
+    """Not only the environment: a Settings built in code moves the scan, the outbox and the reminders."""
+    settings = dataclasses.replace(load_settings({}), scan_interval_seconds=15, outbox_interval_seconds=120)
+    every_15_seconds, every_2_minutes = (None, {0, 15, 30, 45}), (set(range(0, 60, 2)), 0)
+    assert schedules(settings) == {
+        "scan_due": every_15_seconds,
+        "check_incidents": every_15_seconds,
+        "prune_outcomes": ({7}, 0),
+        "sweep_outbox": every_2_minutes,
+        "queue_reminders": every_2_minutes,
+    }
+    quicker = dataclasses.replace(settings, outbox_interval_seconds=5)
+    assert schedules(quicker)["sweep_outbox"] == schedules(quicker)["queue_reminders"] == (None, set(range(0, 60, 5)))
