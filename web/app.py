@@ -44,7 +44,7 @@ CHECK_TIMEOUT_SECONDS = 2.0
 def security_headers(settings: Settings) -> list[tuple[bytes, bytes]]:
     """No inline script or style, no framing; forms may post only here and to the providers' consent pages
     (Chromium applies form-action to the redirect that follows a POST)."""
-    auth_origins = " ".join(sorted({_origin(settings.google_auth_url)}))
+    auth_origins = " ".join(sorted({_origin(client.auth_url) for client in settings.providers.values()}))
     csp = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; "
            f"form-action 'self' {auth_origins}")  # fmt: skip
     headers = {

@@ -65,7 +65,7 @@ def banner_for(
     next_attempt_at: datetime | None,
     now: datetime,
     *,
-    provider: str = "google",
+    provider: str,
     failure_kind: str | None = None,
     incident: bool = False,
 ) -> Banner:

@@ -10,6 +10,7 @@ says what happened; none of them changes the mailbox.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from statemachine.core.errors import OAuthError
 from statemachine.core.states import FailureKind
 from statemachine.mail.emails import provider_display_name
+from statemachine.providers import registry
 from statemachine.providers.oauth import OAuthProvider, TokenGrant, new_pkce_pair
 from statemachine.services.reconnect import ReconnectError, ReconnectResult, complete_reconnect
 from statemachine.store.repository import UnknownMailboxError
@@ -28,7 +30,6 @@ from web.auth import Auth, checked_form, require_user
 from web.pages import PageError, WebContext, context_of
 from web.signing import STATE_SECONDS, InvalidSignedValue, hash_secret, new_secret
 
-SCOPES = {"google": ("openid", "email", "https://mail.google.com/")}
 RECONNECTS = Counter("tokenwarden_web_reconnects_total", "Reconnects finished in the web app", ["provider", "outcome"])
 _STATE_PROBLEMS = {
     "missing": "The answer from the provider did not say which reconnect it belongs to.",
@@ -49,8 +50,8 @@ def redirect_uri(web: WebContext, provider: str) -> str:
 
 
 def _provider(web: WebContext, name: str) -> OAuthProvider:
-    provider = web.runtime.providers.get(name)
-    if provider is None or name not in SCOPES:
+    provider = web.runtime.providers.get(name)  # only registered providers with client credentials are there
+    if provider is None:
         detail = f"{provider_display_name(name)} is not set up on this server. Tell an operator."
         raise PageError(503, "Reconnecting is not available", detail)
     return provider
@@ -75,7 +76,7 @@ async def start_reconnect(request: Request) -> Response:
         await store.add_state(session, hash_secret(nonce), auth.user.session_id, mailbox_id, name, sealed, expires)
     url = provider.authorization_url(
         redirect_uri=redirect_uri(web, name), state=web.signing.state(nonce), code_challenge=challenge,
-        scopes=SCOPES[name], login_hint=address,
+        scopes=provider.spec.scopes, login_hint=address,
     )  # fmt: skip
     return RedirectResponse(url, status_code=303)
 
@@ -164,13 +165,25 @@ async def _callback(request: Request, name: str) -> Response:
     return RedirectResponse("/", status_code=303)
 
 
-async def google_callback(request: Request) -> Response:
-    """GET /auth/google/callback: Google's redirect back, with `code` and `state` (or `error`)."""
-    return await _callback(request, "google")
+def callback_for(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """GET /auth/{name}/callback: the provider's redirect back, with `code` and `state` (or `error`).
+
+    A route per provider rather than one route with a path parameter: the path itself says which provider
+    answered, so a state started at one provider cannot be finished by another's answer.
+    """
+
+    async def callback(request: Request) -> Response:
+        return await _callback(request, name)
+
+    callback.__name__ = f"{name}_callback"
+    return callback
 
 
 routes = [
     Route("/mailboxes/{mailbox_id:int}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
     Route("/mailboxes/{mailbox_id:int}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
-    Route("/auth/google/callback", google_callback, methods=["GET"], name="google_callback"),
+    *(
+        Route(f"/auth/{name}/callback", callback_for(name), methods=["GET"], name=f"{name}_callback")
+        for name in registry.NAMES
+    ),
 ]

@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from statemachine.core.machine import InvalidEventError
 from statemachine.core.states import Event, State
+from statemachine.providers import registry
 from statemachine.services.operations import operator_action
 from statemachine.store import queries
-from statemachine.store.models import PROVIDERS
 from statemachine.store.repository import UnknownMailboxError
 from web import reports, store
 from web.auth import checked_form, require_admin
@@ -39,7 +39,7 @@ def mailbox_filter(params: Any) -> reports.MailboxFilter:
     failing = params.get("failing")
     return reports.MailboxFilter(
         state=state if state in {s.value for s in State} else None,
-        provider=provider if provider in PROVIDERS else None,
+        provider=provider if provider in registry.NAMES else None,
         search=(params.get("q") or "").strip()[:200] or None,
         failing_for=failing if failing in reports.FAILING_FOR else None,
     )
@@ -67,7 +67,8 @@ async def overview(request: Request) -> Response:
         mailboxes, matching = await reports.filtered_mailboxes(session, wanted, now)
     context = {
         "counts": pivot(counts), "rate": rate, "incidents": incidents, "mailboxes": mailboxes, "matching": matching,
-        "wanted": wanted, "states": [s.value for s in State], "providers": PROVIDERS, "failing": reports.FAILING_FOR,
+        "wanted": wanted, "states": [s.value for s in State], "providers": registry.NAMES,
+        "failing": reports.FAILING_FOR,
     }  # fmt: skip
     return render(request, "ops/index.html", context)
 

@@ -21,6 +21,7 @@ from statemachine.cli import commands
 from statemachine.core.machine import InvalidEventError
 from statemachine.core.secrets import TokenDecryptionError
 from statemachine.core.states import State
+from statemachine.providers import registry
 from statemachine.services.accounts import InvalidInputError, UnknownUserError
 from statemachine.services.logs import configure_logging, log_level
 from statemachine.services.settings import SettingsError
@@ -53,7 +54,7 @@ def _add_mailbox_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     mailbox = sub.add_parser("mailbox", help="connected mailboxes").add_subparsers(dest="action", required=True)
     add = mailbox.add_parser("add", help="connect a mailbox from an existing refresh token; prints the new id")
     add.add_argument("--user", required=True, help="owner's email (the user must exist)")
-    add.add_argument("--provider", required=True)
+    add.add_argument("--provider", required=True, help=f"one of: {', '.join(registry.NAMES)}")
     add.add_argument("--address", required=True, help="the mailbox's email address")
     add.add_argument("--refresh-token", required=True, help="the refresh token, or - to read it from stdin")
     add.add_argument("--access-token")

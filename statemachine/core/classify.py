@@ -1,5 +1,10 @@
 """Turn one token-endpoint answer into a `Verdict`, following docs/errors.md (first matching rule wins).
 
+The rules here are the generic ones: HTTP status, the RFC 6749 / OIDC `error` strings and transport failures.
+What one provider adds (Microsoft's numeric `error_codes`, a sub-error field that picks the wording, its name in
+the reasons) comes in as `ProviderRules`, declared by its module in `statemachine/providers/`; this module knows
+no provider by name.
+
 Pure: no I/O, no clock, no HTTP library. Codes and reasons are our own words; nothing from a provider's
 body (which may echo a token back) and no header ever reaches a Verdict.
 """
@@ -9,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -19,30 +24,23 @@ from statemachine.core.states import FailureKind
 
 TRANSIENT, PERMANENT, CONFIG = FailureKind.TRANSIENT, FailureKind.PERMANENT, FailureKind.CONFIG
 
-PROVIDER_NAMES: Mapping[str, str] = {"google": "Google", "microsoft": "Microsoft", "generic": "The provider"}
-MAX_RETRY_AFTER_SECONDS = 3600.0  # MSAL.NET's clamp (docs/errors.md, Retry-After)
+MAX_RETRY_AFTER_SECONDS = 3600.0  # MSAL.NET's clamp (docs/errors.md, `Retry-After`)
 
 _OAUTH_CODE = re.compile(r"[a-z0-9_]{1,64}")
 _DELAY_SECONDS = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
 _STATUS_WORDING: Mapping[int, str] = {408: "status_timeout", 429: "rate_limited"}  # rule 2, with any 5xx
 _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "internal_failure"})  # rule 4
-# rule 5: Microsoft throttling / retryable failures that arrive inside a 4xx (50196 comes as invalid_grant)
-_RETRYABLE_AADSTS = frozenset({50196, 90055, 90024, 50033, 50087, 90006, 90090, 90012, 70012, 90033, 50000})
 _CONFIG_ERRORS = frozenset(
     {"invalid_client", "unauthorized_client", "unsupported_grant_type", "invalid_request", "invalid_scope"}
     | {"invalid_resource", "deleted_client", "disabled_client"}
 )
-_CONFIG_AADSTS = frozenset({9002313})  # a malformed refresh request sent as invalid_grant: our bug
 _PERMANENT_ERRORS = frozenset(
     {"invalid_grant", "interaction_required", "consent_required", "login_required"}
     | {"admin_policy_enforced", "policy_enforced", "user_password_expired"}
 )
 # PERMANENT-admin: the mailbox owner cannot fix these alone
 _ADMIN_ERRORS = frozenset({"admin_policy_enforced", "policy_enforced"})
-_ADMIN_SUBERRORS = frozenset({"message_only", "additional_action"})
-_ADMIN_AADSTS = frozenset({50057, 53003, 530032, 53000, 53001})
-_ACCOUNT_DISABLED_AADSTS = 50057
 
 _TRANSPORT_REASONS: Mapping[str, str] = {
     "connect_timeout": "Connecting to the token endpoint timed out; we will retry.",
@@ -93,30 +91,60 @@ _REASONS: Mapping[str, str] = {
     "admin_block": "{p} blocked access by a security policy; the mailbox owner needs their administrator's help.",
     "account_disabled": "{p} says the account is disabled; an administrator must re-enable it before reconnecting.",
 }
-# Microsoft `suberror` / Google `error_subtype` only pick the wording (docs/errors.md).
-_WORDING_BY_DETAIL: Mapping[str, str] = {
-    **{detail: detail for detail in ("consent_required", "user_password_expired", "interaction_required")},
-    "basic_action": "interaction_required",
-    "invalid_rapt": "reauth_required",
-    "rapt_required": "reauth_required",
-}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderRules:
+    """What one provider adds to the generic rules; the defaults add nothing (HTTP, RFC 6749 and OIDC only).
+
+    Each provider module in statemachine/providers/ declares one. `codes_field` names a JSON array of numbers in
+    its error bodies (Microsoft's AADSTS `error_codes`), read for the narrow overrides of rules 5 to 7;
+    `detail_field` names a string (Microsoft `suberror`, Google `error_subtype`) that only picks the wording and
+    the PERMANENT-admin flag (rule 7). Wordings are keys of this module's reason table.
+    """
+
+    speaker: str = "The provider"  # who says it in a reason: "Google says access was revoked ..."
+    codes_field: str | None = None
+    code_prefix: str | None = None  # set: a verdict's code carries the first number, "invalid_grant/AADSTS70008"
+    transient_codes: frozenset[int] = frozenset()  # rule 5: throttling or retryable failures sent as a 4xx
+    config_codes: frozenset[int] = frozenset()  # rule 6: our own malformed request, whatever `error` says
+    admin_codes: frozenset[int] = frozenset()  # rule 7: PERMANENT-admin, the owner cannot fix it alone
+    wording_by_code: Mapping[int, str] = field(default_factory=dict)  # rule 7, before the detail's wording
+    detail_field: str | None = None
+    admin_details: frozenset[str] = frozenset()
+    wording_by_detail: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.wording_by_code.values()) | set(self.wording_by_detail.values())
+        if unknown - set(_REASONS):
+            raise ValueError(f"no reason text for wording(s): {', '.join(sorted(unknown - set(_REASONS)))}")
+        if (self.transient_codes or self.config_codes or self.admin_codes or self.wording_by_code) and (
+            self.codes_field is None
+        ):
+            raise ValueError("error-code overrides need the codes_field they are read from")
+        if (self.admin_details or self.wording_by_detail) and self.detail_field is None:
+            raise ValueError("detail overrides need the detail_field they are read from")
+
+
+GENERIC_RULES = ProviderRules()  # a provider that adds nothing to the generic rules
 
 
 @dataclass(frozen=True)
 class _Answer:
     """The parts of a response the rules look at."""
 
-    provider: str
+    rules: ProviderRules
     status: int
     payload: Mapping[str, Any] | None
     error: str | None
-    error_codes: tuple[int, ...]
+    codes: tuple[int, ...]
+    detail: str | None
 
     def code(self, fallback: str) -> str:
-        """The OAuth `error` when it is a plain short token, else `fallback`; Microsoft adds its first AADSTS."""
+        """The OAuth `error` when it is a plain short token, else `fallback`, plus the provider's first number."""
         code = self.error if self.error is not None and _OAUTH_CODE.fullmatch(self.error) else fallback
-        if self.provider == "microsoft" and self.error_codes:
-            code = f"{code}/AADSTS{self.error_codes[0]}"
+        if self.rules.code_prefix is not None and self.codes:
+            code = f"{code}/{self.rules.code_prefix}{self.codes[0]}"
         return code
 
 
@@ -140,30 +168,30 @@ def parse_json_object(body: bytes) -> dict[str, Any] | None:
 
 
 def classify_response(
-    provider: str, status: int, headers: Mapping[str, str], body: bytes, *, now: datetime
+    rules: ProviderRules, status: int, headers: Mapping[str, str], body: bytes, *, now: datetime
 ) -> Verdict | None:
     """Classify a raw token-endpoint response; None means a usable success."""
-    return classify_parsed(provider, status, headers, parse_json_object(body), now=now)
+    return classify_parsed(rules, status, headers, parse_json_object(body), now=now)
 
 
 def classify_parsed(
-    provider: str, status: int, headers: Mapping[str, str], payload: Mapping[str, Any] | None, *, now: datetime
+    rules: ProviderRules,
+    status: int,
+    headers: Mapping[str, str],
+    payload: Mapping[str, Any] | None,
+    *,
+    now: datetime,
 ) -> Verdict | None:
     """Classify a response whose body is already parsed (`parse_json_object`); None means a usable success.
 
     The rules of docs/errors.md, in order: 2) 408, 429 and any 5xx are transient whatever the body says;
     3) without a string `error`, the status decides (a 2xx with a non-empty `access_token` is the success);
-    4) provider-trouble errors are transient; 5) Microsoft retryable `error_codes` are transient;
-    6) client/request errors (and AADSTS9002313) are config; 7) dead-grant errors are permanent;
+    4) provider-trouble errors are transient; 5) the provider's retryable codes are transient;
+    6) client/request errors (and the provider's config codes) are config; 7) dead-grant errors are permanent;
     8) anything else is transient.
-
-    Raises:
-        ValueError: `provider` is not one of PROVIDER_NAMES.
     """
-    name = PROVIDER_NAMES.get(provider)
-    if name is None:
-        raise ValueError(f"unknown provider: {provider!r}")
-    answer = _Answer(provider, status, payload, _string(payload, "error"), _error_codes(payload))
+    detail = _string(payload, rules.detail_field) if rules.detail_field else None
+    answer = _Answer(rules, status, payload, _string(payload, "error"), _codes(payload, rules.codes_field), detail)
     if status in _STATUS_WORDING or 500 <= status <= 599:
         outcome = _Outcome(TRANSIENT, answer.code(f"http_{status}"), _STATUS_WORDING.get(status, "server_trouble"))
     elif answer.error is None:
@@ -175,7 +203,7 @@ def classify_parsed(
     return Verdict(
         kind=outcome.kind,
         code=outcome.code,
-        reason=_REASONS[outcome.wording].format(p=name, status=status),
+        reason=_REASONS[outcome.wording].format(p=rules.speaker, status=status),
         retry_after=parse_retry_after(headers, now),
         admin=outcome.admin,
     )
@@ -234,12 +262,12 @@ def _without_error(answer: _Answer) -> _Outcome:
 
 def _with_error(answer: _Answer) -> _Outcome:
     """Rules 4 to 8 for a response that carries a string `error`."""
-    error, codes = answer.error, answer.error_codes
+    error, codes, rules = answer.error, answer.codes, answer.rules
     if error in _TRANSIENT_ERRORS:
         return _Outcome(TRANSIENT, answer.code("unknown_error"), "provider_trouble")
-    if _RETRYABLE_AADSTS.intersection(codes):
+    if rules.transient_codes.intersection(codes):
         return _Outcome(TRANSIENT, answer.code("unknown_error"), "throttled")
-    if error in _CONFIG_ERRORS or _CONFIG_AADSTS.intersection(codes):
+    if error in _CONFIG_ERRORS or rules.config_codes.intersection(codes):
         wording = error if error in _CONFIG_ERRORS else "invalid_request"
         return _Outcome(CONFIG, answer.code("unknown_error"), str(wording))
     if error in _PERMANENT_ERRORS:
@@ -250,20 +278,22 @@ def _with_error(answer: _Answer) -> _Outcome:
 
 
 def _is_admin(answer: _Answer) -> bool:
+    rules = answer.rules
     return (
         answer.error in _ADMIN_ERRORS
-        or _string(answer.payload, "suberror") in _ADMIN_SUBERRORS
-        or bool(_ADMIN_AADSTS.intersection(answer.error_codes))
+        or answer.detail in rules.admin_details
+        or bool(rules.admin_codes.intersection(answer.codes))
     )
 
 
 def _permanent_wording(answer: _Answer, admin: bool) -> str:
-    if _ACCOUNT_DISABLED_AADSTS in answer.error_codes:
-        return "account_disabled"
+    rules = answer.rules
+    by_code = next((rules.wording_by_code[c] for c in answer.codes if c in rules.wording_by_code), None)
+    if by_code is not None:
+        return by_code
     if admin:
         return answer.error if answer.error in _ADMIN_ERRORS else "admin_block"
-    detail = _string(answer.payload, "suberror") or _string(answer.payload, "error_subtype") or ""
-    return _WORDING_BY_DETAIL.get(detail, str(answer.error))
+    return rules.wording_by_detail.get(answer.detail or "", str(answer.error))
 
 
 def _string(payload: Mapping[str, Any] | None, key: str) -> str | None:
@@ -272,9 +302,9 @@ def _string(payload: Mapping[str, Any] | None, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _error_codes(payload: Mapping[str, Any] | None) -> tuple[int, ...]:
-    """Microsoft's numeric `error_codes` (the AADSTS numbers); malformed entries are ignored."""
-    codes = payload.get("error_codes") if payload is not None else None
+def _codes(payload: Mapping[str, Any] | None, name: str | None) -> tuple[int, ...]:
+    """The provider's numeric error codes (Microsoft's AADSTS `error_codes`); malformed entries are ignored."""
+    codes = payload.get(name) if payload is not None and name is not None else None
     if not isinstance(codes, list):
         return ()
     return tuple(c for c in codes[:16] if isinstance(c, int) and not isinstance(c, bool) and 0 < c < 10**10)

@@ -77,18 +77,20 @@ def _window_words(counts: WindowCounts, rules: IncidentThresholds, cycles: int) 
 
 _CODE_CAUSES = {
     "invalid_client": "our OAuth client was rejected: the client secret was probably rotated or is wrong "
-    "(check GOOGLE_CLIENT_SECRET)",
+    "(check {secret_setting})",
     "unauthorized_client": "our OAuth client is not allowed this grant: check the client's configuration",
     "invalid_grant": "refresh tokens are rejected en masse: the app is probably still in 'Testing' status "
     "(tokens expire after 7 days) or its client was reset; users are not at fault",
 }
 
 
-def _code_cause(item: CodeCount, provider: str, counts: WindowCounts, rules: IncidentThresholds) -> str:
+def _code_cause(
+    item: CodeCount, provider: str, counts: WindowCounts, rules: IncidentThresholds, secret_setting: str
+) -> str:
     default = (
         "our configuration was rejected" if item.kind == CONFIG else "a provider- or app-level change, not the users"
     )
-    why = _CODE_CAUSES.get(item.code or "", default)
+    why = _CODE_CAUSES.get(item.code or "", default).format(secret_setting=secret_setting)
     return (
         f"{provider}: {item.code} for {item.mailboxes} mailboxes ({_window_words(counts, rules, item.cycles)}): {why}"
     )
@@ -103,13 +105,23 @@ def _transient_cause(provider: str, counts: WindowCounts, rules: IncidentThresho
     )
 
 
-def should_open(provider: str, counts: WindowCounts, rules: IncidentThresholds) -> Opening | None:
-    """The incident these counts call for, or None. Order: config code, permanent code, transient failures."""
+def should_open(
+    provider: str,
+    counts: WindowCounts,
+    rules: IncidentThresholds,
+    *,
+    secret_setting: str | None = None,
+) -> Opening | None:
+    """The incident these counts call for, or None. Order: config code, permanent code, transient failures.
+
+    `secret_setting` names where operators set the provider's client secret (its environment variable).
+    """
+    secret_setting = secret_setting or "the provider's client secret setting"
     for kind in (CONFIG, PERMANENT):
         candidates = sorted((c for c in counts.codes if c.kind == kind), key=lambda c: (-c.mailboxes, c.code or ""))
         for item in candidates:
             if _crosses(item.cycles, item.mailboxes, counts, rules):
-                cause = _code_cause(item, provider, counts, rules)
+                cause = _code_cause(item, provider, counts, rules, secret_setting)
                 return Opening(cause, item.code, _share(item.cycles, counts), item.mailboxes)
     if _crosses(counts.transient_cycles, counts.transient_mailboxes, counts, rules):
         cause = _transient_cause(provider, counts, rules)

@@ -15,10 +15,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from statemachine.core.states import EmailKind
+from statemachine.providers import registry
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "emails"
-
-PROVIDER_DISPLAY_NAMES = {"google": "Gmail", "microsoft": "Microsoft 365"}
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -54,9 +53,8 @@ class RenderedEmail:
 
 
 def provider_display_name(provider: str) -> str:
-    """Return the name users know the provider by: "google" -> "Gmail"."""
-    key = provider.strip().lower()
-    return PROVIDER_DISPLAY_NAMES.get(key, key.replace("_", " ").title())
+    """Return the name users know the provider by: its registered label, e.g. Gmail."""
+    return registry.label(provider)
 
 
 def format_utc(moment: datetime) -> str:

@@ -1,5 +1,9 @@
 """The token-endpoint adapter: refresh, code exchange and the authorization URL over one shared httpx client.
 
+Generic: one `OAuthProvider` per configured provider, parameterised by its `ProviderSpec` (consent parameters,
+extra refresh fields, the id_token claim naming the account, the classification rules). Client credentials go in
+the POST body (client_secret_post).
+
 Every failure leaves as an `OAuthError` carrying a `Verdict` from classify.py. Transient failures are retried
 in-process for seconds (backoff); anything longer is the caller's next cycle. Secrets travel only in POST
 bodies: never in URLs, headers, log lines, exception messages or reprs.
@@ -23,17 +27,17 @@ import backoff
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
-from statemachine.core.classify import PROVIDER_NAMES, classify_parsed, classify_transport, parse_json_object
+from statemachine.core.classify import classify_parsed, classify_transport, parse_json_object
 from statemachine.core.errors import OAuthError, OAuthTransientError, Verdict, error_for
 from statemachine.core.secrets import Secret
 from statemachine.core.states import FailureKind
+from statemachine.providers.spec import ProviderSpec
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _REQUEST_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}  # no gzip bomb past our limit
-_CONSENT_PARAMS = dict(response_type="code", access_type="offline", prompt="consent", include_granted_scopes="true")
 
 # Matched in order, against the aiohttp cause when there is one: httpx-aiohttp 0.2 turns a refused connection, DNS
 # failure or server hang-up into httpx.ConnectTimeout and lets a bad status line out as aiohttp's ClientResponseError.
@@ -89,9 +93,9 @@ class TokenGrant:
     access_token: str = field(repr=False)
     expires_in: int | None = None
     refresh_token: str | None = field(default=None, repr=False)  # None: keep the one we have
-    refresh_token_expires_in: int | None = None  # Google time-based access
+    refresh_token_expires_in: int | None = None  # a time-based grant (Google) says when it ends
     scope: str | None = None
-    subject: str | None = None
+    subject: str | None = None  # the spec's subject_claim of the id_token
     email: str | None = None
     email_verified: bool | None = None
 
@@ -104,13 +108,13 @@ def new_pkce_pair() -> tuple[str, str]:
 
 
 class OAuthProvider:
-    """One OAuth client at one provider; `name` picks the classification quirks ("google", "microsoft", ...)."""
+    """One OAuth client at one provider; `spec` says how that provider is spoken to and how it refuses."""
 
     def __init__(
         self,
         client: httpx.AsyncClient,
         *,
-        name: str = "google",
+        spec: ProviderSpec,
         client_id: str,
         client_secret: str | Secret,
         token_url: str,
@@ -119,9 +123,8 @@ class OAuthProvider:
         max_body_bytes: int = 65536,
         deadline_seconds: float = 30.0,
     ) -> None:
-        if name not in PROVIDER_NAMES:
-            raise ValueError(f"unknown provider: {name!r}")
-        self.name = name
+        self.spec = spec
+        self.name = spec.name
         self.client_id = client_id
         self.token_url = token_url
         self.auth_url = auth_url
@@ -133,7 +136,7 @@ class OAuthProvider:
 
     async def refresh(self, refresh_token: str) -> TokenGrant:
         """Exchange a refresh token, retrying transient failures per `self.retry`; raises the last OAuthError."""
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        form = {**self.spec.refresh_params, "grant_type": "refresh_token", "refresh_token": refresh_token}
         payload = await self._retrying(self._attempt)(form)
         return _grant(payload)
 
@@ -143,7 +146,7 @@ class OAuthProvider:
         form["code_verifier"] = code_verifier
         payload = self._check(*await self._retrying(self._send)(form))
         claims = _id_token_claims(payload.get("id_token"), self.client_id, datetime.now(UTC))
-        return _grant(payload, claims)
+        return _grant(payload, claims, self.spec.subject_claim)
 
     def authorization_url(
         self,
@@ -154,10 +157,10 @@ class OAuthProvider:
         scopes: Sequence[str],
         login_hint: str | None = None,
     ) -> str:
-        """Build the consent URL: code flow with PKCE S256, offline access and a forced consent screen."""
+        """Build the consent URL: the spec's consent parameters (code flow, offline access), and PKCE S256."""
         if isinstance(scopes, str):
             raise TypeError("scopes must be a sequence of scope strings, not one string")
-        params = {**_CONSENT_PARAMS, "client_id": self.client_id, "redirect_uri": redirect_uri, "state": state}
+        params = {**self.spec.consent_params, "client_id": self.client_id, "redirect_uri": redirect_uri, "state": state}
         params |= {"scope": " ".join(scopes), "code_challenge": code_challenge, "code_challenge_method": "S256"}
         if login_hint:
             params["login_hint"] = login_hint
@@ -202,7 +205,7 @@ class OAuthProvider:
         if body is None:
             raise error_for(classify_transport("oversized_response"))
         payload = parse_json_object(body)
-        verdict = classify_parsed(self.name, status, headers, payload, now=datetime.now(UTC))
+        verdict = classify_parsed(self.spec.classification, status, headers, payload, now=datetime.now(UTC))
         if verdict is not None:
             raise error_for(verdict)
         assert payload is not None  # classify_parsed succeeds only on a JSON object with an access_token
@@ -254,7 +257,9 @@ def _log_retry(details: Any) -> None:
     logger.info("token request failed with %s; retrying in %.1f s", code, details["wait"])
 
 
-def _grant(payload: Mapping[str, Any], claims: Mapping[str, Any] | None = None) -> TokenGrant:
+def _grant(
+    payload: Mapping[str, Any], claims: Mapping[str, Any] | None = None, subject_claim: str = "sub"
+) -> TokenGrant:
     claims = claims or {}
     return TokenGrant(
         access_token=payload["access_token"],
@@ -262,7 +267,7 @@ def _grant(payload: Mapping[str, Any], claims: Mapping[str, Any] | None = None) 
         refresh_token=_text(payload.get("refresh_token")),
         refresh_token_expires_in=_seconds(payload.get("refresh_token_expires_in")),
         scope=_text(payload.get("scope")),
-        subject=_text(claims.get("sub")),
+        subject=_text(claims.get(subject_claim)),
         email=_text(claims.get("email")),
         email_verified=claims["email_verified"] in (True, "true") if "email_verified" in claims else None,
     )

@@ -1,6 +1,6 @@
 """Finishing a reconnect: the new grant is stored and `reconnected` fired in one transaction.
 
-The consenting account must be the mailbox's own: the provider subject (Google `sub`) remembered
+The consenting account must be the mailbox's own: the provider subject (the id_token claim its spec names) remembered
 from an earlier connect, or, while none is stored, a verified email equal to the mailbox address.
 Any other account stores nothing and leaves a `reconnect_rejected` history row.
 """

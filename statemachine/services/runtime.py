@@ -15,6 +15,7 @@ import httpx
 
 from statemachine.core.secrets import TokenCipher
 from statemachine.providers.oauth import OAuthProvider, RetryPolicy, make_http_client
+from statemachine.providers.registry import PROVIDERS
 from statemachine.services.cycle import CycleDeps
 from statemachine.services.settings import Settings
 from statemachine.services.unit_of_work import EventContext
@@ -45,21 +46,25 @@ class Runtime:
 
 
 def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OAuthProvider]:
-    """The configured providers; a provider without client credentials is left out (its cycles fail as config)."""
-    if not (settings.google_client_id and settings.google_client_secret):
-        return {}
+    """One adapter per registered provider with client credentials; one without them is left out (its cycles fail
+    as config)."""
     retry = RetryPolicy(settings.retry_tries, settings.retry_base_seconds, settings.retry_max_seconds)
-    google = OAuthProvider(
-        http,
-        name="google",
-        client_id=settings.google_client_id,
-        client_secret=settings.google_client_secret.reveal(),
-        token_url=settings.google_token_url,
-        auth_url=settings.google_auth_url,
-        retry=retry,
-        deadline_seconds=settings.http_timeout_seconds * 2,
-    )
-    return {"google": google}
+    adapters = {}
+    for spec in PROVIDERS:
+        client = settings.providers[spec.name]
+        if not (client.client_id and client.client_secret):
+            continue
+        adapters[spec.name] = OAuthProvider(
+            http,
+            spec=spec,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            token_url=client.token_url,
+            auth_url=client.auth_url,
+            retry=retry,
+            deadline_seconds=settings.http_timeout_seconds * 2,
+        )
+    return adapters
 
 
 @asynccontextmanager

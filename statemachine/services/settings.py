@@ -19,11 +19,10 @@ from statemachine.core.incident_rules import IncidentThresholds
 from statemachine.core.policy import Policy
 from statemachine.core.secrets import Secret
 from statemachine.mail.mailer import validate_smtp_url
+from statemachine.providers.registry import PROVIDERS
+from statemachine.providers.spec import ProviderSpec
 
 T = TypeVar("T")
-
-GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
-GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 
 
 class SettingsError(Exception):
@@ -31,14 +30,34 @@ class SettingsError(Exception):
 
 
 @dataclass(frozen=True)
+class ProviderClient:
+    """Our OAuth client at one registered provider, read from the environment variables its spec names."""
+
+    client_id: str | None
+    client_secret: Secret | None
+    token_url: str
+    auth_url: str
+
+    @property
+    def configured(self) -> bool:
+        """Both credentials are set; a provider without them gets no adapter (its cycles fail as config)."""
+        return bool(self.client_id and self.client_secret)
+
+    @classmethod
+    def defaults(cls, spec: ProviderSpec) -> ProviderClient:
+        return cls(None, None, spec.token_url.default, spec.auth_url.default)
+
+
+def _default_clients() -> dict[str, ProviderClient]:
+    return {spec.name: ProviderClient.defaults(spec) for spec in PROVIDERS}
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(repr=False)  # URLs may carry passwords
     redis_url: str = field(repr=False)
     smtp_url: str = field(repr=False)
-    google_client_id: str | None = None
-    google_client_secret: Secret | None = None
-    google_token_url: str = GOOGLE_TOKEN_URL
-    google_auth_url: str = GOOGLE_AUTH_URL
+    providers: dict[str, ProviderClient] = field(default_factory=_default_clients)  # every registered provider
     encryption_keys: tuple[Secret, ...] = ()
     secret_key: Secret | None = None
     base_url: str = "http://127.0.0.1:8000"
@@ -73,8 +92,6 @@ class Settings:
 
 _ENV_NAMES = {
     "database_url": "DATABASE_URL",
-    "google_client_id": "GOOGLE_CLIENT_ID",
-    "google_client_secret": "GOOGLE_CLIENT_SECRET",
     "encryption_keys": "TOKENWARDEN_ENCRYPTION_KEYS",
     "secret_key": "TOKENWARDEN_SECRET_KEY",
 }
@@ -207,6 +224,20 @@ def _policy(env: _Reader) -> Policy:
     )
 
 
+def _provider_clients(env: _Reader) -> dict[str, ProviderClient]:
+    """Each registered provider's client, from the environment variables its module names."""
+    url = _url("https", "http")
+    return {
+        spec.name: ProviderClient(
+            client_id=env.get(spec.client_id_env, None, str),
+            client_secret=env.get(spec.client_secret_env, None, Secret),
+            token_url=env.get(spec.token_url.env, spec.token_url.default, url),
+            auth_url=env.get(spec.auth_url.env, spec.auth_url.default, url),
+        )
+        for spec in PROVIDERS
+    }
+
+
 def _incidents(env: _Reader) -> IncidentThresholds:
     base = IncidentThresholds()
     return IncidentThresholds(
@@ -239,10 +270,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         database_url=env.get("DATABASE_URL", None, database_url),
         redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "unix")),
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:25", validate_smtp_url),
-        google_client_id=env.get("GOOGLE_CLIENT_ID", None, str),
-        google_client_secret=env.get("GOOGLE_CLIENT_SECRET", None, Secret),
-        google_token_url=env.get("GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL, _url("https", "http")),
-        google_auth_url=env.get("GOOGLE_AUTH_URL", GOOGLE_AUTH_URL, _url("https", "http")),
+        providers=_provider_clients(env),
         encryption_keys=env.get("TOKENWARDEN_ENCRYPTION_KEYS", (), _fernet_keys),
         secret_key=env.get("TOKENWARDEN_SECRET_KEY", None, _secret_key),
         base_url=env.get("TOKENWARDEN_BASE_URL", "http://127.0.0.1:8000", _url("https", "http")).rstrip("/"),

@@ -31,6 +31,7 @@ from statemachine.core.incident_rules import (
     should_open,
 )
 from statemachine.core.states import FailureKind, State
+from statemachine.providers import registry
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
 from statemachine.store.queries import json_row
@@ -157,7 +158,8 @@ class IncidentGuard:
         if verdict is None:
             return False
         counts = await window_counts(session, provider, at - timedelta(seconds=self.rules.window_seconds))
-        opening = should_open(provider, counts, self.rules)
+        spec = registry.find(provider)
+        opening = should_open(provider, counts, self.rules, secret_setting=spec.client_secret_env if spec else None)
         if opening is None:
             return False
         await self._open(session, provider, opening, at)

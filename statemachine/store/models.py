@@ -29,8 +29,8 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statemachine.core.states import FailureKind, State
+from statemachine.providers import registry
 
-PROVIDERS = ("google", "microsoft")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
 FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
 
@@ -95,7 +95,8 @@ class Mailbox(Base):
 
     __table_args__ = (
         CheckConstraint(one_of("state", tuple(s.value for s in State)), name="state"),
-        CheckConstraint(one_of("provider", PROVIDERS), name="provider"),
+        # the registered providers: registering one changes this CHECK, which takes a migration (docs/providers.md)
+        CheckConstraint(one_of("provider", registry.NAMES), name="provider"),
         CheckConstraint(one_of("failure_kind", FAILURE_KINDS), name="failure_kind"),
         CheckConstraint("is_active = (state <> 'disconnected')", name="active_matches_state"),
         UniqueConstraint("user_id", "provider", "address", name="uq_mailboxes_user_provider_address"),

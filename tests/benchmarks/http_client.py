@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import httpx
 
+from statemachine.providers import google
 from statemachine.providers.oauth import OAuthProvider, RetryPolicy, make_http_client
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
@@ -52,8 +53,9 @@ async def refresh_tokens(url: str, count: int) -> list[str]:
 
 async def measure(client: httpx.AsyncClient, url: str, tokens: list[str], requests: int, in_flight: int) -> float:
     """Client CPU seconds per refresh, with `in_flight` refreshes running at once."""
-    provider = OAuthProvider(client, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, token_url=f"{url}/token",
-                             auth_url=f"{url}/authorize", retry=RetryPolicy(tries=1))  # fmt: skip
+    provider = OAuthProvider(client, spec=google.SPEC, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                             token_url=f"{url}/token", auth_url=f"{url}/authorize",
+                             retry=RetryPolicy(tries=1))  # fmt: skip
     queue = iter(range(requests))
 
     async def lane() -> None:

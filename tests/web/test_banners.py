@@ -48,12 +48,12 @@ TROUBLE = "\u26a0\ufe0f Having trouble connecting. Retrying automatically."
 def test_banner_for(
     state: str, error: str | None, kind: str | None, next_at: datetime | None, incident: bool, expected: Banner
 ) -> None:
-    assert banner_for(state, error, next_at, NOW, failure_kind=kind, incident=incident) == expected
+    assert banner_for(state, error, next_at, NOW, provider="google", failure_kind=kind, incident=incident) == expected
 
 
 def test_the_emoji_are_the_real_characters_not_mojibake() -> None:
-    lost = banner_for("disconnected", REVOKED, None, NOW)
-    trouble = banner_for("retrying", None, None, NOW)
+    lost = banner_for("disconnected", REVOKED, None, NOW, provider="google")
+    trouble = banner_for("retrying", None, None, NOW, provider="google")
     assert lost.title.startswith("🔴")
     assert trouble.title.startswith("⚠️")
     assert "ð" not in lost.title + trouble.title
@@ -61,7 +61,8 @@ def test_the_emoji_are_the_real_characters_not_mojibake() -> None:
 
 
 def test_the_provider_name_is_the_one_users_know() -> None:
-    assert banner_for("disconnected", None, None, NOW, provider="microsoft").title == "🔴 Microsoft 365 connection lost"
+    assert banner_for("disconnected", None, None, NOW, provider="google").title == "🔴 Gmail connection lost"
+    assert banner_for("disconnected", None, None, NOW, provider="yahoo").title == "🔴 Yahoo connection lost"
 
 
 @pytest.mark.parametrize(
@@ -94,4 +95,4 @@ def test_plain_reason_never_shows_a_raw_code_alone(error: str | None, kind: str 
 
 def test_an_unknown_state_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown state"):
-        banner_for("asleep", None, None, NOW)
+        banner_for("asleep", None, None, NOW, provider="google")

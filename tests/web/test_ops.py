@@ -63,7 +63,8 @@ async def test_overview_counts_rate_and_incidents(web: WebContext, sign_in: Sign
         ("?q=B%40GMAIL", {"b@gmail.test"}),
         ("?q=%25", set()),  # a LIKE wildcard is searched for literally
         ("?failing=24h", {"c@gmail.test"}),
-        ("?provider=microsoft", set()),
+        ("?provider=google", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),
+        ("?provider=microsoft", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),  # not registered: ignored
         ("?state=bogus&failing=forever", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),
     ],
 )

@@ -60,7 +60,9 @@ def test_secrets_are_generated_once_private_and_never_in_a_repr(tmp_path: Path) 
     assert stat.S_IMODE(data.root.stat().st_mode) == 0o700
     assert first.client_secret not in repr(first)
     assert first.encryption_key not in repr(first)
-    load_settings(first.environment()).require("encryption_keys", "secret_key", "google_client_secret")
+    settings = load_settings(first.environment())
+    settings.require("encryption_keys", "secret_key")
+    assert settings.providers["google"].configured
 
 
 def test_run_info_exists_only_while_the_demo_runs(tmp_path: Path) -> None:
@@ -77,7 +79,7 @@ def test_the_demo_timings_are_valid_settings_and_each_is_labelled() -> None:
     settings = load_settings(demo_environment({}, urls, "http://127.0.0.1:9", "http://127.0.0.1:8000"))
     assert settings.policy.cycle_delays_seconds == (15.0, 30.0, 60.0)
     assert settings.policy.disconnect_min_age_seconds == 90.0
-    assert settings.google_token_url == "http://127.0.0.1:9/token"
+    assert settings.providers["google"].token_url == "http://127.0.0.1:9/token"
     assert [round(d * 1440) for d in settings.reminder_days] == [2, 5, 10]
     assert set(timing_environment()) >= {t.variable for t in TIMINGS if t.variable}
     text = "\n".join(timings_lines())

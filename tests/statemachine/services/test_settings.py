@@ -17,8 +17,10 @@ def test_defaults_follow_the_design() -> None:
     policy = settings.policy
     assert (settings.retry_tries, settings.retry_base_seconds) == (3, 2.0)
     assert (policy.degrade_after, policy.disconnect_after, policy.confirm_permanent_seconds) == (2, 3, 60.0)
-    assert settings.google_token_url == "https://oauth2.googleapis.com/token"
-    assert settings.google_auth_url.startswith("https://accounts.google.com/")
+    google = settings.providers["google"]
+    assert google.token_url == "https://oauth2.googleapis.com/token"
+    assert google.auth_url.startswith("https://accounts.google.com/")
+    assert (google.client_id, google.client_secret, google.configured) == (None, None, False)
 
 
 def test_every_bad_value_is_reported_on_its_own_line() -> None:

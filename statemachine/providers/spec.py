@@ -1,0 +1,57 @@
+"""What a provider module declares: a `ProviderSpec`, plain data plus the classification rules it adds.
+
+Pure: no I/O and no HTTP library, so every layer may read a spec (the store's CHECK constraint, the emails'
+wording, the settings). The adapter that talks to the endpoints is `statemachine.providers.oauth`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from statemachine.core.classify import ProviderRules
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,15}")  # fits the String(16) provider columns and a URL path segment
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """One URL of the provider, overridable by an environment variable (tests and the demo point it at a sandbox)."""
+
+    env: str
+    default: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderSpec:
+    """Everything the code knows about one provider. docs/providers.md lists what adding one takes."""
+
+    name: str  # stored in mailboxes.provider, accepted by `--provider`, the callback path /auth/{name}/callback
+    label: str  # what users call it, in banners, pages and emails: "Gmail"
+    classification: ProviderRules  # its name in failure reasons ("Google") and its error-body overrides
+    token_url: Endpoint
+    auth_url: Endpoint
+    client_id_env: str
+    client_secret_env: str
+    scopes: tuple[str, ...]  # asked for at consent
+    subject_claim: str  # the id_token claim that identifies the account, remembered as provider_subject
+    consent_params: Mapping[str, str] = field(default_factory=dict)  # fixed authorization URL parameters
+    refresh_params: Mapping[str, str] = field(default_factory=dict)  # extra form fields of a refresh request
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _NAME.fullmatch(self.name):
+            problems.append(f"name {self.name!r} must be 1-16 lowercase letters, digits or _")
+        envs = (self.token_url.env, self.auth_url.env, self.client_id_env, self.client_secret_env)
+        problems += [f"{env!r} is not an environment variable name" for env in envs if not _ENV_NAME.fullmatch(env)]
+        if not self.label or not self.scopes or not self.subject_claim:
+            problems.append("label, scopes and subject_claim must not be empty")
+        if problems:
+            raise ValueError(f"provider {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def speaker(self) -> str:
+        """The provider's name as failure reasons say it: "Google says access was revoked"."""
+        return self.classification.speaker
