@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.serve import serve
+from statemachine.services.config_check import warn_about
 from statemachine.services.logs import configure_logging, log_level
-from statemachine.services.settings import load_settings
+from statemachine.services.settings import load_settings, read_settings
 from statemachine.store.db import make_engine, make_sessionmaker
 from statemachine.store.incidents import list_incidents
 
@@ -28,9 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run_worker(args: argparse.Namespace, env: Env) -> int:
-    settings = load_settings(env)
+    settings, readings = read_settings(env)
     settings.require("database_url", "encryption_keys")
     configure_logging(log_level(env, "INFO"))
+    await warn_about(settings, readings, "worker")  # never refuses to start: the demo and the tests run like this
     return await serve(settings, burst=args.burst)
 
 

@@ -15,11 +15,12 @@ from sqlalchemy import select
 
 from statemachine.core.states import Event
 from statemachine.services import accounts
+from statemachine.services.config_check import production_findings, shown_settings
 from statemachine.services.cycle import CycleResult, run_cycle
 from statemachine.services.importer import ImportReport, import_mailboxes
 from statemachine.services.operations import operator_action
 from statemachine.services.runtime import open_runtime
-from statemachine.services.settings import Settings, load_settings
+from statemachine.services.settings import Settings, load_settings, read_settings
 from statemachine.services.unit_of_work import Outcome
 from statemachine.store import queries
 from statemachine.store.db import make_engine, make_sessionmaker
@@ -125,6 +126,21 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     for line in [list(columns), *cells]:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+async def check_config(args: argparse.Namespace, env: Env) -> int:
+    """Every setting with its source, then what is unsafe for production; exit 1 if anything is."""
+    settings, readings = read_settings(env)
+    rows = [{"setting": line.name, "value": line.value, "source": line.source} for line in shown_settings(readings)]
+    _table(rows, ("setting", "value", "source"))
+    findings = await production_findings(settings, readings)
+    if not findings:
+        print("\nnothing unsafe for production found")
+        return 0
+    print(f"\nunsafe for production ({len(findings)}):")
+    for finding in findings:
+        print(f"  - {finding}")
+    return 1
 
 
 async def mailbox_list(args: argparse.Namespace, env: Env) -> int:
