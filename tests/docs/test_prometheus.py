@@ -2,7 +2,7 @@
 
 Debian's `prometheus` package provides promtool; `.ci/run` installs it, so in CI (CI=true) a missing
 promtool fails the test instead of skipping it. That the metrics the rules and the Grafana dashboard
-name are really exported is checked against live processes in tests/docs/test_procfile.py.
+name are really exported is checked against live processes in tests/test_procfile.py.
 """
 
 from __future__ import annotations
