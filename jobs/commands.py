@@ -7,8 +7,9 @@ from collections.abc import Mapping
 
 from jobs.serve import serve
 from statemachine.cli.output import print_json, print_table
+from statemachine.services.config_check import warn_about
 from statemachine.services.logs import configure_logging, log_level
-from statemachine.services.settings import load_settings
+from statemachine.services.settings import load_settings, read_settings
 from statemachine.store.db import open_sessionmaker
 from statemachine.store.incidents import list_incidents
 
@@ -27,9 +28,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run_worker(args: argparse.Namespace, env: Env) -> int:
-    settings = load_settings(env)
+    settings, readings = read_settings(env)
     settings.require("database_url", "encryption_keys")
     configure_logging(log_level(env, "INFO"))
+    await warn_about(settings, readings, "worker")  # never refuses to start: the demo and the tests run like this
     return await serve(settings, burst=args.burst)
 
 

@@ -189,7 +189,7 @@ async def _record_sent(sessionmaker: Sessionmaker, claimed: ClaimedEmail) -> Non
         times = await mark_sent(session, claimed)
     _count(claimed, "sent", None, logging.INFO)
     if times is not None and claimed.kind in FAILURE_KINDS and times[1] is not None:
-        FAILURE_TO_EMAIL.observe(max((times[0] - times[1]).total_seconds(), 0.0))
+        FAILURE_TO_EMAIL.labels(kind=claimed.kind).observe(max((times[0] - times[1]).total_seconds(), 0.0))
 
 
 async def _record_failure(runtime: Runtime, claimed: ClaimedEmail, error: DeliveryError) -> str:

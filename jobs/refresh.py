@@ -2,7 +2,7 @@
 
 The cycle takes the mailbox over from the scan's claim in the same statement that leases it; a copy
 of the job that arq runs again, or a job whose claim is finished or held by another job, does
-nothing. It counts the outcome and logs one line per state transition.
+nothing. It logs one line per state transition (the cycle counts itself: statemachine/services/metrics.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from jobs import metrics
 from statemachine.services.cycle import CycleResult, run_cycle
 from statemachine.services.logs import log_context
 from statemachine.services.runtime import Runtime
@@ -35,7 +34,6 @@ async def refresh_mailbox(ctx: Mapping[str, Any], mailbox_id: int, lease_owner: 
         if result.provider is None:
             logger.info("refresh job skipped: its claim is finished or taken", extra={"mailbox_id": mailbox_id})
             return "skipped"
-        metrics.record_cycle(result, result.provider)
         log_transitions(result, result.provider)
         return result.status
 

@@ -69,7 +69,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         stack.callback(thread.join, 5)
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
-    gauges = asyncio.create_task(metrics.refresh_gauges(runtime.sessionmaker), name="tokenwarden-gauges")
+    gauges = asyncio.create_task(
+        metrics.refresh_gauges(runtime.sessionmaker, settings.scan_interval_seconds), name="tokenwarden-gauges"
+    )
     stack.push_async_callback(_cancel, gauges)
     ctx.update(runtime=runtime, exit_stack=stack)
 

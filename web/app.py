@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from statemachine.services.metrics import refresh_gauges_once
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
 from web import api, auth, dashboard, oauth, ops
@@ -127,7 +129,14 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """GET /metrics: a Route, not a Mount (Mount answers /metrics with a redirect to /metrics/)."""
+    """GET /metrics: a Route, not a Mount (Mount answers /metrics with a redirect to /metrics/).
+
+    The fleet gauges are read from PostgreSQL at each scrape, so they stay true while every worker is down;
+    a failed read is logged and the last values are served.
+    """
+    runtime = context_of(request).runtime
+    now, scan = datetime.now(UTC), runtime.settings.scan_interval_seconds
+    await _check("gauges", refresh_gauges_once(runtime.sessionmaker, now, scan))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

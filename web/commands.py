@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Mapping
 
 import uvicorn
 
+from statemachine.services.config_check import warn_about
 from statemachine.services.logs import configure_logging, log_level
-from statemachine.services.settings import load_settings
+from statemachine.services.settings import load_settings, read_settings
 from statemachine.store.db import open_sessionmaker
 from web.app import create_app
 from web.auth import MAX_LINK_MINUTES, create_login_link
@@ -24,9 +26,12 @@ def _minutes(text: str) -> int:
 
 
 def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run the web app until interrupted; the configuration is checked before the port is opened."""
-    app = create_app(load_settings(env))
+    """Run the web app until interrupted; the configuration is checked before the port is opened, and what is
+    unsafe for production is logged as warnings (`tokenwarden check-config`) without refusing to start."""
+    settings, readings = read_settings(env)
+    app = create_app(settings)
     configure_logging(log_level(env, "INFO"))
+    asyncio.run(warn_about(settings, readings, "serve"))
     # access_log=False: uvicorn's line includes the query string, where login links and OAuth callbacks
     # carry one-time secrets; web.app logs method, path and status instead.
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=True)

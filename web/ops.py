@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -19,9 +20,9 @@ from statemachine.core.machine import InvalidEventError
 from statemachine.core.states import Event, State
 from statemachine.providers import registry
 from statemachine.services.operations import operator_action
-from statemachine.store import queries
+from statemachine.store import queries, scheduling
 from statemachine.store.repository import UnknownMailboxError
-from web import reports, store
+from web import charts, reports, store
 from web.auth import checked_form, require_admin
 from web.pages import PageError, context_of, render
 
@@ -55,6 +56,26 @@ def pivot(counts: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return table
 
 
+async def last_day(session: AsyncSession, now: datetime) -> dict[str, charts.Chart]:
+    """The overview's two charts of the last 24 hours: cycles by outcome (with incidents), mailboxes by state."""
+    hours = charts.hour_starts(now)
+    cycles = await reports.cycles_by_hour(session, hours[0])
+    incidents = await reports.incidents_since(session, hours[0])
+    states = charts.states_by_hour(
+        await scheduling.mailboxes_by_state(session),
+        await reports.state_changes_by_hour(session, hours[0]),
+        await reports.created_by_hour(session, hours[0]),
+        hours,
+    )
+    return {"cycles": charts.cycles_chart(now, cycles, incidents), "states": charts.states_chart(now, states)}
+
+
+def timeline(mailbox: dict[str, Any], history: list[dict[str, Any]], now: datetime) -> charts.Chart:
+    """The mailbox's states over its life, from the JSON-ready rows (ISO times) the page also lists."""
+    rows = [{**row, "at": datetime.fromisoformat(row["at"])} for row in history]
+    return charts.timeline_chart(datetime.fromisoformat(mailbox["created_at"]), rows, mailbox["state"], now)
+
+
 async def overview(request: Request) -> Response:
     """GET /ops: counts, the 24 h success rate, open incidents and the filtered mailbox list."""
     await require_admin(request)
@@ -65,8 +86,10 @@ async def overview(request: Request) -> Response:
         rate = await reports.success_rate(session, now)
         incidents = await reports.open_incidents(session)
         mailboxes, matching = await reports.filtered_mailboxes(session, wanted, now)
+        day = await last_day(session, now)
     context = {
         "counts": pivot(counts), "rate": rate, "incidents": incidents, "mailboxes": mailboxes, "matching": matching,
+        "charts": day,
         "wanted": wanted, "states": [s.value for s in State], "providers": registry.NAMES,
         "failing": reports.FAILING_FOR,
     }  # fmt: skip
@@ -85,7 +108,8 @@ async def mailbox_page(request: Request) -> Response:
         history = await queries.history(session, mailbox_id)
         outbox = await queries.outbox(session, mailbox_id)
         flash = await store.take_flash(session, auth.user.session_id)
-    context = {"mailbox": mailbox, "history": list(reversed(history)), "outbox": outbox, "flash": flash}
+    context = {"mailbox": mailbox, "history": list(reversed(history)), "outbox": outbox, "flash": flash,
+               "timeline": timeline(mailbox, history, datetime.now(UTC))}  # fmt: skip
     return render(request, "ops/mailbox.html", context)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from statemachine.store.models import Incident, Mailbox, RefreshOutcome
+from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
 from statemachine.store.queries import json_row, mailboxes_with_owner
 
 LIST_LIMIT = 200
@@ -74,6 +74,44 @@ async def success_rate(session: AsyncSession, now: datetime, hours: int = 24) ->
     statement = select(succeeded, func.count()).where(RefreshOutcome.at > now - timedelta(hours=hours))
     ok, total = (await session.execute(statement)).one()
     return {"hours": hours, "succeeded": ok, "cycles": total, "rate": ok / total if total else None, "target": 0.95}
+
+
+def _hour(column: Any) -> Any:
+    return func.date_trunc("hour", column, "UTC")
+
+
+async def cycles_by_hour(session: AsyncSession, since: datetime) -> dict[datetime, dict[str, int]]:
+    """{hour: {outcome: cycles}} since `since` (the outcomes table keeps 48 h)."""
+    hour = _hour(RefreshOutcome.at)
+    statement = select(hour, RefreshOutcome.outcome, func.count()).where(RefreshOutcome.at >= since)
+    table: dict[datetime, dict[str, int]] = {}
+    for at, outcome, count in await session.execute(statement.group_by(hour, RefreshOutcome.outcome)):
+        table.setdefault(at, {})[outcome] = count
+    return table
+
+
+async def incidents_since(session: AsyncSession, since: datetime) -> list[dict[str, Any]]:
+    """Incidents open at any moment since `since`, oldest first (closed_at None: still open)."""
+    columns = (Incident.provider, Incident.cause, Incident.opened_at, Incident.closed_at)
+    statement = select(*columns).where((Incident.closed_at.is_(None)) | (Incident.closed_at >= since))
+    return [dict(row._mapping) for row in await session.execute(statement.order_by(Incident.opened_at))]
+
+
+async def state_changes_by_hour(session: AsyncSession, since: datetime) -> list[tuple[datetime, str, str, int]]:
+    """(hour, from_state, to_state, mailboxes) for every change of state since `since`."""
+    hour, t = _hour(StateTransition.at), StateTransition
+    statement = (
+        select(hour, t.from_state, t.to_state, func.count())
+        .where(t.at >= since, t.from_state != t.to_state)
+        .group_by(hour, t.from_state, t.to_state)
+    )
+    return [(at, from_state, to_state, count) for at, from_state, to_state, count in await session.execute(statement)]
+
+
+async def created_by_hour(session: AsyncSession, since: datetime) -> dict[datetime, int]:
+    hour = _hour(Mailbox.created_at)
+    statement = select(hour, func.count()).where(Mailbox.created_at >= since).group_by(hour)
+    return {at: count for at, count in await session.execute(statement)}
 
 
 def _escape_like(text: str) -> str:

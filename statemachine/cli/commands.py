@@ -15,11 +15,12 @@ from sqlalchemy import select
 from statemachine.cli.output import print_json, print_table
 from statemachine.core.states import Event
 from statemachine.services import accounts
+from statemachine.services.config_check import production_findings, shown_settings
 from statemachine.services.cycle import CycleResult, run_cycle
 from statemachine.services.importer import ImportReport, import_mailboxes
 from statemachine.services.operations import operator_action
 from statemachine.services.runtime import open_runtime
-from statemachine.services.settings import Settings, load_settings
+from statemachine.services.settings import Settings, load_settings, read_settings
 from statemachine.services.unit_of_work import Outcome
 from statemachine.store import queries
 from statemachine.store.db import open_sessionmaker
@@ -106,6 +107,21 @@ async def _read(env: Env, query: Any, *args: Any) -> Any:
     assert settings.database_url is not None
     async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session:
         return await query(session, *args)
+
+
+async def check_config(args: argparse.Namespace, env: Env) -> int:
+    """Every setting with its source, then what is unsafe for production; exit 1 if anything is."""
+    settings, readings = read_settings(env)
+    rows = [{"setting": line.name, "value": line.value, "source": line.source} for line in shown_settings(readings)]
+    print_table(rows, ("setting", "value", "source"))
+    findings = await production_findings(settings, readings)
+    if not findings:
+        print("\nnothing unsafe for production found")
+        return 0
+    print(f"\nunsafe for production ({len(findings)}):")
+    for finding in findings:
+        print(f"  - {finding}")
+    return 1
 
 
 async def mailbox_list(args: argparse.Namespace, env: Env) -> int:

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         handler=commands.rotate_keys
     )
     sub.add_parser("generate-key", help="print a new encryption key").set_defaults(handler=commands.generate_key)
+    sub.add_parser(
+        "check-config", help="print every setting and its source; exit 1 on anything unsafe for production"
+    ).set_defaults(handler=commands.check_config)
     for entry in entry_points(group="tokenwarden.commands"):
         try:
             register = entry.load()

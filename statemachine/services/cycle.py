@@ -26,6 +26,7 @@ from statemachine.core.errors import OAuthError, Verdict
 from statemachine.core.machine import Occurrence
 from statemachine.core.secrets import TokenCipher, TokenDecryptionError
 from statemachine.core.states import Event, FailureKind
+from statemachine.services import metrics
 from statemachine.services.unit_of_work import EventContext, Outcome, apply_event
 from statemachine.store import repository
 from statemachine.store.db import Sessionmaker
@@ -115,7 +116,9 @@ async def run_cycle(deps: CycleDeps, mailbox_id: int, *, actor: str, claim: uuid
     result = await _apply_outcome(deps, lease, grant, verdict, actor)
     seconds = time.perf_counter() - started
     _log_cycle(result, lease.provider, seconds)
-    return CycleResult(result.mailbox_id, result.status, result.outcome, result.verdict, seconds, lease.provider)
+    counted = CycleResult(result.mailbox_id, result.status, result.outcome, result.verdict, seconds, lease.provider)
+    metrics.record_cycle(counted, lease.provider)
+    return counted
 
 
 async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Grant | None, Verdict | None]:

@@ -3,7 +3,8 @@
 Every bad value is reported, one line each, in a single `SettingsError`, so an operator fixes the
 whole environment in one go. Secrets are wrapped in `Secret` so a repr of the settings is safe to log.
 Which values are *required* depends on the command (`migrate` needs no OAuth client): commands call
-`Settings.require(...)`.
+`Settings.require(...)`. `read_settings` also returns every variable as it was read (its value and
+whether the environment set it), which `tokenwarden check-config` shows without listing them again.
 """
 
 from __future__ import annotations
@@ -97,22 +98,34 @@ _ENV_NAMES = {
 }
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One variable as read: the parsed value (secrets stay wrapped), its default, and who set it."""
+
+    name: str
+    value: object
+    default: object
+    from_environment: bool
+
+
 class _Reader:
     """Reads typed values from the environment, collecting every error instead of stopping at the first."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self.errors: list[str] = []
+        self.readings: list[Reading] = []
 
     def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
         raw = self.environ.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            return parse(raw)
-        except ValueError as err:
-            self.errors.append(f"{name}: {err}")
-            return default
+        value = default
+        if raw:
+            try:
+                value = parse(raw)
+            except ValueError as err:
+                self.errors.append(f"{name}: {err}")
+        self.readings.append(Reading(name, value, default, bool(raw)))
+        return value
 
 
 def _number(minimum: float) -> Callable[[str], float]:
@@ -265,6 +278,11 @@ def _cross_checks(settings: Settings) -> list[str]:
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Read and validate every variable; raise SettingsError listing all problems."""
+    return read_settings(environ)[0]
+
+
+def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[Reading, ...]]:
+    """`load_settings`, plus every variable as it was read, in the order the settings list them."""
     env = _Reader(environ)
     settings = Settings(
         database_url=env.get("DATABASE_URL", None, database_url),
@@ -299,4 +317,4 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     errors = env.errors or _cross_checks(settings)
     if errors:
         raise SettingsError("\n".join(errors))
-    return settings
+    return settings, tuple(env.readings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.store.models import Mailbox, Notification, StateTransition, User
@@ -97,3 +97,9 @@ async def outbox(session: AsyncSession, mailbox_id: int | None = None, limit: in
     if mailbox_id is not None:
         statement = statement.where(Notification.mailbox_id == mailbox_id)
     return [json_row(row) for row in await session.execute(statement)]
+
+
+async def mailboxes_by_provider(session: AsyncSession) -> dict[str, int]:
+    """How many mailboxes each provider has (check-config's "mailboxes but no client credentials")."""
+    rows = await session.execute(select(Mailbox.provider, func.count()).group_by(Mailbox.provider))
+    return {provider: count for provider, count in rows}

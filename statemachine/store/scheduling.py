@@ -78,6 +78,12 @@ async def mailboxes_by_state(session: AsyncSession) -> dict[str, int]:
     return {state: count for state, count in rows}
 
 
+async def overdue_count(session: AsyncSession, due_before: datetime) -> int:
+    """Mailboxes whose refresh was due before `due_before` and has not happened yet."""
+    statement = select(func.count()).select_from(Mailbox).where(Mailbox.next_refresh_at < due_before)
+    return int(await session.scalar(statement) or 0)
+
+
 async def outbox_backlog(session: AsyncSession) -> int:
     statement = select(func.count()).select_from(Notification).where(Notification.status == "pending")
     return int(await session.scalar(statement) or 0)

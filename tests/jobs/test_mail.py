@@ -91,8 +91,9 @@ async def make_due(runtime: Runtime) -> None:
         await session.execute(text("update notifications set next_attempt_at = now() where status = 'pending'"))
 
 
-def failure_to_email_count() -> float:
-    return REGISTRY.get_sample_value("tokenwarden_failure_to_email_seconds_count") or 0.0
+def failure_to_email_count(kind: str = KIND.value) -> float:
+    """Observations of the delay before an email of `kind` (the alert rule watches the permanent-failure one)."""
+    return REGISTRY.get_sample_value("tokenwarden_failure_to_email_seconds_count", {"kind": kind}) or 0.0
 
 
 def emails_total(kind: str, result: str) -> float:
@@ -257,6 +258,7 @@ async def test_failure_to_email_delay_is_observed_for_failure_emails_only(runtim
     ctx = ctx_for(runtime, arq_redis)
     before = failure_to_email_count()
     assert await deliver_notification(ctx, await queue_email(runtime, EmailKind.RECONNECTED)) == "sent"
+    assert failure_to_email_count(EmailKind.RECONNECTED.value) == 0
     assert failure_to_email_count() == before
     assert await deliver_notification(ctx, await queue_email(runtime, KIND, address="bob@gmail.test")) == "sent"
     assert failure_to_email_count() == before + 1

@@ -89,3 +89,6 @@ def test_tokenwarden_serve_runs_the_app_and_logs_no_query_string(web_env: dict[s
     text = log.read_text()
     assert '"message": "GET /login 400"' in text
     assert "SECRET-LOOKING-VALUE" not in text
+    # the tests' stand-in token endpoint is unsafe for production: said at start, and the app started anyway
+    assert '"level": "WARNING", "logger": "statemachine.services.config_check", "message": "unsafe for production: ' \
+           'GOOGLE_TOKEN_URL is https://oauth2.test/token' in text  # fmt: skip

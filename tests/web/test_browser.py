@@ -132,12 +132,26 @@ def operator_reads_the_history(browser: Browser, link: str, mailbox_id: str) -> 
     sign_in(operator, link, ADMIN)
     operator.get_by_role("link", name="Operations").click()
     expect(operator.locator('[data-panel="success-rate"]')).to_contain_text("target > 95 %")
+    cycles = operator.locator('svg[data-chart="cycles"]')
+    expect(cycles).to_be_visible()
+    expect(cycles.locator('line[data-target="95"]')).to_have_count(1)
+    expect(cycles.locator('rect[data-kind="permanent"]')).to_have_count(1)  # this hour's revoked grant
+    expect(cycles.locator('rect[data-kind="transient"]')).to_have_count(1)  # and the 503s
+    states = operator.locator('svg[data-chart="states"]')
+    for state in ("healthy", "degraded"):
+        expect(states.locator(f'rect[data-kind="{state}"]')).to_have_count(1)
+    assert operator.evaluate("document.documentElement.scrollWidth") <= 1200  # the charts fit the page
     operator.screenshot(path=str(OUTPUT / "ops.png"), full_page=True)
     operator.locator(f'tr[data-mailbox="{mailbox_id}"] a').first.click()
     row = operator.locator('tr[data-event="reconnected"]')
     expect(row).to_contain_text("disconnected → healthy")
     expect(row).to_contain_text(f"user:{OWNER}")
     expect(operator.locator('tr[data-event="refresh_failed_permanent"]')).to_contain_text("invalid_grant")
+    timeline = operator.locator('svg[data-chart="timeline"]')
+    expect(timeline).to_be_visible()
+    drawn = timeline.locator("rect:not([data-kind=event])")
+    expect(drawn).to_have_count(3)
+    assert [drawn.nth(i).get_attribute("data-kind") for i in range(3)] == ["healthy", "disconnected", "healthy"]
     operator.screenshot(path=str(OUTPUT / "ops-mailbox.png"), full_page=True)
 
 

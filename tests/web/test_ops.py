@@ -164,3 +164,40 @@ async def test_api_operators_read_every_mailbox_and_no_secret(web: WebContext, s
     for body in (everything.text, (await admin.get(f"/api/mailboxes/{second}")).text):
         assert "SECRET" not in body
         assert "ciphertext" not in body
+
+
+async def test_the_overview_draws_the_last_day(web: WebContext, sign_in: SignIn) -> None:
+    mailbox_id = await mailbox(web)
+    await outcomes(web, ok=90, failed=10, hours_ago=3)
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(insert(Incident).values(provider="google", cause="token endpoint answers 503",
+                                                      opened_at=now() - timedelta(hours=3)))  # fmt: skip
+    admin = await sign_in(ADMIN, admin=True)
+    token = await csrf_of(admin, f"/ops/mailboxes/{mailbox_id}")
+    await admin.post(f"/ops/mailboxes/{mailbox_id}/disconnect", data={"csrf_token": token})
+    page = (await admin.get("/ops")).text
+    cycles = re.search(r'<svg class="chart" data-chart="cycles".*?</svg>', page, re.S)
+    assert cycles is not None
+    assert re.search(r'data-kind="success"[^>]*height="135.0"><title>[^<]*90.0% of 100 cycles', cycles.group(0))
+    assert cycles.group(0).count('data-kind="transient"') == 1
+    assert "google incident (token endpoint answers 503)" in cycles.group(0)
+    assert 'data-target="95"' in cycles.group(0)
+    states = re.search(r'<svg class="chart" data-chart="states".*?</svg>', page, re.S)
+    assert states is not None
+    # connected and disconnected within this hour: no column before it, one disconnected mailbox in it
+    assert re.findall(r'data-kind="(\w+)"', states.group(0)) == ["disconnected"]
+    assert "now: 1 disconnected" in states.group(0)
+
+
+async def test_a_mailbox_page_draws_its_timeline(web: WebContext, sign_in: SignIn) -> None:
+    mailbox_id = await mailbox(web)
+    admin = await sign_in(ADMIN, admin=True)
+    token = await csrf_of(admin, f"/ops/mailboxes/{mailbox_id}")
+    await admin.post(f"/ops/mailboxes/{mailbox_id}/disconnect", data={"csrf_token": token})
+    await admin.post(f"/ops/mailboxes/{mailbox_id}/retry-now", data={"csrf_token": token})
+    page = (await admin.get(f"/ops/mailboxes/{mailbox_id}")).text
+    timeline = re.search(r'<svg class="chart" data-chart="timeline".*?</svg>', page, re.S)
+    assert timeline is not None
+    drawn = re.findall(r'data-kind="(\w+)"', timeline.group(0))
+    assert drawn == ["healthy", "disconnected", "retrying", "event", "event"]
+    assert "ops_disconnect: healthy → disconnected" in timeline.group(0)
