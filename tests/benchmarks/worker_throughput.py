@@ -1,79 +1,115 @@
-"""Benchmark: mailboxes one `tokenwarden worker` process refreshes per second against a local token endpoint.
+"""Benchmark: the whole refresh pipeline in `tokenwarden worker` processes against a local token endpoint.
 
 Run: `.venv/bin/python -m tests.benchmarks.worker_throughput [--count 3000] [--max-jobs 10]`. It starts
-its own embedded PostgreSQL and Redis, serves the sandbox Google token endpoint on 127.0.0.1 in this
-process, connects `--count` mailboxes all due now, starts one worker process and waits until every
-mailbox is refreshed. Printed: the worker's rate between its first and last cycle (start-up excluded)
-and the wall time. The sandbox shares the machine's cores with the worker, PostgreSQL and Redis, as
-it would on a one-box deployment. Not part of the test suite.
+its own embedded PostgreSQL and Redis, serves the sandbox Google token endpoint on 127.0.0.1 in a
+thread of this process, connects `--count` mailboxes all due now, then, once with one worker process
+and once with two, waits until every mailbox is refreshed. Printed: the workers' CPU per refresh
+(from /proc, between the first refresh seen and the last), refreshes per second over the same span,
+and the largest worker RSS seen, each beside its floor measured in the same run (tests/benchmarks/floors.py):
+a bare aiohttp refresh loop, a bare SQL lock+update, arq no-op jobs. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import tempfile
 import time
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from cryptography.fernet import Fernet
+from sqlalchemy import text
 
 from devkit.embedded import start_embedded_postgres, start_embedded_redis
-from statemachine.services.runtime import open_runtime
+from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
 from statemachine.store.migrations import migrate
+from tests.benchmarks import floors
+from tests.benchmarks.figures import Figure, print_figures
 from tests.jobs.support import add_mailboxes, scalar, serve_sandbox, start_worker, tokens
 
 CLIENT = {"GOOGLE_CLIENT_ID": "tw-test-client.apps.test", "GOOGLE_CLIENT_SECRET": "tw-test-client-secret-DO-NOT-LEAK"}
+COMMAND = "python -m tests.benchmarks.worker_throughput"
+DONE = "select count(*) from mailboxes where last_refreshed_at is not null"
+RESET = "update mailboxes set last_refreshed_at = null, next_refresh_at = now()"
 
 
-async def prepare(env: dict[str, str], refresh_tokens: list[str]) -> None:
+@dataclass(frozen=True)
+class Run:
+    cpu_per_refresh: float  # seconds of the workers' CPU
+    per_second: float
+    peak_rss: int  # bytes, the largest of one worker
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
+async def refresh_all(rt: Runtime, env: dict[str, str], count: int, workers: int, log: Path) -> Run:
+    """Start `workers` workers, wait until every mailbox is refreshed, sampling CPU and RSS as they go."""
+    procs = [start_worker(env, log) for _ in range(workers)]
+    watched = [psutil.Process(p.pid) for p in procs]
+    first: tuple[float, float, int] | None = None
+    peak = 0
+    try:
+        while (done := await scalar(rt, DONE)) < count:
+            peak = max([peak, *(p.memory_info().rss for p in watched)])
+            if first is None and done > 0:
+                first = (time.monotonic(), cpu_seconds(watched), done)
+            assert all(p.poll() is None for p in procs), f"a worker exited; see {log}"
+            await asyncio.sleep(0.05)
+        assert first is not None, "every mailbox was refreshed between two samples: raise --count"
+        started, cpu, done_then = first
+        refreshed = count - done_then
+        return Run((cpu_seconds(watched) - cpu) / refreshed, refreshed / (time.monotonic() - started), peak)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await asyncio.to_thread(proc.wait, 30)
+
+
+async def measure(env: dict[str, str], count: int, refresh_tokens: list[str], token_url: str) -> list[Figure]:
     assert env["DATABASE_URL"]
     await migrate(env["DATABASE_URL"])
+    log = Path(tempfile.mkdtemp(prefix="twbench")) / "worker.log"
     async with open_runtime(load_settings(env)) as rt:
-        for start in range(0, len(refresh_tokens), 1000):
+        for start in range(0, count, 1000):
             await add_mailboxes(rt, refresh_tokens[start : start + 1000])
+        one = await refresh_all(rt, env, count, 1, log)
+        async with rt.sessionmaker() as session, session.begin():
+            await session.execute(text(RESET))
+        two = await refresh_all(rt, env, count, 2, log)
+    http = await floors.aiohttp_loop(token_url, refresh_tokens, CLIENT)
+    sql = await floors.sql_lock_update(env["DATABASE_URL"], count)
+    arq = await floors.arq_noop_jobs(env["REDIS_URL"], count)
+    mb = 1024 * 1024
+    return [
+        Figure("worker CPU per refresh, 1 worker", one.cpu_per_refresh * 1000, "ms", "bare aiohttp loop",
+               http * 1000, COMMAND, "<= 1.5 ms"),
+        Figure("worker CPU per refresh, 1 worker", one.cpu_per_refresh * 1000, "ms", "bare SQL lock+update",
+               sql * 1000, COMMAND),
+        Figure("worker CPU per refresh, 1 worker", one.cpu_per_refresh * 1000, "ms", "arq no-op job",
+               arq * 1000, COMMAND),
+        Figure("refreshes/s, 2 workers", two.per_second, "/s", "1 worker", one.per_second, COMMAND, ">= 600/s"),
+        Figure("workers' CPU per refresh, 2 workers", two.cpu_per_refresh * 1000, "ms", "bare aiohttp loop",
+               http * 1000, COMMAND),
+        Figure("worker RSS, max 10 jobs in flight", one.peak_rss / mb, "MB", "RSS of 2 workers' largest",
+               two.peak_rss / mb, COMMAND, "<= 150 MB"),
+    ]  # fmt: skip
 
 
-def cycle_times(log: Path) -> list[datetime]:
-    lines = (json.loads(line) for line in log.read_text().splitlines() if line.startswith("{"))
-    return [datetime.fromisoformat(line["ts"]) for line in lines if line.get("message") == "refresh cycle"]
-
-
-async def refresh_all(env: dict[str, str], count: int, log: Path) -> float:
-    """Start one worker, wait until every mailbox is refreshed; return the wall time from its start."""
-    async with open_runtime(load_settings(env)) as rt:
-        worker = start_worker(env, log)
-        started = time.monotonic()
-        try:
-            done = "select count(*) from mailboxes where last_refreshed_at is not null"
-            while await scalar(rt, done) < count:
-                await asyncio.sleep(0.5)
-                assert worker.poll() is None, f"the worker exited; see {log}"
-            return time.monotonic() - started
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(worker.wait, 30)
-
-
-def run(count: int, max_jobs: int) -> None:
+def figures(count: int = 3000, max_jobs: int = 10) -> list[Figure]:
     refresh_tokens = tokens(count, "bench")
     with start_embedded_postgres() as db, start_embedded_redis() as redis, serve_sandbox(refresh_tokens) as sandbox:
         env = {**CLIENT, "DATABASE_URL": db, "REDIS_URL": redis, "GOOGLE_TOKEN_URL": sandbox.token_url,
                "TOKENWARDEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(), "TOKENWARDEN_METRICS_PORT": "0",
                "TOKENWARDEN_SCAN_INTERVAL_SECONDS": "5", "TOKENWARDEN_SCAN_BATCH_SIZE": "1000",
                "TOKENWARDEN_WORKER_MAX_JOBS": str(max_jobs), "TOKENWARDEN_LOG_LEVEL": "INFO"}  # fmt: skip
-        asyncio.run(prepare(env, refresh_tokens))
-        log = Path(tempfile.mkdtemp(prefix="twbench")) / "worker.log"
-        wall = asyncio.run(refresh_all(env, count, log))
-        times = cycle_times(log)
-        rate = (len(times) - 1) / (times[-1] - times[0]).total_seconds()
-        requests = sum(sandbox.requests_by_token().values())
-    print(f"mailboxes: {count}, worker max_jobs: {max_jobs}, token requests: {requests}")
-    print(f"one worker: {rate:,.0f} mailboxes/s between its first and last cycle; {wall:.1f} s wall from its start")
+        return asyncio.run(measure(env, count, refresh_tokens, sandbox.token_url))
 
 
 def main() -> None:
@@ -81,7 +117,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--max-jobs", type=int, default=10)
     args = parser.parse_args()
-    run(args.count, args.max_jobs)
+    print_figures(figures(args.count, args.max_jobs))
 
 
 if __name__ == "__main__":
