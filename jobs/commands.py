@@ -1,4 +1,4 @@
-"""`tokenwarden worker` and `tokenwarden incidents`, added to the CLI through the entry-point group."""
+"""What `tokenwarden worker` and `tokenwarden incidents` run (their parsers: jobs/cli.py)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,6 @@ from statemachine.store.incidents import list_incidents
 
 Env = Mapping[str, str]
 INCIDENT_COLUMNS = ("id", "provider", "status", "opened_at", "closed_at", "cause")
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    worker = sub.add_parser("worker", help="run the worker: scheduled refreshes, email delivery, incident guard")
-    worker.add_argument("--burst", action="store_true", help="one pass: refresh what is due, send the emails, exit")
-    worker.set_defaults(handler=run_worker)
-    incidents = sub.add_parser("incidents", help="provider incidents, newest first")
-    incidents.add_argument("--limit", type=int, default=100)
-    incidents.add_argument("--json", action="store_true", help="machine-readable output")
-    incidents.set_defaults(handler=show_incidents)
 
 
 async def run_worker(args: argparse.Namespace, env: Env) -> int:

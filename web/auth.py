@@ -26,7 +26,6 @@ from web import store
 from web.pages import PageError, context_of, render
 from web.signing import SESSION_SECONDS, InvalidSignedValue, Signing, hash_secret, new_secret
 
-MAX_LINK_MINUTES = 7 * 24 * 60
 _LINK_GONE = "This sign-in link has expired or was already used. Ask for a new one."
 
 

@@ -1,4 +1,4 @@
-"""`tokenwarden serve` and `tokenwarden login-link`, added to the CLI through the `tokenwarden.commands` entry point."""
+"""What `tokenwarden serve` and `tokenwarden login-link` run (their parsers: web/cli.py)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,8 @@ from statemachine.services.logs import configure_logging, log_level
 from statemachine.services.settings import load_settings, read_settings
 from statemachine.store.db import open_sessionmaker
 from web.app import create_app
-from web.auth import MAX_LINK_MINUTES, create_login_link
+from web.auth import create_login_link
 from web.signing import Signing
-
-DEFAULT_LINK_MINUTES = 15
-
-
-def _minutes(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LINK_MINUTES:
-        raise argparse.ArgumentTypeError(f"minutes must be a whole number from 1 to {MAX_LINK_MINUTES}")
-    return int(text)
 
 
 def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -50,15 +42,3 @@ async def login_link(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         )
     print(link)
     return 0
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser("serve", help="run the web app (dashboard, reconnect, operator pages, /healthz, /metrics)")
-    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    run.set_defaults(handler=serve)
-    link = sub.add_parser("login-link", help="print a single-use sign-in link for a user")
-    link.add_argument("email", help="the user's email (the user must exist: `tokenwarden user add`)")
-    link.add_argument("--minutes", type=_minutes, default=DEFAULT_LINK_MINUTES,
-                      help=f"how long the link works (default {DEFAULT_LINK_MINUTES})")  # fmt: skip
-    link.set_defaults(handler=login_link)

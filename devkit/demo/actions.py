@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from devkit.demo.control import MAILBOX_FAULTS, SandboxControl, refresh_token_of
+from devkit.demo.control import SandboxControl, refresh_token_of
 from devkit.demo.datadir import DemoError
+from devkit.demo.faults import MAILBOX_FAULTS, MAX_OUTAGE_MINUTES
 from statemachine.core.states import Event, State
 from statemachine.services.operations import operator_action
 from statemachine.services.runtime import Runtime
 from statemachine.store.models import Mailbox
 
 MAX_COUNT = 1000
-MAX_OUTAGE_MINUTES = 60
 
 
 def check_count(count: int | None) -> None:

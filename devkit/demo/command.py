@@ -24,7 +24,7 @@ from pathlib import Path
 from devkit.demo import pages as demo_pages
 from devkit.demo.config import ACCESS_TOKEN_SECONDS, DemoConfig, demo_environment, timings_lines
 from devkit.demo.control import SandboxControl
-from devkit.demo.datadir import DEFAULT_DATA_DIR, DataDir, DemoError, RunInfo
+from devkit.demo.datadir import DataDir, DemoError, RunInfo
 from devkit.demo.mailcatcher import mail_catcher
 from devkit.demo.seed import prepare
 from devkit.demo.services import Progress, running_worker, served, worker_environment
@@ -40,7 +40,6 @@ from web.app import create_app
 from web.auth import create_login_link
 from web.signing import Signing
 
-DEFAULT_PORT = 8000
 LINK_MINUTES = 24 * 60
 WATCH_SECONDS = 1.0
 
@@ -50,30 +49,6 @@ class Servers:
     urls: dict[str, str]  # DATABASE_URL, REDIS_URL, SMTP_URL
     embedded_database: bool
     sandbox_url: str
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is a whole number from 1 to 65535, not {text!r}")
-    return int(text)
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = sub.add_parser(
-        "demo", help="run everything on this machine with demo data and demo timings, until Ctrl-C",
-        description="Starts PostgreSQL and Redis (embedded, unless DATABASE_URL / REDIS_URL are set), the sandbox "
-        "Google, a mail catcher, the web app and a worker, with a demo data set; prints the addresses and sign-in "
-        "links. Ctrl-C stops everything; the next run reuses the data folder.",
-    )  # fmt: skip
-    demo.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"where the database, keys, mail and logs are kept (default ./{DEFAULT_DATA_DIR})",
-    )
-    demo.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                      help=f"the web app's port on 127.0.0.1 (default {DEFAULT_PORT})")  # fmt: skip
-    demo.set_defaults(handler=run_demo)
 
 
 class _Stopper:

@@ -16,22 +16,11 @@ import httpx
 from sqlalchemy import select
 
 from devkit.demo.datadir import DemoError
+from devkit.demo.faults import MAILBOX_FAULTS
 from statemachine.core.secrets import TokenCipher, TokenDecryptionError
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
 
-TIMEOUT_STALL_SECONDS = 10  # longer than the demo's token request timeout (3 s), so the worker gives up first
-RETRY_AFTER_SECONDS = 45  # longer than the longest wait inside a cycle: the next cycle waits for it instead
-# The modes a visitor can pick, in words, and the sandbox fault each one is.
-MAILBOX_FAULTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "revoke": ("access revoked (invalid_grant)", {"mode": "revoke"}),
-    "timeout": (f"time out (no answer for {TIMEOUT_STALL_SECONDS} s)", {"mode": "timeout",
-                                                                        "seconds": TIMEOUT_STALL_SECONDS}),
-    "5xx": ("server error (503)", {"mode": "http_5xx", "status": 503}),
-    "429": (f"rate limited (429, Retry-After {RETRY_AFTER_SECONDS} s)", {"mode": "rate_limit",
-                                                                         "retry_after": RETRY_AFTER_SECONDS}),
-    "malformed": ("malformed 200 (not JSON)", {"mode": "malformed", "variant": "not_json"}),
-}  # fmt: skip
 SANDBOX_MODES = {body["mode"]: words for words, body in MAILBOX_FAULTS.values()} | {
     "invalid_client": "wrong client secret (invalid_client)",
     "outage": "outage (503 for every request)",

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-DEFAULT_DATA_DIR = Path("demo-data")
 SECRETS_FILE = "secrets.json"
 RUN_FILE = "run.json"
 CLIENT_ID = "tokenwarden-demo.apps.googleusercontent.com"

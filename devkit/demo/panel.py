@@ -17,8 +17,9 @@ from starlette.routing import Route
 
 from devkit.demo import actions
 from devkit.demo.config import demo_of
-from devkit.demo.control import MAILBOX_FAULTS, SandboxControl, mailbox_ids_by_token
+from devkit.demo.control import SandboxControl, mailbox_ids_by_token
 from devkit.demo.datadir import DemoError
+from devkit.demo.faults import MAILBOX_FAULTS
 from devkit.demo.stories import FLEET_OWNER
 from statemachine.store import queries
 from statemachine.store.repository import UnknownMailboxError

@@ -12,69 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
-from typing import NoReturn
 
 from devkit.demo import actions
 from devkit.demo.config import demo_environment
-from devkit.demo.control import MAILBOX_FAULTS, FaultView, SandboxControl, mailbox_ids_by_token
-from devkit.demo.datadir import DEFAULT_DATA_DIR, DataDir, DemoError
-from statemachine.cli.main import mailbox_id
+from devkit.demo.control import FaultView, SandboxControl, mailbox_ids_by_token
+from devkit.demo.datadir import DataDir, DemoError
 from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
 
 Action = Callable[[Runtime, SandboxControl], Awaitable[str]]
 ACTOR = "demo:sandbox-cli"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (`tokenwarden sandbox fault: error: ...`), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _whole(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return int(text)
-
-
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of minutes, not {text!r}") from None
-    if not 0 < value <= actions.MAX_OUTAGE_MINUTES:
-        raise argparse.ArgumentTypeError(f"minutes must be above 0 and at most {actions.MAX_OUTAGE_MINUTES}")
-    return value
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sandbox = sub.add_parser("sandbox", help="break mailboxes at the running demo's sandbox Google (demo only)")
-    sandbox.__class__ = OneLineParser  # made by the top-level parser's class; it reports errors in one line too
-    actions_ = sandbox.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=OneLineParser)
-    common = OneLineParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help=f"the running demo's data folder (default ./{DEFAULT_DATA_DIR})")  # fmt: skip
-    fault = actions_.add_parser("fault", parents=[common], help="make one mailbox's token requests fail")
-    fault.add_argument("mailbox", metavar="MAILBOX_ID", type=mailbox_id)
-    fault.add_argument("--mode", required=True, choices=list(MAILBOX_FAULTS),
-                       help="; ".join(f"{mode}: {words}" for mode, (words, _) in MAILBOX_FAULTS.items()))  # fmt: skip
-    fault.add_argument("--count", type=_whole, help="only the next N requests (default: until cleared)")
-    fault.set_defaults(handler=_fault)
-    outage = actions_.add_parser("outage", parents=[common], help="every token request gets a 503 for N minutes")
-    outage.add_argument("--minutes", type=_minutes, required=True)
-    outage.set_defaults(handler=_outage)
-    actions_.add_parser(
-        "misconfigure", parents=[common], help="reject our client secret (invalid_client) for every request"
-    ).set_defaults(handler=_misconfigure)
-    clear = actions_.add_parser("clear", parents=[common], help="clear one mailbox's fault, or all faults")
-    clear.add_argument("mailbox", metavar="MAILBOX_ID", type=mailbox_id, nargs="?")
-    clear.set_defaults(handler=_clear)
-    actions_.add_parser(
-        "requests", parents=[common], help="token requests per mailbox so far, and the faults in place"
-    ).set_defaults(handler=_requests)
 
 
 async def _run(args: argparse.Namespace, env: Mapping[str, str], action: Action) -> int:

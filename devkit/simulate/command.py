@@ -37,40 +37,6 @@ from statemachine.services.settings import load_settings
 EXIT_INTERRUPTED = 130
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
-    return int(text)
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser(
-        "simulate",
-        help="run the real worker against the sandbox provider with scripted faults; print the plan's metrics",
-        description="Each scenario gets a fresh database and Redis (embedded unless DATABASE_URL/REDIS_URL are "
-        "set; REDIS_URL's database is emptied). TOKENWARDEN_* delays in the environment count as simulated time.",
-    )
-    run.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all", help="one scenario (default: all)")
-    run.add_argument("--mailboxes", type=_positive_int, default=1000, help="mailboxes per scenario (default 1000)")
-    run.add_argument("--hours", type=_positive_float, default=2.0, help="simulated hours per scenario (default 2)")
-    run.add_argument("--minute-seconds", type=_positive_float, default=1.0,
-                     help="real seconds per simulated minute (default 1.0: 60x faster than real time)")  # fmt: skip
-    run.add_argument("--seed", type=int, default=1, help="seed of the fault plans (default 1)")
-    run.add_argument("--log-dir", type=Path, help="keep the worker's logs here (default: a temporary folder)")
-    run.add_argument("--json", action="store_true", help="print a JSON list of scenario results instead of tables")
-    run.set_defaults(handler=simulate)
-
-
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 

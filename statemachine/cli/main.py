@@ -15,29 +15,17 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from sqlalchemy.exc import DBAPIError, ProgrammingError
-
-from statemachine.cli import commands
-from statemachine.core.machine import InvalidEventError
-from statemachine.core.secrets import TokenDecryptionError
+from statemachine.cli.lazy import Handler, lazy
 from statemachine.core.states import State
 from statemachine.providers import registry
-from statemachine.services.accounts import InvalidInputError, UnknownUserError
 from statemachine.services.logs import configure_logging, log_level
-from statemachine.services.settings import SettingsError
-from statemachine.store.repository import UnknownMailboxError
 
 OWN_PACKAGES = {"statemachine", "jobs", "web", "devkit"}
-EXPECTED_ERRORS = (
-    SettingsError,
-    InvalidInputError,
-    UnknownUserError,
-    UnknownMailboxError,
-    InvalidEventError,
-    TokenDecryptionError,
-    FileNotFoundError,
-    IsADirectoryError,
-)
+
+
+def _core(name: str) -> Handler:
+    """The handler `name` of statemachine/cli/commands.py, imported when its command runs."""
+    return lazy(f"statemachine.cli.commands:{name}")
 
 
 def mailbox_id(text: str) -> int:
@@ -59,22 +47,22 @@ def _add_mailbox_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     add.add_argument("--refresh-token", required=True, help="the refresh token, or - to read it from stdin")
     add.add_argument("--access-token")
     add.add_argument("--expires-in", type=int, help="seconds the access token stays valid")
-    add.set_defaults(handler=commands.mailbox_add)
+    add.set_defaults(handler=_core("mailbox_add"))
     bulk = mailbox.add_parser("import", help="bulk import: one JSON object per line (- for stdin)")
     bulk.add_argument("file")
-    bulk.set_defaults(handler=commands.mailbox_import)
+    bulk.set_defaults(handler=_core("mailbox_import"))
     listing = mailbox.add_parser("list", help="list mailboxes")
     listing.add_argument("--state", choices=[s.value for s in State])
     listing.add_argument("--limit", type=mailbox_id, default=1000, help="at most this many (default 1000)")
     _json_flag(listing)
-    listing.set_defaults(handler=commands.mailbox_list)
+    listing.set_defaults(handler=_core("mailbox_list"))
     show = mailbox.add_parser("show", help="one mailbox's connection state")
     show.add_argument("id", type=mailbox_id)
     _json_flag(show)
-    show.set_defaults(handler=commands.mailbox_show)
+    show.set_defaults(handler=_core("mailbox_show"))
     for name, handler, text in (
-        ("retry-now", commands.mailbox_retry_now, "schedule a refresh now (recorded as an operator action)"),
-        ("disconnect", commands.mailbox_disconnect, "disconnect the mailbox (recorded as an operator action)"),
+        ("retry-now", _core("mailbox_retry_now"), "schedule a refresh now (recorded as an operator action)"),
+        ("disconnect", _core("mailbox_disconnect"), "disconnect the mailbox (recorded as an operator action)"),
     ):
         action = mailbox.add_parser(name, help=text)
         action.add_argument("id", type=mailbox_id)
@@ -87,33 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     migrate = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
     migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)")
-    migrate.set_defaults(handler=commands.migrate)
+    migrate.set_defaults(handler=_core("migrate"))
     user = sub.add_parser("user", help="users").add_subparsers(dest="action", required=True)
     add_user = user.add_parser("add", help="add a user")
     add_user.add_argument("email")
     add_user.add_argument("--name")
     add_user.add_argument("--admin", action="store_true", help="an operator")
-    add_user.set_defaults(handler=commands.user_add)
+    add_user.set_defaults(handler=_core("user_add"))
     _add_mailbox_commands(sub)
     refresh = sub.add_parser("refresh", help="run one refresh cycle now (the worker's code path)")
     refresh.add_argument("id", type=mailbox_id)
     _json_flag(refresh)
-    refresh.set_defaults(handler=commands.refresh)
+    refresh.set_defaults(handler=_core("refresh"))
     hist = sub.add_parser("history", help="a mailbox's state history")
     hist.add_argument("id", type=mailbox_id)
     _json_flag(hist)
-    hist.set_defaults(handler=commands.history)
+    hist.set_defaults(handler=_core("history"))
     out = sub.add_parser("outbox", help="queued and sent emails")
     out.add_argument("--mailbox", type=mailbox_id)
     _json_flag(out)
-    out.set_defaults(handler=commands.outbox)
+    out.set_defaults(handler=_core("outbox"))
     sub.add_parser("rotate-keys", help="re-encrypt every token under the first key").set_defaults(
-        handler=commands.rotate_keys
+        handler=_core("rotate_keys")
     )
-    sub.add_parser("generate-key", help="print a new encryption key").set_defaults(handler=commands.generate_key)
+    sub.add_parser("generate-key", help="print a new encryption key").set_defaults(handler=_core("generate_key"))
     sub.add_parser(
         "check-config", help="print every setting and its source; exit 1 on anything unsafe for production"
-    ).set_defaults(handler=commands.check_config)
+    ).set_defaults(handler=_core("check_config"))
     for entry in entry_points(group="tokenwarden.commands"):
         try:
             register = entry.load()
@@ -125,24 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _database_error(err: DBAPIError) -> str:
-    if isinstance(err, ProgrammingError) and "does not exist" in str(err.orig):
-        return "the database schema is missing or old: run `tokenwarden migrate`"
-    return f"database error: {type(err.orig).__name__}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(log_level(os.environ, "WARNING"))
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args, os.environ)
         return int(asyncio.run(result) if asyncio.iscoroutine(result) else result or 0)
-    except EXPECTED_ERRORS as err:
-        message = str(err).replace("\n", "\n  ")
-    except DBAPIError as err:
-        message = _database_error(err)
-    except OSError as err:
-        message = f"cannot connect: {err.strerror or err}"
+    except Exception as err:
+        from statemachine.cli.failures import failure_message  # only on failure: it imports SQLAlchemy
+
+        message = failure_message(err)
+        if message is None:
+            raise
     print(f"tokenwarden: error: {message}", file=sys.stderr)
     return 1
 
