@@ -27,7 +27,7 @@ from jobs import mail, metrics
 from jobs.refresh import refresh_mailbox
 from jobs.reminders import queue_reminders
 from jobs.scan import REFRESH_JOB, scan_due
-from jobs.upkeep import check_incidents, prune_outcomes
+from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
 
@@ -96,6 +96,7 @@ def refresh_crons(settings: Settings) -> list[CronJob]:
     return [
         cron(scan_due, name="scan_due", run_at_startup=True, timeout=scan_timeout, **every_scan),
         cron(check_incidents, name="check_incidents", timeout=scan_timeout, **every_scan),
+        cron(fold_mailbox_counts, name="fold_mailbox_counts", timeout=scan_timeout, **every_scan),
         cron(prune_outcomes, name="prune_outcomes", minute={7}, second=0, timeout=600),
     ]
 

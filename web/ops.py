@@ -20,7 +20,7 @@ from statemachine.core.machine import InvalidEventError
 from statemachine.core.states import Event, State
 from statemachine.providers import registry
 from statemachine.services.operations import operator_action
-from statemachine.store import queries, scheduling
+from statemachine.store import counts as mailbox_counts, queries
 from statemachine.store.repository import UnknownMailboxError
 from web import charts, reports, store
 from web.auth import checked_form, require_admin
@@ -62,7 +62,7 @@ async def last_day(session: AsyncSession, now: datetime) -> dict[str, charts.Cha
     cycles = await reports.cycles_by_hour(session, hours[0])
     incidents = await reports.incidents_since(session, hours[0])
     states = charts.states_by_hour(
-        await scheduling.mailboxes_by_state(session),
+        await mailbox_counts.by_state(session),
         await reports.state_changes_by_hour(session, hours[0]),
         await reports.created_by_hour(session, hours[0]),
         hours,

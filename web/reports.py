@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from statemachine.store import counts as mailbox_counts
 from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
 from statemachine.store.queries import json_row, mailboxes_with_owner
 
@@ -59,13 +60,9 @@ async def open_incidents(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def counts(session: AsyncSession) -> list[dict[str, Any]]:
-    """Mailboxes per (provider, state)."""
-    statement = (
-        select(Mailbox.provider, Mailbox.state, func.count().label("mailboxes"))
-        .group_by(Mailbox.provider, Mailbox.state)
-        .order_by(Mailbox.provider, Mailbox.state)
-    )
-    return [json_row(row) for row in await session.execute(statement)]
+    """Mailboxes per (provider, state), from the kept counts (store/counts.py), not a count of the table."""
+    rows = await mailbox_counts.by_provider_and_state(session)
+    return [{"provider": provider, "state": state, "mailboxes": n} for provider, state, n in rows]
 
 
 async def success_rate(session: AsyncSession, now: datetime, hours: int = 24) -> dict[str, Any]:
@@ -131,12 +128,23 @@ async def filtered_mailboxes(
         conditions.append(Mailbox.address.ilike(f"%{_escape_like(wanted.search.strip().lower())}%", escape="\\"))
     if wanted.failing_for in FAILING_FOR:
         conditions.append(Mailbox.token_refresh_failed_at <= now - FAILING_FOR[wanted.failing_for])
-    statement = (
-        mailboxes_with_owner()
-        .where(*conditions)
-        .order_by(Mailbox.token_refresh_failed_at.asc().nulls_last(), Mailbox.id)
-        .limit(limit)
+    # Two ordered reads instead of one sort of the whole table: the failing ones from the partial index
+    # on the failure time, then, if the page is not full, the others in id order (the primary key).
+    failing = Mailbox.token_refresh_failed_at
+    first = mailboxes_with_owner().where(*conditions, failing.is_not(None)).order_by(failing, Mailbox.id)
+    rows = [json_row(row) for row in await session.execute(first.limit(limit))]
+    if len(rows) < limit and wanted.failing_for is None:
+        rest = mailboxes_with_owner().where(*conditions, failing.is_(None)).order_by(Mailbox.id)
+        rows += [json_row(row) for row in await session.execute(rest.limit(limit - len(rows)))]
+    return rows, await _matching(session, wanted, conditions)
+
+
+async def _matching(session: AsyncSession, wanted: MailboxFilter, conditions: list[Any]) -> int:
+    """How many mailboxes match: from the kept counts unless a search or a failure age narrows the list."""
+    if wanted.search or wanted.failing_for:
+        return int(await session.scalar(select(func.count()).select_from(Mailbox).where(*conditions)) or 0)
+    return sum(
+        n
+        for provider, state, n in await mailbox_counts.by_provider_and_state(session)
+        if wanted.state in (None, state) and wanted.provider in (None, provider)
     )
-    rows = [json_row(row) for row in await session.execute(statement)]
-    total = await session.scalar(select(func.count()).select_from(Mailbox).where(*conditions))
-    return rows, int(total or 0)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 from statemachine.core.states import State
-from statemachine.store import incidents, scheduling
+from statemachine.store import counts, incidents, scheduling
 from statemachine.store.db import Sessionmaker
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def overdue_after(scan_interval_seconds: float) -> timedelta:
 
 async def refresh_gauges_once(sessionmaker: Sessionmaker, now: datetime, scan_interval_seconds: float) -> None:
     async with sessionmaker() as session:
-        states = await scheduling.mailboxes_by_state(session)
+        states = await counts.by_state(session)
         overdue = await scheduling.overdue_count(session, now - overdue_after(scan_interval_seconds))
         backlog = await scheduling.outbox_backlog(session)
         open_now = await incidents.open_counts(session)

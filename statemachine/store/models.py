@@ -107,7 +107,23 @@ class Mailbox(Base):
         ),
         Index("ix_mailboxes_next_refresh_at", "next_refresh_at", postgresql_where=text("next_refresh_at IS NOT NULL")),
         Index("ix_mailboxes_state", "state"),
+        Index("ix_mailboxes_created_at", "created_at"),
     )
+
+
+class MailboxCount(Base):
+    """Signed mailbox counts per (provider, state): their sums are the fleet's counts (migration 0005).
+
+    A trigger on `mailboxes` appends +1/-1 rows in the changing transaction; `store.counts.fold`
+    sums them into one row per (provider, state) now and then.
+    """
+
+    __tablename__ = "mailbox_counts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    mailboxes: Mapped[int] = mapped_column(BigInteger)
 
 
 class StateTransition(Base):
@@ -126,7 +142,10 @@ class StateTransition(Base):
     attempt: Mapped[int] = mapped_column(server_default=text("0"))
     at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (Index("ix_mailbox_state_transitions_mailbox_at", "mailbox_id", "at", "id"),)
+    __table_args__ = (
+        Index("ix_mailbox_state_transitions_mailbox_at", "mailbox_id", "at", "id"),
+        Index("ix_mailbox_state_transitions_changes_at", "at", postgresql_where=text("from_state <> to_state")),
+    )
 
 
 class Notification(Base):

@@ -73,11 +73,6 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int, lease_seco
     return sorted(claims, key=lambda claim: claim.due)
 
 
-async def mailboxes_by_state(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(Mailbox.state, func.count()).group_by(Mailbox.state))
-    return {state: count for state, count in rows}
-
-
 async def overdue_count(session: AsyncSession, due_before: datetime) -> int:
     """Mailboxes whose refresh was due before `due_before` and has not happened yet."""
     statement = select(func.count()).select_from(Mailbox).where(Mailbox.next_refresh_at < due_before)

@@ -30,6 +30,7 @@ from statemachine.core.states import FailureKind
 from statemachine.services.metrics import refresh_gauges_once
 from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
+from statemachine.store import counts
 from statemachine.store.migrations import migrate
 from statemachine.store.scheduling import claim_due
 from tests.benchmarks.figures import Figure, print_figures
@@ -80,6 +81,7 @@ async def generate(rt: Runtime, count: int) -> None:
         await session.execute(text(GENERATE), {"user_id": user_id, "count": count})
         rows = count * WINDOW_SECONDS // TOKEN_SECONDS
         await session.execute(text(OUTCOMES), {"count": count, "rows": rows, "window": WINDOW_SECONDS})
+    await counts.fold(rt.sessionmaker)  # as the worker's cron does every scan interval
     async with rt.sessionmaker() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         await session.execute(text("vacuum analyze"))

@@ -61,6 +61,7 @@ def test_settings_given_in_code_set_every_schedule() -> None:
     assert schedules(settings) == {
         "scan_due": every_15_seconds,
         "check_incidents": every_15_seconds,
+        "fold_mailbox_counts": every_15_seconds,
         "prune_outcomes": ({7}, 0),
         "sweep_outbox": every_2_minutes,
         "queue_reminders": every_2_minutes,
