@@ -13,7 +13,8 @@ from statemachine.core.errors import Verdict
 from statemachine.core.states import FailureKind
 from statemachine.services.cycle import run_cycle
 from statemachine.services.runtime import Runtime
-from statemachine.store.incidents import close_recovered, prune_outcomes
+from statemachine.store import incidents
+from statemachine.store.incidents import IncidentGuard, close_recovered, prune_outcomes, window_counts
 from tests.factories import add_mailbox
 
 INVALID_CLIENT = httpx.Response(401, json={"error": "invalid_client", "error_description": "Unauthorized"})
@@ -100,3 +101,24 @@ async def test_outcomes_older_than_48_hours_are_pruned(runtime) -> None:
             await runtime.incidents.observe(session, provider="google", mailbox_id=mailbox_id, verdict=None, at=at)
     assert await prune_outcomes(runtime.sessionmaker, now) == 2
     assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 2
+
+
+async def test_a_costly_window_is_counted_at_most_once_per_twenty_times_its_cost(runtime, monkeypatch) -> None:
+    """Big fleets: failures keep being recorded, but the window is counted only as often as it is cheap to."""
+    (mailbox_id,) = await mailboxes(runtime, 1)
+    clock = [0.0]
+    counted = []
+
+    async def slow_count(session, provider, since):  # type: ignore[no-untyped-def]
+        counted.append(clock[0])
+        clock[0] += 0.1  # each count takes 100 ms: the next one may start 2 s after this one started
+        return await window_counts(session, provider, since)
+
+    monkeypatch.setattr(incidents, "window_counts", slow_count)
+    guard = IncidentGuard(runtime.settings.incidents, clock=lambda: clock[0])
+    for at_second in (0.0, 1.0, 1.9, 2.1, 2.5):
+        clock[0] = at_second
+        async with runtime.sessionmaker() as session, session.begin():
+            await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC))
+    assert counted == [0.0, 2.1]
+    assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 5
