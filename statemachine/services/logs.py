@@ -21,8 +21,9 @@ LOG_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("tokenwarden_log_context
 LEVEL_VARIABLE = "TOKENWARDEN_LOG_LEVEL"
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 _HANDLER_MARK = "_tokenwarden_json"
-# Chatty at INFO (one line per callback, per HTTP request): shown only when DEBUG is asked for.
-_CHATTY_LOGGERS = ("transitions", "httpx", "httpcore")
+# Chatty at INFO (one line per callback, per HTTP request, two per arq job beside our one per cycle):
+# shown only when DEBUG is asked for. arq's failed jobs are logged at ERROR, so they still show.
+_CHATTY_LOGGERS = ("transitions", "httpx", "httpcore", "arq.worker")
 
 
 @contextlib.contextmanager
