@@ -2,7 +2,9 @@
 
 The cycle takes the mailbox over from the scan's claim in the same statement that leases it; a copy
 of the job that arq runs again, or a job whose claim is finished or held by another job, does
-nothing. It counts the outcome and logs one line per state transition.
+nothing. A timed job (jobs/timed.py) comes without a claim: it first claims its mailbox as the scan
+would, only if it is due and unleased. The job counts the outcome, logs one line per state
+transition, then hands the new emails to delivery and times the next attempt if it is near.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from jobs import metrics
+from jobs import metrics, timed
 from statemachine.services.cycle import CycleResult, run_cycle
 from statemachine.services.logs import log_context
 from statemachine.services.runtime import Runtime
+from statemachine.store import scheduling
 from statemachine.store.repository import UnknownMailboxError
 
 logger = logging.getLogger(__name__)
@@ -23,12 +27,19 @@ logger = logging.getLogger(__name__)
 WORKER_ACTOR = "worker"
 
 
-async def refresh_mailbox(ctx: Mapping[str, Any], mailbox_id: int, lease_owner: str) -> str:
-    """Refresh one mailbox under the scan's claim `lease_owner`; returns what happened, for arq's log."""
+async def refresh_mailbox(
+    ctx: Mapping[str, Any], mailbox_id: int, lease_owner: str | None, due: datetime | None = None
+) -> str:
+    """Refresh one mailbox under the scan's claim `lease_owner`, or (a timed job: None) under its own claim
+    of the `due` moment; returns what happened, for arq's log."""
     runtime: Runtime = ctx["runtime"]
     with log_context(job_id=ctx.get("job_id"), job_try=ctx.get("job_try")):
+        owner = uuid.UUID(lease_owner) if lease_owner else await _claim(runtime, mailbox_id, due)
+        if owner is None:
+            logger.info("timed refresh skipped: not due, or claimed by another job", extra={"mailbox_id": mailbox_id})
+            return "skipped"
         try:
-            result = await run_cycle(runtime.cycle_deps(), mailbox_id, actor=WORKER_ACTOR, claim=uuid.UUID(lease_owner))
+            result = await run_cycle(runtime.cycle_deps(), mailbox_id, actor=WORKER_ACTOR, claim=owner)
         except UnknownMailboxError:
             logger.warning("refresh job for a mailbox that does not exist", extra={"mailbox_id": mailbox_id})
             return "unknown"
@@ -37,7 +48,18 @@ async def refresh_mailbox(ctx: Mapping[str, Any], mailbox_id: int, lease_owner: 
             return "skipped"
         metrics.record_cycle(result, result.provider)
         log_transitions(result, result.provider)
+        await timed.follow_up(ctx["redis"], result, runtime.settings.exact_timing_seconds, datetime.now(UTC))
         return result.status
+
+
+async def _claim(runtime: Runtime, mailbox_id: int, due: datetime | None) -> uuid.UUID | None:
+    """A timed job's own claim; arq may start it a millisecond early (it truncates to ms), so `due` counts as now."""
+    now = datetime.now(UTC)
+    async with runtime.sessionmaker() as session, session.begin():
+        claims = await scheduling.claim_due(
+            session, max(now, due or now), 1, runtime.settings.lease_seconds, mailbox_id=mailbox_id
+        )
+    return claims[0].owner if claims else None
 
 
 def log_transitions(result: CycleResult, provider: str) -> None:

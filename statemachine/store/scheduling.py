@@ -7,6 +7,11 @@ the owner*, so the job still queued for it remains valid. A job starts by swappi
 fresh one of its own (`start_claim`), which only one job can do: a second copy of the job, or an old
 one that arq runs again later, finds the owner changed (or released by the finished cycle) and does
 nothing. That makes every due time's refresh happen once, whatever the queue does.
+
+Near-term work is also timed exactly: a job deferred to the due moment (`timed_job_id`) claims its
+one mailbox with the scan's own statement (due and unleased only) and then takes the claim over like
+any scan's job. Whichever of the two claims first runs the cycle; the other finds the row leased, or
+no longer due, and does nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.store.models import Mailbox, Notification
@@ -44,11 +49,23 @@ def epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
-async def claim_due(session: AsyncSession, now: datetime, limit: int, lease_seconds: float) -> list[Claim]:
-    """Lease up to `limit` due, unleased mailboxes (oldest due first), skipping rows other scans hold."""
+def timed_job_id(mailbox_id: int, due: datetime) -> str:
+    """The deferred job of one due time: enqueued twice (a retried job, an incident's close), it runs once."""
+    return f"refresh:{mailbox_id}:{epoch_ms(due)}:timed"
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, limit: int, lease_seconds: float, *, mailbox_id: int | None = None
+) -> list[Claim]:
+    """Lease up to `limit` due, unleased mailboxes (oldest due first), skipping rows other scans hold.
+
+    With `mailbox_id`, only that mailbox (a timed job's claim).
+    """
+    only = Mailbox.id == mailbox_id if mailbox_id is not None else true()
     due = (
         select(Mailbox.id, Mailbox.lease_owner.label("previous"))
         .where(
+            only,
             Mailbox.next_refresh_at <= now,
             (Mailbox.lease_until.is_(None)) | (Mailbox.lease_until <= now),
         )
