@@ -3,8 +3,9 @@
 The cycle takes the mailbox over from the scan's claim in the same statement that leases it; a copy
 of the job that arq runs again, or a job whose claim is finished or held by another job, does
 nothing. A timed job (jobs/timed.py) comes without a claim: it first claims its mailbox as the scan
-would, only if it is due and unleased. The job counts the outcome, logs one line per state
-transition, then hands the new emails to delivery and times the next attempt if it is near.
+would, only if it is due and unleased; if the scan claimed that due time first, it takes the scan's
+claim over (store/scheduling.py). The job counts the outcome, logs one line per state transition,
+then hands the new emails to delivery and times the next attempt if it is near.
 """
 
 from __future__ import annotations
@@ -27,17 +28,12 @@ logger = logging.getLogger(__name__)
 WORKER_ACTOR = "worker"
 
 
-async def refresh_mailbox(
-    ctx: Mapping[str, Any], mailbox_id: int, lease_owner: str | None, due: datetime | None = None
-) -> str:
-    """Refresh one mailbox under the scan's claim `lease_owner`, or (a timed job: None) under its own claim
-    of the `due` moment; returns what happened, for arq's log."""
+async def refresh_mailbox(ctx: Mapping[str, Any], mailbox_id: int, claim: str | datetime) -> str:
+    """Refresh one mailbox under `claim`: the scan's lease owner, or a timed job's due moment; returns what
+    happened, for arq's log."""
     runtime: Runtime = ctx["runtime"]
     with log_context(job_id=ctx.get("job_id"), job_try=ctx.get("job_try")):
-        owner = uuid.UUID(lease_owner) if lease_owner else await _claim(runtime, mailbox_id, due)
-        if owner is None:
-            logger.info("timed refresh skipped: not due, or claimed by another job", extra={"mailbox_id": mailbox_id})
-            return "skipped"
+        owner = await _claim(runtime, mailbox_id, claim) if isinstance(claim, datetime) else uuid.UUID(claim)
         try:
             result = await run_cycle(runtime.cycle_deps(), mailbox_id, actor=WORKER_ACTOR, claim=owner)
         except UnknownMailboxError:
@@ -52,14 +48,17 @@ async def refresh_mailbox(
         return result.status
 
 
-async def _claim(runtime: Runtime, mailbox_id: int, due: datetime | None) -> uuid.UUID | None:
-    """A timed job's own claim; arq may start it a millisecond early (it truncates to ms), so `due` counts as now."""
+async def _claim(runtime: Runtime, mailbox_id: int, due: datetime) -> uuid.UUID:
+    """The claim a timed job takes over: its own if the mailbox is due and unleased, else the scan's of `due`.
+
+    arq may start the job up to 0.5 ms early (it rounds to milliseconds), so `due` counts as now.
+    """
     now = datetime.now(UTC)
     async with runtime.sessionmaker() as session, session.begin():
         claims = await scheduling.claim_due(
-            session, max(now, due or now), 1, runtime.settings.lease_seconds, mailbox_id=mailbox_id
+            session, max(now, due), 1, runtime.settings.lease_seconds, mailbox_id=mailbox_id
         )
-    return claims[0].owner if claims else None
+    return claims[0].owner if claims else scheduling.claim_owner(mailbox_id, due)
 
 
 def log_transitions(result: CycleResult, provider: str) -> None:

@@ -38,8 +38,8 @@ async def refresh_at(
 
     async def one(mailbox_id: int, at: datetime) -> bool:
         async with gate:
-            job = await redis.enqueue_job(REFRESH_JOB, mailbox_id, None, at, _job_id=timed_job_id(mailbox_id, at),
-                                          _defer_until=at)  # fmt: skip
+            job_id = timed_job_id(mailbox_id, at)
+            job = await redis.enqueue_job(REFRESH_JOB, mailbox_id, at, _job_id=job_id, _defer_until=at)
             return job is not None
 
     try:

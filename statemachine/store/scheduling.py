@@ -9,18 +9,23 @@ one that arq runs again later, finds the owner changed (or released by the finis
 nothing. That makes every due time's refresh happen once, whatever the queue does.
 
 Near-term work is also timed exactly: a job deferred to the due moment (`timed_job_id`) claims its
-one mailbox with the scan's own statement (due and unleased only) and then takes the claim over like
-any scan's job. Whichever of the two claims first runs the cycle; the other finds the row leased, or
-no longer due, and does nothing.
+one mailbox with the scan's own statement (due and unleased only), then takes the claim over like
+any scan's job. A new claim's owner is derived from the mailbox and its due time (`claim_owner`),
+whoever makes it: so when the scan claimed that due time first, the timed job takes the scan's claim
+over instead of waiting behind the scan's job in the queue. Whichever job takes the claim over first
+runs the cycle; the other finds the owner changed, or the row no longer due, and does nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, true, update
+from sqlalchemy import BigInteger, Text, func, select, true, update
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.store.models import Mailbox, Notification
@@ -47,6 +52,20 @@ class Claim:
 
 def epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def claim_owner(mailbox_id: int, due: datetime) -> uuid.UUID:
+    """The owner of the claim of one mailbox's due time, the same in Python and in SQL (`_claim_owner_sql`)."""
+    micros = (due - EPOCH) // timedelta(microseconds=1)
+    return uuid.UUID(hashlib.md5(f"{mailbox_id}:{micros}".encode(), usedforsecurity=False).hexdigest())
+
+
+def _claim_owner_sql() -> Any:
+    micros = func.floor(func.extract("epoch", Mailbox.next_refresh_at) * 1_000_000).cast(BigInteger)
+    return func.md5(func.concat(Mailbox.id.cast(Text), ":", micros.cast(Text))).cast(UUID(as_uuid=True))
 
 
 def timed_job_id(mailbox_id: int, due: datetime) -> str:
@@ -78,7 +97,7 @@ async def claim_due(
         update(Mailbox)
         .where(Mailbox.id == due.c.id)
         .values(
-            lease_owner=func.coalesce(Mailbox.lease_owner, func.gen_random_uuid()),
+            lease_owner=func.coalesce(Mailbox.lease_owner, _claim_owner_sql()),
             lease_until=now + timedelta(seconds=lease_seconds),
         )
         .returning(Mailbox.id, Mailbox.lease_owner, Mailbox.next_refresh_at, due.c.previous.is_not(None))
