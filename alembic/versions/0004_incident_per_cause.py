@@ -43,7 +43,7 @@ def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.add_column("incidents", sa.Column("kind", sa.String(length=16), nullable=True))
     op.execute(BACKFILL)
-    op.alter_column("incidents", "kind", nullable=False)
+    op.alter_column("incidents", "kind", nullable=False, server_default="transient")
     op.create_check_constraint("kind", "incidents", "kind IN ('transient', 'permanent', 'config')")
     op.create_check_constraint("code_unless_transient", "incidents", "(kind = 'transient') = (code IS NULL)")
     op.drop_index("uq_incidents_one_open_per_provider", table_name="incidents", postgresql_where=OPEN)

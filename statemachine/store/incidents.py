@@ -61,10 +61,12 @@ class Closed:
     pulled: list[tuple[int, datetime]]
 
 
-def _failing(provider: str, cause: Cause) -> Any:
+def _failing(provider: str, cause: Cause, *, beyond: datetime | None = None) -> Any:
     """Mailboxes an incident about `cause` holds back: those failing with its kind (and code, for a permanent one).
 
     That is retrying/degraded ones, and those disconnected by transient failures (which are re-probed).
+    With `beyond` (closing an outage), also those confirming a permanent error whose confirming cycle met
+    the outage and now waits the longest rung: due later than `beyond`, so no confirmation comes early.
     """
     disconnected_transient = and_(
         Mailbox.state == State.DISCONNECTED.value,
@@ -74,6 +76,9 @@ def _failing(provider: str, cause: Cause) -> Any:
     same_cause = Mailbox.failure_kind == cause.kind
     if cause.kind == FailureKind.PERMANENT and cause.code is not None:
         same_cause = and_(same_cause, Mailbox.token_refresh_error.startswith(f"{cause.code}: ", autoescape=True))
+    if cause.kind == FailureKind.TRANSIENT and beyond is not None:
+        confirming = and_(Mailbox.failure_kind == FailureKind.PERMANENT.value, Mailbox.next_refresh_at > beyond)
+        same_cause = or_(same_cause, confirming)
     return and_(
         Mailbox.provider == provider,
         same_cause,
@@ -119,7 +124,7 @@ def _history_from(rows: Any, event: str, reason: str, at: datetime) -> Any:
     return insert(StateTransition).from_select(HISTORY_COLUMNS, values)
 
 
-def _failing_rows(provider: str, cause: Cause, *, update: bool) -> Any:
+def _failing_rows(provider: str, cause: Cause, *, update: bool, beyond: datetime | None = None) -> Any:
     """The held-back mailboxes, locked without waiting: SKIP LOCKED passes over rows a cycle holds right now.
 
     Never waiting is what keeps this deadlock-free next to concurrent cycles (each holds its own row
@@ -128,7 +133,7 @@ def _failing_rows(provider: str, cause: Cause, *, update: bool) -> Any:
     """
     columns = (Mailbox.id, Mailbox.state, Mailbox.token_refresh_attempt_count)
     lock = {"key_share": True, "skip_locked": True, "read": not update}  # FOR KEY SHARE / FOR NO KEY UPDATE
-    return select(*columns).where(_failing(provider, cause)).with_for_update(**lock).cte("failing")
+    return select(*columns).where(_failing(provider, cause, beyond=beyond)).with_for_update(**lock).cte("failing")
 
 
 async def _record_opened(session: AsyncSession, provider: str, cause: Cause, reason: str, at: datetime) -> None:
@@ -142,7 +147,7 @@ async def _pull_forward(
 
     Returns each pulled mailbox with its new due time, for the caller to schedule exactly.
     """
-    locked = _failing_rows(provider, cause, update=True)
+    locked = _failing_rows(provider, cause, update=True, beyond=now + timedelta(seconds=spread_seconds))
     soon = literal(now) + func.make_interval(0, 0, 0, 0, 0, 0, func.random() * spread_seconds)
     pulled = (
         update(Mailbox)

@@ -187,7 +187,7 @@ class Incident(Base):
     provider: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(8), server_default="open")
     cause: Mapped[str] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(String(16))  # what it holds back (incident_rules.holds)
+    kind: Mapped[str] = mapped_column(String(16), server_default="transient")  # what it holds (incident_rules.holds)
     code: Mapped[str | None] = mapped_column(Text)  # None for a transient incident
     failure_ratio: Mapped[float | None]
     mailboxes_affected: Mapped[int] = mapped_column(server_default=text("0"))

@@ -174,6 +174,17 @@ async def test_a_timed_job_and_a_scan_that_find_the_same_due_time_run_one_cycle(
     assert sandbox.requests_by_token() == {REVOKED[0]: 1}
 
 
+async def test_a_scan_adds_no_job_for_a_due_time_that_a_timed_job_waits_for(runtime, redis, sandbox) -> None:
+    (mailbox_id,) = await add_mailboxes(runtime, REVOKED)
+    ((due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
+    assert await timed.refresh_at(redis, [(mailbox_id, due)], 60, due) == 1
+    assert await scan_due({"runtime": runtime, "redis": redis}) == {"claimed": 1, "timed": 1}
+    assert [job.job_id for job in await redis.queued_jobs()] == [timed_job_id(mailbox_id, due)]
+    await _drain(runtime, redis)  # the timed job takes the scan's claim over
+    assert sandbox.requests_by_token() == {REVOKED[0]: 1}
+    assert await fetch(runtime, "select state, lease_owner from mailboxes") == [("healthy", None)]
+
+
 async def _drain(runtime: Runtime, redis: ArqRedis) -> None:
     options = worker_settings(runtime.settings)
     drainer = Worker(
@@ -202,9 +213,7 @@ async def test_a_near_next_attempt_gets_a_job_deferred_to_its_moment_and_the_ema
     assert abs(job.score - due.timestamp() * 1000) <= 0.5  # deferred to the due moment (arq counts whole ms)
     assert await refresh_mailbox(ctx, mailbox_id, first_due) == "skipped"  # a stale copy: not due yet
 
-    assert (
-        await refresh_mailbox(ctx, mailbox_id, due) == "failed"
-    )  # at its moment
+    assert await refresh_mailbox(ctx, mailbox_id, due) == "failed"  # at its moment
     ((notification_id,),) = await fetch(runtime, "select id from notifications")
     queued = {job.job_id for job in await redis.queued_jobs()}  # the timed job run by hand is still there
     assert queued == {timed_job_id(mailbox_id, due), f"deliver:{notification_id}:0"}  # the sweep's id
