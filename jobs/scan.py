@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
 from arq.jobs import Job, JobStatus
 
 from statemachine.services.runtime import Runtime
@@ -67,14 +68,11 @@ async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime) ->
     return Counter(await asyncio.gather(*(one(claim) for claim in claims)))
 
 
-TIMED_WAITING = (JobStatus.deferred, JobStatus.queued, JobStatus.in_progress)
-
-
 async def _timed_job_will_take_over(redis: ArqRedis, claim: Claim) -> bool:
-    """A timed job of this due time is waiting, and the claim's owner is the one it takes over."""
+    """A timed job of this due time is waiting or running (in any queue), and this claim is the one it takes over."""
     if claim.owner != claim_owner(claim.mailbox_id, claim.due):
         return False  # an owner left by a dead job: only this claim's own job carries it
-    return await Job(timed_job_id(claim.mailbox_id, claim.due), redis).status() in TIMED_WAITING
+    return bool(await redis.exists(job_key_prefix + timed_job_id(claim.mailbox_id, claim.due)))
 
 
 async def _enqueue(redis: ArqRedis, claim: Claim, now: datetime) -> str:

@@ -21,7 +21,8 @@ from arq.worker import Worker
 from jobs import timed
 from jobs.refresh import refresh_mailbox
 from jobs.scan import scan_due
-from jobs.worker import refresh_crons, worker_settings
+from jobs.timed import URGENT_QUEUE
+from jobs.worker import refresh_crons, urgent_lane, worker_settings
 from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
 from statemachine.store.scheduling import timed_job_id
@@ -73,25 +74,22 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 
 @contextlib.asynccontextmanager
 async def worker(runtime: Runtime, redis_url: str) -> AsyncIterator[None]:
-    """Every job of the real worker and its refresh crons; no outbox sweep."""
-    options = worker_settings(runtime.settings)
+    """Every job of the real worker, its refresh crons (no outbox sweep) and its urgent lane."""
+    options = worker_settings(runtime.settings) | {
+        "cron_jobs": refresh_crons(runtime.settings),
+        "ctx": {"runtime": runtime},
+    }
+    for unused in ("redis_settings", "on_startup", "on_shutdown"):
+        del options[unused]
     pool = await arq_pool(redis_url)
-    running = Worker(
-        functions=options["functions"],
-        cron_jobs=refresh_crons(runtime.settings),
-        redis_pool=pool,
-        ctx={"runtime": runtime},
-        poll_delay=0.05,
-        handle_signals=False,
-        keep_result=options["keep_result"],
-        max_jobs=options["max_jobs"],
-    )
-    task = asyncio.create_task(running.async_run())
+    lanes = [Worker(**lane, redis_pool=pool, handle_signals=False) for lane in (options, urgent_lane(options))]
+    tasks = [asyncio.create_task(lane.async_run()) for lane in lanes]
     try:
         yield
     finally:
-        running.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(task, *running.tasks.values(), return_exceptions=True)
+        for lane in lanes:
+            lane.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(*tasks, *(t for lane in lanes for t in lane.tasks.values()), return_exceptions=True)
         await pool.aclose()
 
 
@@ -208,12 +206,12 @@ async def test_a_near_next_attempt_gets_a_job_deferred_to_its_moment_and_the_ema
     ((first_due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
     assert await refresh_mailbox(ctx, mailbox_id, first_due) == "failed"
     ((due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
-    [job] = await redis.queued_jobs()
+    [job] = await redis.queued_jobs(queue_name=URGENT_QUEUE)  # the confirming cycle decides the user's notice
     assert (job.job_id, job.args) == (timed_job_id(mailbox_id, due), (mailbox_id, due))
     assert abs(job.score - due.timestamp() * 1000) <= 0.5  # deferred to the due moment (arq counts whole ms)
     assert await refresh_mailbox(ctx, mailbox_id, first_due) == "skipped"  # a stale copy: not due yet
 
     assert await refresh_mailbox(ctx, mailbox_id, due) == "failed"  # at its moment
     ((notification_id,),) = await fetch(runtime, "select id from notifications")
-    queued = {job.job_id for job in await redis.queued_jobs()}  # the timed job run by hand is still there
+    queued = {job.job_id for job in await redis.queued_jobs(queue_name=URGENT_QUEUE)}  # the one run by hand too
     assert queued == {timed_job_id(mailbox_id, due), f"deliver:{notification_id}:0"}  # the sweep's id
