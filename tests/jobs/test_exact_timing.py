@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from jobs import timed
@@ -28,6 +27,7 @@ from statemachine.services.settings import load_settings
 from statemachine.store.scheduling import timed_job_id
 from tests.database import service_environment
 from tests.jobs.support import Sandbox, add_mailboxes, arq_pool, fetch, serve_sandbox, tokens, wait_until
+from tests.jobs.test_scan import drain
 from tests.smtp import SmtpServer, smtp_server_fixture  # noqa: F401
 
 CONFIRM_SECONDS = 3.0
@@ -60,16 +60,6 @@ async def runtime(
     )
     async with open_runtime(load_settings(env)) as rt:
         yield rt
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await arq_pool(redis_url)
-    await pool.flushdb()
-    try:
-        yield pool
-    finally:
-        await pool.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -114,7 +104,7 @@ async def assert_confirmed_on_time_and_told_at_once(runtime: Runtime, smtp: Smtp
 
 
 async def test_a_revoked_grant_is_confirmed_at_its_due_moment_and_emailed_at_once(
-    runtime, redis, redis_url, sandbox, smtp_server
+    runtime, arq_redis, redis_url, sandbox, smtp_server
 ) -> None:
     sandbox.fault(mode="revoke", refresh_token=REVOKED[0])
     (mailbox_id,) = await add_mailboxes(runtime, REVOKED)
@@ -124,7 +114,7 @@ async def test_a_revoked_grant_is_confirmed_at_its_due_moment_and_emailed_at_onc
 
 
 async def test_during_a_transient_incident_a_revoked_grant_is_still_told_on_schedule(
-    runtime, redis, redis_url, sandbox, smtp_server
+    runtime, arq_redis, redis_url, sandbox, smtp_server
 ) -> None:
     for token in FAILING:
         sandbox.fault(mode="http_5xx", status=503, refresh_token=token)
@@ -135,7 +125,7 @@ async def test_during_a_transient_incident_a_revoked_grant_is_still_told_on_sche
         sandbox.fault(mode="revoke", refresh_token=REVOKED[0])
         (revoked,) = await add_mailboxes(runtime, REVOKED)
         now = datetime.now(UTC)
-        await timed.refresh_at(redis, [(revoked, now)], 60, now)  # its first cycle now, not at the next scan
+        await timed.refresh_at(arq_redis, [(revoked, now)], 60, now)  # its first cycle now, not at the next scan
         await assert_confirmed_on_time_and_told_at_once(runtime, smtp_server, revoked)
         retried = "select count(*) from refresh_outcomes where mailbox_id = any(:ids)"
         await wait_until(lambda: _count(runtime, retried, 2 * len(FAILING), ids=failing), 20, "held-back retries")
@@ -152,66 +142,52 @@ async def _count(runtime: Runtime, sql: str, at_least: int, **params: object) ->
 
 @pytest.mark.parametrize("order", ["scan first", "timed job first", "at once"])
 async def test_a_timed_job_and_a_scan_that_find_the_same_due_time_run_one_cycle(
-    runtime, redis, sandbox, order: str
+    runtime, arq_redis, sandbox, order: str
 ) -> None:
     (mailbox_id,) = await add_mailboxes(runtime, REVOKED)
     ((due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
     await asyncio.sleep(0.01)  # due: now is past it
-    ctx = {"runtime": runtime, "redis": redis, "job_id": timed_job_id(mailbox_id, due), "job_try": 1}
+    ctx = {"runtime": runtime, "redis": arq_redis, "job_id": timed_job_id(mailbox_id, due), "job_try": 1}
     scan, job = scan_due(ctx), refresh_mailbox(ctx, mailbox_id, due)
     if order == "scan first":
         assert await scan == {"claimed": 1, "enqueued": 1}
         assert await job == "refreshed"  # it takes the scan's claim over: no wait behind the scan's job
-        await _drain(runtime, redis)  # the scan's job finds its claim taken
+        await drain(runtime, arq_redis)  # the scan's job finds its claim taken
     elif order == "timed job first":
         assert await job == "refreshed"
         assert await scan == {"claimed": 0}  # refreshed: no longer due
     else:
         await asyncio.gather(scan, job)
-        await _drain(runtime, redis)
+        await drain(runtime, arq_redis)
     assert sandbox.requests_by_token() == {REVOKED[0]: 1}
 
 
-async def test_a_scan_adds_no_job_for_a_due_time_that_a_timed_job_waits_for(runtime, redis, sandbox) -> None:
+async def test_a_scan_adds_no_job_for_a_due_time_that_a_timed_job_waits_for(runtime, arq_redis, sandbox) -> None:
     (mailbox_id,) = await add_mailboxes(runtime, REVOKED)
     ((due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
-    assert await timed.refresh_at(redis, [(mailbox_id, due)], 60, due) == 1
-    assert await scan_due({"runtime": runtime, "redis": redis}) == {"claimed": 1, "timed": 1}
-    assert [job.job_id for job in await redis.queued_jobs()] == [timed_job_id(mailbox_id, due)]
-    await _drain(runtime, redis)  # the timed job takes the scan's claim over
+    assert await timed.refresh_at(arq_redis, [(mailbox_id, due)], 60, due) == 1
+    assert await scan_due({"runtime": runtime, "redis": arq_redis}) == {"claimed": 1, "timed": 1}
+    assert [job.job_id for job in await arq_redis.queued_jobs()] == [timed_job_id(mailbox_id, due)]
+    await drain(runtime, arq_redis)  # the timed job takes the scan's claim over
     assert sandbox.requests_by_token() == {REVOKED[0]: 1}
     assert await fetch(runtime, "select state, lease_owner from mailboxes") == [("healthy", None)]
 
 
-async def _drain(runtime: Runtime, redis: ArqRedis) -> None:
-    options = worker_settings(runtime.settings)
-    drainer = Worker(
-        functions=options["functions"][:1],
-        redis_pool=redis,
-        ctx={"runtime": runtime},
-        burst=True,
-        poll_delay=0.01,
-        handle_signals=False,
-        keep_result=0,
-    )
-    await drainer.main()
-
-
 async def test_a_near_next_attempt_gets_a_job_deferred_to_its_moment_and_the_email_goes_at_once(
-    runtime, redis, sandbox
+    runtime, arq_redis, sandbox
 ) -> None:
     sandbox.fault(mode="revoke", refresh_token=REVOKED[0])
     (mailbox_id,) = await add_mailboxes(runtime, REVOKED)
-    ctx = {"runtime": runtime, "redis": redis}
+    ctx = {"runtime": runtime, "redis": arq_redis}
     ((first_due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
     assert await refresh_mailbox(ctx, mailbox_id, first_due) == "failed"
     ((due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
-    [job] = await redis.queued_jobs(queue_name=URGENT_QUEUE)  # the confirming cycle decides the user's notice
+    [job] = await arq_redis.queued_jobs(queue_name=URGENT_QUEUE)  # the confirming cycle decides the user's notice
     assert (job.job_id, job.args) == (timed_job_id(mailbox_id, due), (mailbox_id, due))
     assert abs(job.score - due.timestamp() * 1000) <= 0.5  # deferred to the due moment (arq counts whole ms)
     assert await refresh_mailbox(ctx, mailbox_id, first_due) == "skipped"  # a stale copy: not due yet
 
     assert await refresh_mailbox(ctx, mailbox_id, due) == "failed"  # at its moment
     ((notification_id,),) = await fetch(runtime, "select id from notifications")
-    queued = {job.job_id for job in await redis.queued_jobs(queue_name=URGENT_QUEUE)}  # the one run by hand too
+    queued = {job.job_id for job in await arq_redis.queued_jobs(queue_name=URGENT_QUEUE)}  # the one run by hand too
     assert queued == {timed_job_id(mailbox_id, due), f"deliver:{notification_id}:0"}  # the sweep's id
