@@ -21,7 +21,9 @@ from jobs import timed
 from jobs.refresh import refresh_mailbox
 from jobs.scan import scan_due
 from jobs.timed import URGENT_QUEUE
+from jobs.upkeep import check_incidents
 from jobs.worker import refresh_crons, urgent_lane, worker_settings
+from statemachine.services.cycle import run_cycle
 from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
 from statemachine.store.scheduling import timed_job_id
@@ -191,3 +193,22 @@ async def test_a_near_next_attempt_gets_a_job_deferred_to_its_moment_and_the_ema
     ((notification_id,),) = await fetch(runtime, "select id from notifications")
     queued = {job.job_id for job in await arq_redis.queued_jobs(queue_name=URGENT_QUEUE)}  # the one run by hand too
     assert queued == {timed_job_id(mailbox_id, due), f"deliver:{notification_id}:0"}  # the sweep's id
+
+
+async def test_the_mailboxes_an_incident_held_are_retried_each_at_its_moment_when_it_closes(
+    runtime, arq_redis, sandbox
+) -> None:
+    for token in FAILING[:5]:
+        sandbox.fault(mode="http_5xx", status=503, refresh_token=token)
+    held = await add_mailboxes(runtime, FAILING[:5])
+    for mailbox_id in held:
+        await run_cycle(runtime.cycle_deps(), mailbox_id, actor="worker")
+    async with runtime.sessionmaker() as session, session.begin():  # other mailboxes refresh fine again
+        for _ in range(6):
+            await runtime.incidents.observe(
+                session, provider="google", mailbox_id=0, verdict=None, at=datetime.now(UTC)
+            )
+    assert await check_incidents({"runtime": runtime, "redis": arq_redis}) == {"closed": 1, "timed": 5}
+    due = dict(await fetch(runtime, "select id, next_refresh_at from mailboxes where id = any(:ids)", ids=held))
+    queued = {job.job_id for job in await arq_redis.queued_jobs()}
+    assert queued == {timed_job_id(mailbox_id, at) for mailbox_id, at in due.items()}
