@@ -27,6 +27,7 @@ from jobs import mail, metrics
 from jobs.refresh import refresh_mailbox
 from jobs.reminders import queue_reminders
 from jobs.scan import REFRESH_JOB, scan_due
+from jobs.timed import URGENT_QUEUE
 from jobs.upkeep import check_incidents, prune_outcomes
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
@@ -37,6 +38,7 @@ HEALTH_CHECK_SECONDS = 10
 # with 10 slots does 20 quick refreshes a second, whatever the CPU. A poll is one cheap Redis query.
 POLL_DELAY_SECONDS = 0.05
 MAX_TRIES = 3
+URGENT_MAX_JOBS = 4  # the urgent lane's own slots: confirming cycles and email deliveries (jobs/timed.py)
 
 
 def cron_fields(seconds: float) -> dict[str, Any]:
@@ -128,6 +130,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "health_check_interval": HEALTH_CHECK_SECONDS,
         "job_completion_wait": settings.shutdown_grace_seconds,
     }
+
+
+def urgent_lane(options: dict[str, Any]) -> dict[str, Any]:
+    """`worker_settings` for the urgent queue: the same jobs, a few slots, no crons."""
+    return {**options, "queue_name": URGENT_QUEUE, "cron_jobs": [], "max_jobs": URGENT_MAX_JOBS}
 
 
 def __getattr__(name: str) -> Any:

@@ -28,7 +28,7 @@ from devkit.simulate.driver import Driver, GroundTruth
 from devkit.simulate.model import Truth
 from devkit.simulate.records import Clock, Record, collect
 from devkit.simulate.scenarios import Plan
-from devkit.simulate.services import SimulationError, fresh_database, fresh_redis
+from devkit.simulate.services import SimulationError, SmtpSink, fresh_database, fresh_redis
 from devkit.simulate.timing import Compression, token_lifetime, worker_environment
 from devkit.worker_process import WorkerProcess
 from statemachine.core.secrets import TokenCipher
@@ -47,7 +47,7 @@ class Services:
     """What every scenario of a run shares."""
 
     admin_url: str
-    smtp_url: str
+    smtp: SmtpSink
     encryption_key: str
     workdir: Path
     environ: Mapping[str, str]  # the caller's environment: REDIS_URL, and TOKENWARDEN_* values to scale
@@ -83,7 +83,7 @@ def _sandbox_app(plan: Plan, c: Compression) -> Starlette:
 
 def _environment(services: Services, database: str, redis: str, sandbox: str, c: Compression) -> dict[str, str]:
     base = {k: v for k, v in services.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env = {**base, "DATABASE_URL": database, "REDIS_URL": redis, "SMTP_URL": services.smtp_url}
+    env = {**base, "DATABASE_URL": database, "REDIS_URL": redis, "SMTP_URL": services.smtp.url}
     env |= {"GOOGLE_CLIENT_ID": CLIENT_ID, "GOOGLE_CLIENT_SECRET": CLIENT_SECRET}
     env |= {"GOOGLE_TOKEN_URL": f"{sandbox}/token", "GOOGLE_AUTH_URL": f"{sandbox}/authorize"}
     env["TOKENWARDEN_ENCRYPTION_KEYS"] = services.encryption_key
@@ -150,6 +150,6 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
         truth = await driver.run()
         await asyncio.to_thread(worker.stop)
         async with sessionmaker() as session:
-            record = await collect(session, clock)
+            record = await collect(session, clock, services.smtp.delivered)
     ours, naive = _metrics(plan, c, truth, record)
     return ScenarioResult(plan, c, ours, naive, truth, record.incidents, time.monotonic() - began)

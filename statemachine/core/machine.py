@@ -126,7 +126,8 @@ def _count_failure(ev: EventData) -> None:
         lc.config_failure_count += 1
     else:
         lc.attempt_count += 1
-    lc.failure_kind = kind
+    if not (kind is FailureKind.TRANSIENT and lc.failure_kind == FailureKind.PERMANENT):
+        lc.failure_kind = kind  # a transient answer to the confirming cycle keeps the mailbox confirming
     lc.last_error = occ.verdict.summary if occ.verdict else kind.value
 
 
@@ -163,6 +164,8 @@ def _enter_disconnected(ev: EventData) -> None:
     if ev.event.name == Event.REFRESH_FAILED_PERMANENT:
         _email(ev, EmailKind.TOKEN_REFRESH_PERMANENT_FAILURE)
     elif ev.event.name == Event.REFRESH_FAILED_TRANSIENT:
+        lc = _lifecycle(ev)
+        lc.failure_kind = FailureKind.TRANSIENT  # even one still confirming a permanent error: it is re-probed
         _email(ev, EmailKind.TOKEN_REFRESH_FINAL_FAILURE)
 
 
@@ -206,8 +209,8 @@ def _next_refresh_at(ev: EventData) -> datetime | None:
         # refreshes keep sampling it, and the incident's close pulls this one forward
         rung = len(policy.cycle_delays_seconds)
         return occ.at + timedelta(seconds=policy.retry_delay_seconds(rung, occ.jitter, retry_after))
-    if lc.failure_kind == FailureKind.PERMANENT and not lc.confirming:
-        return occ.at + timedelta(seconds=policy.confirm_permanent_seconds)
+    if lc.failure_kind == FailureKind.PERMANENT and not lc.confirming:  # the confirming cycle, or its retry
+        return occ.at + timedelta(seconds=max(policy.confirm_permanent_seconds, retry_after or 0.0))
     failures = lc.config_failure_count if lc.failure_kind == FailureKind.CONFIG else lc.attempt_count
     return occ.at + timedelta(seconds=policy.retry_delay_seconds(failures, occ.jitter, retry_after))
 

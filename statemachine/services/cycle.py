@@ -62,7 +62,7 @@ class OutcomeObserver(Protocol):
     async def observe(
         self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
     ) -> bool:
-        """Record one cycle's outcome; return True while a provider incident is open (no escalation)."""
+        """Record one cycle's outcome; return True when an open provider incident holds this failure back."""
         ...
 
 
@@ -152,13 +152,13 @@ async def _apply_outcome(
             _release(mailbox, lease)
             return CycleResult(mailbox.id, "stale", verdict=verdict)
         now = deps.clock()
-        incident = await _observe(deps, session, mailbox, verdict, now)
+        held = await _observe(deps, session, mailbox, verdict, now)
         occurrence = Occurrence(
             at=now,
             actor=actor,
             verdict=verdict,
             expires_in=grant.expires_in if grant else None,
-            incident=incident and verdict is not None,
+            incident=held,
             jitter=deps.jitter(),
         )
         if grant is not None:

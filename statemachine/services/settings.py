@@ -69,6 +69,7 @@ class Settings:
     http_timeout_seconds: float = 10.0
     lease_seconds: float = 300.0
     scan_interval_seconds: float = 60.0
+    exact_timing_seconds: float = 600.0  # a next attempt due within this gets its own deferred job
     smtp_timeout_seconds: float = 30.0
     smtp_retry_tries: int = 3
     smtp_retry_base_seconds: float = 1.0
@@ -299,6 +300,7 @@ def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[Reading, 
         http_timeout_seconds=env.get("TOKENWARDEN_HTTP_TIMEOUT_SECONDS", 10.0, _number(0.1)),
         lease_seconds=env.get("TOKENWARDEN_LEASE_SECONDS", 300.0, _number(1)),
         scan_interval_seconds=env.get("TOKENWARDEN_SCAN_INTERVAL_SECONDS", 60.0, _number(1)),
+        exact_timing_seconds=env.get("TOKENWARDEN_EXACT_TIMING_SECONDS", 600.0, _number(0)),
         smtp_timeout_seconds=env.get("TOKENWARDEN_SMTP_TIMEOUT_SECONDS", 30.0, _number(0.1)),
         smtp_retry_tries=env.get("TOKENWARDEN_SMTP_RETRY_TRIES", 3, _whole(1)),
         smtp_retry_base_seconds=env.get("TOKENWARDEN_SMTP_RETRY_BASE_SECONDS", 1.0, _number(0)),

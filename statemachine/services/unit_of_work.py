@@ -47,6 +47,7 @@ class Outcome:
     to_state: str
     records: tuple[Record, ...]
     emails: tuple[str, ...]
+    notifications: tuple[int, ...]  # the outbox rows of `emails`, to hand to delivery once committed
     next_refresh_at: datetime | None
     error: str | None
     attempt: int  # failed cycles in the current episode after this event (0 once healthy)
@@ -69,7 +70,8 @@ async def apply_event(
         from_state=from_state,
         to_state=mailbox.state,
         records=tuple(lifecycle.records),
-        emails=tuple(queued),
+        emails=tuple(kind for _, kind in queued),
+        notifications=tuple(notification_id for notification_id, _ in queued),
         next_refresh_at=mailbox.next_refresh_at,
         error=mailbox.token_refresh_error,
         attempt=mailbox.token_refresh_attempt_count + mailbox.config_failure_count,
@@ -78,7 +80,7 @@ async def apply_event(
 
 async def _queue_emails(
     session: AsyncSession, mailbox: Mailbox, kinds: list[EmailKind], occurrence: Occurrence, context: EventContext
-) -> list[str]:
+) -> list[tuple[int, str]]:
     if not kinds:
         return []
     user = await repository.owner_of(session, mailbox)

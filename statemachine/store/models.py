@@ -175,8 +175,12 @@ class RefreshOutcome(Base):
     )
 
 
+OPEN_TRANSIENT = text("status = 'open' AND code IS NULL")
+OPEN_CODE = text("status = 'open' AND code IS NOT NULL")
+
+
 class Incident(Base):
-    """A provider-wide failure: while open, failures do not escalate and users get no email."""
+    """A provider-wide failure: while open, the failures it is about do not escalate and cause no user email."""
 
     __tablename__ = "incidents"
 
@@ -184,7 +188,8 @@ class Incident(Base):
     provider: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(8), server_default="open")
     cause: Mapped[str] = mapped_column(Text)
-    code: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), server_default="transient")  # what it holds (incident_rules.holds)
+    code: Mapped[str | None] = mapped_column(Text)  # None for a transient incident
     failure_ratio: Mapped[float | None]
     mailboxes_affected: Mapped[int] = mapped_column(server_default=text("0"))
     opened_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -193,5 +198,9 @@ class Incident(Base):
     __table_args__ = (
         CheckConstraint("status IN ('open', 'closed')", name="status"),
         CheckConstraint("(status = 'open') = (closed_at IS NULL)", name="closed_when_closed"),
-        Index("uq_incidents_one_open_per_provider", "provider", unique=True, postgresql_where=text("status = 'open'")),
+        CheckConstraint(one_of("kind", FAILURE_KINDS), name="kind"),
+        CheckConstraint("(kind = 'transient') = (code IS NULL)", name="code_unless_transient"),
+        # one open incident per cause: a provider's transient one, and one per code
+        Index("uq_incidents_one_open_transient", "provider", unique=True, postgresql_where=OPEN_TRANSIENT),
+        Index("uq_incidents_one_open_per_code", "provider", "code", unique=True, postgresql_where=OPEN_CODE),
     )

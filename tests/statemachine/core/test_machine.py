@@ -112,6 +112,25 @@ def test_permanent_error_is_confirmed_once_before_disconnecting() -> None:
     assert lifecycle.next_refresh_at is None  # a dead grant is not hammered
 
 
+def test_a_transient_answer_to_the_confirming_cycle_keeps_the_mailbox_confirming() -> None:
+    lifecycle = fail(Lifecycle(state="healthy"), E.REFRESH_FAILED_PERMANENT, T0, Policy())
+    fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(seconds=60), Policy())
+    assert (lifecycle.state, lifecycle.failure_kind) == ("retrying", "permanent")
+    assert lifecycle.next_refresh_at == T0 + timedelta(seconds=120)  # tried again at the confirming pace
+    fail(lifecycle, E.REFRESH_FAILED_PERMANENT, T0 + timedelta(seconds=120), Policy())
+    assert lifecycle.state == "disconnected"  # confirmed now, not started over
+    assert lifecycle.emails == [EmailKind.TOKEN_REFRESH_PERMANENT_FAILURE]
+
+
+def test_a_mailbox_disconnected_by_transient_failures_while_confirming_is_reprobed() -> None:
+    lifecycle = fail(Lifecycle(state="healthy"), E.REFRESH_FAILED_PERMANENT, T0, NO_AGES)
+    for seconds in (60, 120):
+        fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(seconds=seconds), NO_AGES)
+    assert (lifecycle.state, lifecycle.failure_kind) == ("disconnected", "transient")
+    assert lifecycle.next_refresh_at == T0 + timedelta(seconds=120 + NO_AGES.reprobe_seconds)
+    assert lifecycle.emails == [EmailKind.TOKEN_REFRESH_RETRY, EmailKind.TOKEN_REFRESH_FINAL_FAILURE]
+
+
 def test_confirming_cycle_can_be_switched_off() -> None:
     lifecycle = fail(Lifecycle(state="healthy"), E.REFRESH_FAILED_PERMANENT, T0, Policy(confirm_permanent_seconds=0))
     assert lifecycle.state == "disconnected"

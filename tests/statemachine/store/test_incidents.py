@@ -18,6 +18,8 @@ from tests.factories import add_mailbox
 
 INVALID_CLIENT = httpx.Response(401, json={"error": "invalid_client", "error_description": "Unauthorized"})
 OUTAGE = Verdict(FailureKind.TRANSIENT, "http_503", "Google is unavailable.")
+REVOKED = Verdict(FailureKind.PERMANENT, "invalid_grant", "Google says access was revoked.")
+CONSENT = Verdict(FailureKind.PERMANENT, "consent_required", "Google says permission was withdrawn.")
 
 
 async def mailboxes(runtime: Runtime, count: int) -> list[int]:
@@ -67,11 +69,33 @@ async def test_two_cycles_opening_at_once_make_one_incident_and_both_see_it(runt
     assert len(await rows(runtime, "select 1 from incidents")) == 1
 
 
+async def test_an_outage_holds_transient_failures_only_and_an_invalid_grant_storm_opens_its_own(runtime) -> None:
+    ids = await mailboxes(runtime, 12)
+    guard, now = runtime.incidents, datetime.now(UTC)
+
+    async def held(mailbox_id: int, verdict: Verdict) -> bool:
+        async with runtime.sessionmaker() as session, session.begin():
+            return await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=verdict, at=now)
+
+    assert [await held(m, OUTAGE) for m in ids[:5]] == [False] * 4 + [True]  # the fifth opens the outage
+    assert [await held(m, REVOKED) for m in ids[5:9]] == [False] * 4  # users' own: told on schedule
+    assert await held(ids[9], REVOKED) is True  # half the window now: an invalid_grant storm of its own
+    assert (await held(ids[10], OUTAGE), await held(ids[11], CONSENT)) == (True, False)
+    assert await rows(runtime, "select kind, code from incidents where status = 'open' order by id") == [
+        ("transient", None),
+        ("permanent", "invalid_grant"),
+    ]
+
+
 async def test_closing_retries_the_waiting_mailboxes_soon_and_writes_history(runtime, provider) -> None:
+    provider.return_value = httpx.Response(400, json={"error": "invalid_grant"})
+    confirming = await add_mailbox(runtime, "1//revoked-SECRET", address="revoked@gmail.test")
+    await run_cycle(runtime.cycle_deps(), confirming, actor="worker")
     provider.return_value = httpx.Response(503)
     ids = await mailboxes(runtime, 6)
-    for mailbox_id in ids:
+    for mailbox_id in [*ids, confirming]:  # the confirming cycle meets the outage: held, still confirming
         await run_cycle(runtime.cycle_deps(), mailbox_id, actor="worker")
+    assert await rows(runtime, f"select failure_kind from mailboxes where id = {confirming}") == [("permanent",)]
     async with runtime.sessionmaker() as session, session.begin():  # they had climbed to long delays
         await session.execute(text("update mailboxes set next_refresh_at = now() + interval '2 hours'"))
     later = datetime.now(UTC) + timedelta(minutes=11)
@@ -80,13 +104,14 @@ async def test_closing_retries_the_waiting_mailboxes_soon_and_writes_history(run
         await runtime.incidents.observe(
             session, provider="google", mailbox_id=ids[0], verdict=None, at=later - timedelta(minutes=1)
         )
-    assert await close_recovered(runtime.sessionmaker, runtime.settings.incidents, later) != []
-    waiting = await rows(runtime, "select next_refresh_at from mailboxes where state = 'retrying'")
-    assert len(waiting) == 6
-    assert all(later <= due <= later + timedelta(seconds=60) for (due,) in waiting)
+    [incident] = await close_recovered(runtime.sessionmaker, runtime.settings.incidents, later)
+    waiting = await rows(runtime, "select id, next_refresh_at from mailboxes where state = 'retrying'")
+    assert sorted(incident.pulled) == sorted(waiting)  # each with its new due time, to be timed exactly
+    assert len(waiting) == 7
+    assert all(later <= due <= later + timedelta(seconds=60) for _, due in waiting)
     closed = await rows(runtime, "select from_state, to_state, actor from mailbox_state_transitions "
                                  "where event = 'provider_incident_closed'")  # fmt: skip
-    assert closed == [("retrying", "retrying", "system")] * 6
+    assert closed == [("retrying", "retrying", "system")] * 7
     ((status, closed_at),) = await rows(runtime, "select status, closed_at from incidents")
     assert (status, closed_at) == ("closed", later)
 
