@@ -202,7 +202,10 @@ def _next_refresh_at(ev: EventData) -> datetime | None:
     if lc.state == H:
         return policy.next_refresh_at(occ.at, occ.expires_in, occ.jitter)
     if lc.state == X:
-        return occ.at + timedelta(seconds=policy.reprobe_seconds) if lc.failure_kind == FailureKind.TRANSIENT else None
+        # a dead grant is not hammered; anything else (transient, or our own config failing on a re-probe) may
+        # pass, so the mailbox keeps being re-probed and recovers on its own
+        dead = lc.failure_kind == FailureKind.PERMANENT
+        return None if dead else occ.at + timedelta(seconds=policy.reprobe_seconds)
     retry_after = occ.verdict.retry_after if occ.verdict else None
     if occ.incident and occ.verdict:
         # held back: wait the longest rung, not hammering a provider that is down; healthy mailboxes'

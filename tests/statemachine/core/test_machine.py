@@ -131,6 +131,18 @@ def test_a_mailbox_disconnected_by_transient_failures_while_confirming_is_reprob
     assert lifecycle.emails == [EmailKind.TOKEN_REFRESH_RETRY, EmailKind.TOKEN_REFRESH_FINAL_FAILURE]
 
 
+def test_a_config_failure_on_a_reprobe_keeps_the_disconnected_mailbox_reprobed() -> None:
+    lifecycle = Lifecycle(state="healthy")
+    for minutes in range(3):
+        fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(minutes=minutes))
+    reprobe = T0 + timedelta(minutes=2, seconds=NO_AGES.reprobe_seconds)
+    fail(lifecycle, E.REFRESH_FAILED_CONFIG, reprobe)  # e.g. our client secret rotated meanwhile
+    assert lifecycle.state == "disconnected"
+    assert lifecycle.next_refresh_at == reprobe + timedelta(seconds=NO_AGES.reprobe_seconds)
+    fail(lifecycle, E.REFRESH_SUCCEEDED, lifecycle.next_refresh_at)
+    assert lifecycle.state == "healthy"  # recovered on its own once the configuration was fixed
+
+
 def test_confirming_cycle_can_be_switched_off() -> None:
     lifecycle = fail(Lifecycle(state="healthy"), E.REFRESH_FAILED_PERMANENT, T0, Policy(confirm_permanent_seconds=0))
     assert lifecycle.state == "disconnected"
