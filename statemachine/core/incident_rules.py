@@ -79,7 +79,7 @@ class Opening:
         return Cause(self.kind, self.code)
 
 
-def holds(incident: Cause, kind: str, code: str) -> bool:
+def holds(incident: Cause, kind: str, code: str | None) -> bool:
     """Whether an open incident about `incident` holds back a failure of `kind` and `code`.
 
     Transient and config incidents hold every failure of their kind (an outage's codes vary; any
@@ -88,6 +88,10 @@ def holds(incident: Cause, kind: str, code: str) -> bool:
     if incident.kind != kind:
         return False
     return kind != PERMANENT or incident.code == code
+
+
+def _held(open_causes: frozenset[Cause], kind: str, code: str | None) -> bool:
+    return any(holds(cause, kind, code) for cause in open_causes)
 
 
 def _share(cycles: int, counts: WindowCounts) -> float:
@@ -144,17 +148,18 @@ def should_open(
 ) -> Opening | None:
     """The incident these counts call for, or None. Order: config code, permanent code, transient failures.
 
-    A cause in `already_open` has its incident: it is passed over, so the next cause may open its own.
+    Failures an incident in `already_open` holds are passed over (a config incident holds every config code),
+    so the next cause may open its own but no two open incidents hold the same failures.
     `secret_setting` names where operators set the provider's client secret (its environment variable).
     """
     secret_setting = secret_setting or "the provider's client secret setting"
     for kind in (CONFIG, PERMANENT):
         candidates = sorted((c for c in counts.codes if c.kind == kind), key=lambda c: (-c.mailboxes, c.code or ""))
         for item in candidates:
-            if Cause(kind, item.code) not in already_open and _crosses(item.cycles, item.mailboxes, counts, rules):
+            if not _held(already_open, kind, item.code) and _crosses(item.cycles, item.mailboxes, counts, rules):
                 cause = _code_cause(item, provider, counts, rules, secret_setting)
                 return Opening(cause, item.code, _share(item.cycles, counts), item.mailboxes, kind)
-    transient = Cause(TRANSIENT) not in already_open
+    transient = not _held(already_open, TRANSIENT, None)
     if transient and _crosses(counts.transient_cycles, counts.transient_mailboxes, counts, rules):
         cause = _transient_cause(provider, counts, rules)
         return Opening(cause, None, _share(counts.transient_cycles, counts), counts.transient_mailboxes)

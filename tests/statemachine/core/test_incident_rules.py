@@ -81,6 +81,13 @@ def test_a_cause_with_an_open_incident_lets_the_next_cause_open_its_own() -> Non
     assert (outage.kind, outage.code) == ("transient", None)
 
 
+def test_an_open_config_incident_keeps_a_second_config_code_from_opening_another() -> None:
+    # an invalid_client incident already holds every config failure: a second incident would hold the same ones
+    window = counts(0, ("config", "unauthorized_client", 6, 6))
+    assert should_open("google", window, RULES, frozenset({Cause("config", "invalid_client")})) is None
+    assert should_open("google", window, RULES, frozenset({Cause("transient")})) is not None
+
+
 @pytest.mark.parametrize(
     ("incident", "kind", "code", "held"),
     [
