@@ -1,17 +1,18 @@
-"""Microsoft (Entra ID, Microsoft 365): its wording and the error-body quirks of its token endpoint.
+"""Microsoft (Entra ID: Outlook and Microsoft 365): the identity platform v2.0 endpoints, scopes and wording, and the
+error-body quirks of its token endpoint (oauth-errors.md §4).
 
-Not registered yet: there is no Microsoft adapter, sandbox or scope list, so `--provider microsoft` is
-refused and the database does not accept it. What is here is ready for that work: the AADSTS overrides
-of oauth-errors.md §1 (rules 5 to 7), which the generic classifier applies only to bodies classified
-with these rules. Registering Microsoft means adding a `SPEC` here (docs/providers.md).
+Every refresh answers with a new refresh token (the cycle commits it before anything else; an answer without one
+keeps the old). Accounts are named by the id_token's `tid` (tenant) and `oid` (object id), never by the email
+claim, which Entra lets tenants set freely. The tenant (`common`, `organizations`, `consumers` or a tenant id)
+is part of the endpoint URLs.
 """
 
 from __future__ import annotations
 
 from statemachine.core.classify import ProviderRules
+from statemachine.providers.spec import Endpoint, ProviderSpec
 
-NAME = "microsoft"
-LABEL = "Microsoft 365"
+_AUTHORITY = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0"
 
 CLASSIFICATION = ProviderRules(
     speaker="Microsoft",
@@ -28,4 +29,31 @@ CLASSIFICATION = ProviderRules(
         **{detail: detail for detail in ("consent_required", "user_password_expired", "interaction_required")},
         "basic_action": "interaction_required",
     },
+)
+
+SPEC = ProviderSpec(
+    name="microsoft",
+    label="Outlook / Microsoft 365",
+    classification=CLASSIFICATION,
+    token_url=Endpoint(env="MICROSOFT_TOKEN_URL", default=f"{_AUTHORITY}/token"),
+    auth_url=Endpoint(env="MICROSOFT_AUTH_URL", default=f"{_AUTHORITY}/authorize"),
+    tenant=Endpoint(env="MICROSOFT_TENANT", default="common"),
+    client_id_env="MICROSOFT_CLIENT_ID",
+    client_secret_env="MICROSOFT_CLIENT_SECRET",
+    # IMAP and SMTP, like Gmail's https://mail.google.com/: a token is for one resource (outlook.office.com), so a
+    # Graph-based app sets MICROSOFT_SCOPES to Graph's mail scopes instead of adding them. `profile` brings `oid`.
+    scopes=(
+        "openid",
+        "profile",
+        "email",
+        "offline_access",
+        "https://outlook.office.com/IMAP.AccessAsUser.All",
+        "https://outlook.office.com/SMTP.Send",
+    ),
+    scopes_env="MICROSOFT_SCOPES",
+    subject_claims=("tid", "oid"),
+    email_identifies_account=False,
+    issuer="https://login.microsoftonline.com/{tid}/v2.0",
+    # `select_account` lets the owner pick the mailbox's account; consent is asked only when not yet given
+    consent_params={"response_type": "code", "response_mode": "query", "prompt": "select_account"},
 )

@@ -170,7 +170,7 @@ def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Pa
     problems = cli("mailbox", "import", str(path), code=1)
     assert problems.splitlines() == [
         "line 11: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
-        "line 21: provider must be one of: google",
+        "line 21: provider must be one of: google, microsoft",
         "line 31: missing key(s): refresh_token",
         "line 1501: m0@gmail.test is already connected for u0@example.test",
     ]

@@ -286,11 +286,11 @@ def test_other_kinds_never_mention_the_administrator(kind: EmailKind) -> None:
 
 @pytest.mark.parametrize(
     ("provider", "expected"),
-    # Microsoft is not registered yet (no adapter): like any unknown name it is title-cased
+    # an unregistered name is title-cased
     [
         ("google", "Gmail"),
         ("Google", "Gmail"),
-        ("microsoft", "Microsoft"),
+        ("microsoft", "Outlook / Microsoft 365"),
         ("yahoo", "Yahoo"),
         ("big_mail", "Big Mail"),
     ],

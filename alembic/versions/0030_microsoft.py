@@ -1,0 +1,35 @@
+"""Mailboxes accept 'microsoft': it is registered (an adapter, a sandbox and wording).
+
+The provider list follows `statemachine.providers.registry.NAMES` (docs/providers.md). Microsoft accounts are
+remembered in the existing `provider_subject` column as "<tid>/<oid>", so no column is added. Downgrading fails,
+changing nothing, while a Microsoft mailbox exists.
+
+Revision ID: 0030
+Revises: 0004
+Create Date: 2026-11-30 12:00:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0030"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _provider_check(providers: str) -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute(
+        "ALTER TABLE mailboxes DROP CONSTRAINT ck_mailboxes_provider, "
+        f"ADD CONSTRAINT ck_mailboxes_provider CHECK (provider IN ({providers}))"
+    )
+
+
+def upgrade() -> None:
+    _provider_check("'google', 'microsoft'")
+
+
+def downgrade() -> None:
+    _provider_check("'google'")
