@@ -22,12 +22,25 @@ CLASSIFICATION = ProviderRules(
     transient_codes=frozenset({50196, 90055, 90024, 50033, 50087, 90006, 90090, 90012, 70012, 90033, 50000}),
     config_codes=frozenset({9002313}),  # rule 6: a malformed refresh request sent as invalid_grant, our bug
     admin_codes=frozenset({50057, 53003, 530032, 53000, 53001}),  # disabled account, Conditional Access
-    wording_by_code={50057: "account_disabled"},
+    # the words per class of AADSTS code (oauth-errors.md §4.4); `error` alone already chose the class
+    wording_by_code={
+        50057: "account_disabled",
+        50034: "account_not_found",
+        **dict.fromkeys((50076, 50079, 50078, 50072, 50074), "mfa_required"),
+        **dict.fromkeys((53003, 530032, 53000, 53001), "conditional_access"),
+        70043: "signin_again",  # a sign-in frequency policy, not a revocation
+        **dict.fromkeys((70008, 700082), "inactive_grant"),
+        50173: "sessions_revoked",
+        65001: "consent_required",
+        50055: "user_password_expired",
+        **dict.fromkeys((7000215, 7000222), "client_secret_expired"),  # config: operators are told, users are not
+    },
     detail_field="suberror",
     admin_details=frozenset({"message_only", "additional_action"}),
     wording_by_detail={
         **{detail: detail for detail in ("consent_required", "user_password_expired", "interaction_required")},
-        "basic_action": "interaction_required",
+        "basic_action": "signin_again",
+        "token_expired": "signin_again",
     },
 )
 
