@@ -1,4 +1,4 @@
-"""The sandbox provider as one Starlette app: the routes and a fresh state for one OAuth client."""
+"""A sandbox provider as one Starlette app: the routes and a fresh state for one OAuth client, in one dialect."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from devkit.sandbox.control import (
     reset_all,
     reset_requests,
 )
+from devkit.sandbox.dialect import Dialect
+from devkit.sandbox.responses import GOOGLE
 from devkit.sandbox.state import ACCESS_TOKEN_LIFETIME, SandboxRequestError, SandboxState
 from devkit.sandbox.token import token_endpoint
 
@@ -29,16 +31,17 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 def create_sandbox_app(
     *, client_id: str, client_secret: str, redirect_uris: tuple[str, ...] = (),
-    access_token_lifetime: int = ACCESS_TOKEN_LIFETIME,
+    access_token_lifetime: int = ACCESS_TOKEN_LIFETIME, dialect: Dialect = GOOGLE,
 ) -> Starlette:  # fmt: skip
     """A fresh sandbox provider for one OAuth client; `redirect_uris` empty accepts any http(s) URL.
 
     `access_token_lifetime` (seconds) is shortened by time-compressed simulations (`tokenwarden simulate`).
+    `dialect` is the provider it imitates: its paths, answers and faults (the sandbox Google or Microsoft).
     """
     routes = [
-        Route("/authorize", authorize_page, methods=["GET"], name="authorize"),
-        Route("/authorize", authorize_decision, methods=["POST"], name="authorize_decision"),
-        Route("/token", token_endpoint, methods=["POST"], name="token"),
+        Route(dialect.authorize_path, authorize_page, methods=["GET"], name="authorize"),
+        Route(dialect.authorize_path, authorize_decision, methods=["POST"], name="authorize_decision"),
+        Route(dialect.token_path, token_endpoint, methods=["POST"], name="token"),
         Route("/_sandbox/accounts", post_account, methods=["POST"]),
         Route("/_sandbox/accounts", list_accounts, methods=["GET"]),
         Route("/_sandbox/tokens", post_token, methods=["POST"]),
@@ -50,7 +53,11 @@ def create_sandbox_app(
         Route("/_sandbox/reset", reset_all, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={SandboxRequestError: bad_sandbox_request})
-    app.state.sandbox = SandboxState(client_id, client_secret, tuple(redirect_uris))
-    app.state.sandbox.access_token_lifetime = access_token_lifetime
+    app.state.sandbox = SandboxState(
+        client_id, client_secret, tuple(redirect_uris), access_token_lifetime=access_token_lifetime,
+        token_factory=dialect.new_refresh_token, subject_factory=dialect.new_subject,
+        default_tenant=dialect.default_tenant,
+    )  # fmt: skip
+    app.state.sandbox_dialect = dialect
     app.state.sandbox_templates = Jinja2Templates(directory=TEMPLATES_DIR)
     return app

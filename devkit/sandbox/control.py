@@ -108,7 +108,7 @@ async def post_account(request: Request) -> Response:
     email = _get(data, "email", str)
     if not email or "@" not in email:
         raise SandboxRequestError("email is required")
-    account = sandbox_state(request.app).add_account(email, _get(data, "sub", str))
+    account = sandbox_state(request.app).add_account(email, _get(data, "sub", str), _get(data, "tid", str))
     return JSONResponse(asdict(account), status_code=201)
 
 
