@@ -25,6 +25,7 @@ from tests.database import service_environment
 
 CASES = json.loads((Path(__file__).resolve().parents[4] / "shared" / "oauth-error-cases.json").read_text())
 HTTP_CASES = [c for c in CASES if c["provider"] in ("google", "generic") and not c.get("transport")]
+MICROSOFT_CASES = [c for c in CASES if c["provider"] == "microsoft" and not c.get("transport")]
 ACCOUNT = {"email": "ana@gmail.test", "sub": "104400000000000000001"}
 
 
@@ -142,9 +143,37 @@ def test_unreachable_token_endpoint_is_transient(cli: Cli, control: httpx.Client
     assert (result["to_state"], result["error"].split(":")[0]) == ("retrying", "connect_error")
 
 
+@pytest.fixture
+def microsoft(cli: Cli, microsoft_sandbox: RunningServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
+    """The sandbox Microsoft, with one account, as the CLI's Microsoft token endpoint."""
+    monkeypatch.setenv("MICROSOFT_TOKEN_URL", f"{microsoft_sandbox.url}/common/oauth2/v2.0/token")
+    with httpx.Client(base_url=microsoft_sandbox.url, timeout=5) as client:
+        client.post("/_sandbox/accounts", json={"email": "ana@contoso.test", "sub": ACCOUNT["sub"]}).raise_for_status()
+        yield client
+
+
+def connect_microsoft(cli: Cli, control: httpx.Client) -> tuple[int, str]:
+    token = control.post("/_sandbox/tokens", json={"sub": ACCOUNT["sub"]}).json()["refresh_token"]
+    out = cli("mailbox", "add", "--user", "owner@example.test", "--provider", "microsoft", "--address",
+              "ana@contoso.test", "--refresh-token", token)  # fmt: skip
+    return int(out), token
+
+
 @pytest.mark.parametrize("case", HTTP_CASES, ids=[c["id"] for c in HTTP_CASES])
 def test_any_documented_response_lands_where_design_says(cli: Cli, control: httpx.Client, case: dict) -> None:
     mailbox_id, token = connect(cli, control)
+    _lands_where_design_says(cli, control, case, mailbox_id, token)
+
+
+@pytest.mark.parametrize("case", MICROSOFT_CASES, ids=[c["id"] for c in MICROSOFT_CASES])
+def test_any_documented_microsoft_response_lands_where_design_says(
+    cli: Cli, microsoft: httpx.Client, case: dict
+) -> None:
+    mailbox_id, token = connect_microsoft(cli, microsoft)
+    _lands_where_design_says(cli, microsoft, case, mailbox_id, token)
+
+
+def _lands_where_design_says(cli: Cli, control: httpx.Client, case: dict, mailbox_id: int, token: str) -> None:
     fault(control, token, mode="raw", status=case["status"], headers=case["headers"], body=case["body"])
     first = cli.json("refresh", str(mailbox_id))
     second = cli.json("refresh", str(mailbox_id))
