@@ -165,3 +165,19 @@ async def test_api_operators_read_every_mailbox_and_no_secret(web: WebContext, s
     for body in (everything.text, (await admin.get(f"/api/mailboxes/{second}")).text):
         assert "SECRET" not in body
         assert "ciphertext" not in body
+
+
+async def test_microsoft_mailboxes_and_incidents_are_shown_in_microsoft_words(web: WebContext, sign_in: SignIn) -> None:
+    await mailbox(web)
+    outlook = await mailbox(web, address="ana@contoso.test", provider="microsoft", state="degraded")
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(insert(Incident).values(provider="microsoft", cause="outage"))
+    admin = await sign_in(ADMIN, admin=True)
+    page = (await admin.get("/ops")).text
+    assert re.search(r'<tr data-provider="microsoft"><td>Outlook / Microsoft 365</td>', page)
+    assert re.search(r'data-incident="\d+"><strong>Outlook / Microsoft 365</strong>', page)
+    filtered = (await admin.get("/ops?provider=microsoft")).text
+    assert "ana@contoso.test" in filtered
+    assert "ana@gmail.test" not in filtered
+    detail = (await admin.get(f"/ops/mailboxes/{outlook}")).text
+    assert "Outlook / Microsoft 365" in detail

@@ -311,6 +311,10 @@ def test_emails_name_the_provider(kind: EmailKind) -> None:
     assert "Yahoo" in other_page.text
     assert "Gmail" not in other.text
     assert "Gmail" not in other_page.text
+    outlook, outlook_page = render(kind, provider="microsoft")
+    assert "Outlook / Microsoft 365" in outlook.subject
+    assert "Outlook / Microsoft 365" in outlook.text
+    assert "Outlook / Microsoft 365" in outlook_page.text
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,hi", "//evil.test/x"])
