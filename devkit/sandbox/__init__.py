@@ -22,7 +22,7 @@ Modules: `state` (data), `dialect` (what differs per provider), `responses` (the
 (the Microsoft dialect), `token`, `authorize`, `control` (the /_sandbox API) and `app` (the routes).
 """
 
-from devkit.sandbox.app import create_sandbox_app
+from devkit.sandbox.app import DIALECTS, create_sandbox_app, create_sandboxes, sandboxes_environment
 from devkit.sandbox.control import parse_fault
 from devkit.sandbox.dialect import Dialect
 from devkit.sandbox.microsoft import MICROSOFT
@@ -43,7 +43,24 @@ from devkit.sandbox.state import (
 )
 
 __all__ = [
-    "ACCESS_TOKEN_LIFETIME", "GOOGLE", "MALFORMED_BODIES", "MICROSOFT", "Dialect", "PROVIDER_WIDE", "Account", "Fault", "FaultMode", "Grant",
-    "SandboxRequestError", "SandboxState", "create_sandbox_app", "new_refresh_token", "parse_fault",
-    "pkce_challenge", "sandbox_state",
+    "ACCESS_TOKEN_LIFETIME",
+    "DIALECTS",
+    "GOOGLE",
+    "MALFORMED_BODIES",
+    "MICROSOFT",
+    "PROVIDER_WIDE",
+    "Account",
+    "Dialect",
+    "Fault",
+    "FaultMode",
+    "Grant",
+    "SandboxRequestError",
+    "SandboxState",
+    "create_sandbox_app",
+    "create_sandboxes",
+    "new_refresh_token",
+    "parse_fault",
+    "pkce_challenge",
+    "sandbox_state",
+    "sandboxes_environment",
 ]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
 from devkit.sandbox.authorize import authorize_decision, authorize_page
@@ -22,9 +22,11 @@ from devkit.sandbox.control import (
     reset_requests,
 )
 from devkit.sandbox.dialect import Dialect
+from devkit.sandbox.microsoft import MICROSOFT
 from devkit.sandbox.responses import GOOGLE
 from devkit.sandbox.state import ACCESS_TOKEN_LIFETIME, SandboxRequestError, SandboxState
 from devkit.sandbox.token import token_endpoint
+from statemachine.providers import registry
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -61,3 +63,34 @@ def create_sandbox_app(
     app.state.sandbox_dialect = dialect
     app.state.sandbox_templates = Jinja2Templates(directory=TEMPLATES_DIR)
     return app
+
+
+DIALECTS: tuple[Dialect, ...] = (MICROSOFT, GOOGLE)  # Google last: it is mounted at the root
+
+
+def create_sandboxes(
+    *, client_id: str, client_secret: str, access_token_lifetime: int = ACCESS_TOKEN_LIFETIME
+) -> Starlette:
+    """Every sandbox provider in one server, for one OAuth client: each under its dialect's `mount`."""
+    apps = {
+        dialect.mount: create_sandbox_app(
+            client_id=client_id, client_secret=client_secret, access_token_lifetime=access_token_lifetime,
+            dialect=dialect,
+        )
+        for dialect in DIALECTS
+    }  # fmt: skip
+    return Starlette(routes=[Mount(mount or "/", app=app) for mount, app in apps.items()])
+
+
+def sandboxes_environment(url: str, client_id: str, client_secret: str) -> dict[str, str]:
+    """The settings that point every provider at `create_sandboxes` served at `url`, with its client."""
+    env = {}
+    for dialect in DIALECTS:
+        spec = registry.get(dialect.name)
+        base = f"{url}{dialect.mount}"
+        token, auth = (
+            base + path.replace("{tenant}", "common") for path in (dialect.token_path, dialect.authorize_path)
+        )
+        env |= {spec.token_url.env: token, spec.auth_url.env: auth}
+        env |= {spec.client_id_env: client_id, spec.client_secret_env: client_secret}
+    return env

@@ -35,6 +35,7 @@ class Dialect:
 
     name: str  # the provider's name in the registry
     label: str  # on the consent page: "Sandbox Google"
+    mount: str  # its path in the server that serves every dialect (`create_sandboxes`): "" or "/microsoft"
     token_path: str
     authorize_path: str
     refuse: Callable[[str], Response]

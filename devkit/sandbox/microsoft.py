@@ -103,6 +103,7 @@ def make_microsoft_id_token(client_id: str, account: Account, nonce: str | None)
 
 MICROSOFT = Dialect(
     name="microsoft",
+    mount="/microsoft",
     label="Sandbox Microsoft",
     token_path="/{tenant}/oauth2/v2.0/token",
     authorize_path="/{tenant}/oauth2/v2.0/authorize",

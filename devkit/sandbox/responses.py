@@ -139,6 +139,7 @@ _GOOGLE_REFUSALS: dict[str, tuple[int, str, str]] = {
 
 GOOGLE = Dialect(
     name="google",
+    mount="",
     label="Sandbox Google",
     token_path="/token",
     authorize_path="/authorize",

@@ -146,6 +146,7 @@ class SandboxState:
     grants: dict[str, Grant] = field(default_factory=dict)  # by refresh token
     codes: dict[str, AuthCode] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)  # by refresh token, or PROVIDER_WIDE
+    successors: dict[str, str] = field(default_factory=dict)  # a rotated refresh token -> the one issued for it
     requests_by_token: Counter[str] = field(default_factory=Counter)
     requests_by_grant_type: Counter[str] = field(default_factory=Counter)
     access_token_lifetime: int = ACCESS_TOKEN_LIFETIME  # `expires_in` of issued access tokens
@@ -155,7 +156,7 @@ class SandboxState:
 
     def reset(self) -> None:
         """Forget every account, token, code, fault and count; keep the client's configuration."""
-        for table in (self.accounts, self.grants, self.codes, self.faults):
+        for table in (self.accounts, self.grants, self.codes, self.faults, self.successors):
             table.clear()
         self.requests_by_token.clear()
         self.requests_by_grant_type.clear()
@@ -180,7 +181,17 @@ class SandboxState:
         (Microsoft does not revoke a used refresh token)."""
         if not keep_old:
             del self.grants[grant.refresh_token]
-        return self.add_grant(grant.sub, rotate=grant.rotate, scope=grant.scope)
+        new = self.add_grant(grant.sub, rotate=grant.rotate, scope=grant.scope)
+        self.successors[grant.refresh_token] = new.refresh_token
+        if grant.refresh_token in self.faults:  # a fault follows the grant, as a revocation would
+            self.faults[new.refresh_token] = self.faults.pop(grant.refresh_token)
+        return new
+
+    def newest(self, refresh_token: str) -> str:
+        """The grant's current refresh token, following rotations: a fault set on an old token hits the grant."""
+        while refresh_token in self.successors:
+            refresh_token = self.successors[refresh_token]
+        return refresh_token
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:
         return hmac.compare_digest(client_id, self.client_id) and hmac.compare_digest(client_secret, self.client_secret)

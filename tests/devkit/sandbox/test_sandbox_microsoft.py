@@ -15,11 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from devkit.sandbox import MICROSOFT, create_sandbox_app, pkce_challenge
+from devkit.sandbox import MICROSOFT, create_sandbox_app, create_sandboxes, pkce_challenge, sandboxes_environment
 from devkit.serving import RunningServer, serve_in_thread
 from statemachine.core.classify import classify_response
 from statemachine.core.states import FailureKind
 from statemachine.providers import microsoft
+from statemachine.services.settings import load_settings
 
 CLIENT_ID, CLIENT_SECRET = "6731de76-14a6-49ae-97bc-6eba6914391e", "ms-sandbox-secret"
 TOKEN, AUTHORIZE = "/common/oauth2/v2.0/token", "/common/oauth2/v2.0/authorize"
@@ -134,3 +135,24 @@ def test_consent_at_the_tenant_path_returns_a_code_that_redeems_for_tid_and_oid(
     answer = http.post(TOKEN, data=form).json()
     assert (claims(answer["id_token"])["tid"], claims(answer["id_token"])["oid"]) == (TID, OID)
     assert answer["refresh_token"].startswith("0.A")
+
+
+def test_a_fault_set_on_an_old_token_hits_the_grant_it_rotated_into(http: httpx.Client) -> None:
+    """Callers that know only the token a mailbox started with (the simulator) can still break it."""
+    first = seed(http)
+    newest = refresh(http, refresh(http, first).json()["refresh_token"]).json()["refresh_token"]
+    assert http.post("/_sandbox/faults", json={"mode": "revoke", "refresh_token": first}).status_code == 201
+    assert refresh(http, newest).json()["error_codes"] == [50173]
+    assert list(http.get("/_sandbox/faults").json()["tokens"]) == [newest]
+
+
+def test_one_server_serves_both_providers_at_the_urls_the_settings_get() -> None:
+    with serve_in_thread(create_sandboxes(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
+        env = sandboxes_environment(running.url, CLIENT_ID, CLIENT_SECRET)
+        assert load_settings(env).providers["microsoft"].token_url == env["MICROSOFT_TOKEN_URL"]
+        with httpx.Client(base_url=running.url, timeout=5) as client:
+            form = {"grant_type": "refresh_token", "refresh_token": "x", "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET}  # fmt: skip
+            assert client.post(env["MICROSOFT_TOKEN_URL"], data=form).json()["error_codes"] == [70000]
+            assert client.post(env["GOOGLE_TOKEN_URL"], data=form).json()["error"] == "invalid_grant"
+            assert client.post("/microsoft/_sandbox/accounts", json={"email": "a@contoso.test"}).json()["tid"]
