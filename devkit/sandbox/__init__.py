@@ -22,7 +22,14 @@ Modules: `state` (data), `dialect` (what differs per provider), `responses` (the
 (the Microsoft dialect), `token`, `authorize`, `control` (the /_sandbox API) and `app` (the routes).
 """
 
-from devkit.sandbox.app import DIALECTS, create_sandbox_app, create_sandboxes, sandboxes_environment
+from devkit.sandbox.app import (
+    DIALECT_MOUNTS,
+    DIALECTS,
+    create_sandbox_app,
+    create_sandboxes,
+    sandbox_states,
+    sandboxes_environment,
+)
 from devkit.sandbox.control import parse_fault
 from devkit.sandbox.dialect import Dialect
 from devkit.sandbox.microsoft import MICROSOFT
@@ -45,6 +52,7 @@ from devkit.sandbox.state import (
 __all__ = [
     "ACCESS_TOKEN_LIFETIME",
     "DIALECTS",
+    "DIALECT_MOUNTS",
     "GOOGLE",
     "MALFORMED_BODIES",
     "MICROSOFT",
@@ -62,5 +70,6 @@ __all__ = [
     "parse_fault",
     "pkce_challenge",
     "sandbox_state",
+    "sandbox_states",
     "sandboxes_environment",
 ]  # fmt: skip

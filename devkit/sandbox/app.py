@@ -21,10 +21,10 @@ from devkit.sandbox.control import (
     reset_all,
     reset_requests,
 )
-from devkit.sandbox.dialect import Dialect
+from devkit.sandbox.dialect import Dialect, sandbox_dialect
 from devkit.sandbox.microsoft import MICROSOFT
 from devkit.sandbox.responses import GOOGLE
-from devkit.sandbox.state import ACCESS_TOKEN_LIFETIME, SandboxRequestError, SandboxState
+from devkit.sandbox.state import ACCESS_TOKEN_LIFETIME, SandboxRequestError, SandboxState, sandbox_state
 from devkit.sandbox.token import token_endpoint
 from statemachine.providers import registry
 
@@ -66,6 +66,7 @@ def create_sandbox_app(
 
 
 DIALECTS: tuple[Dialect, ...] = (MICROSOFT, GOOGLE)  # Google last: it is mounted at the root
+DIALECT_MOUNTS = {dialect.name: dialect.mount for dialect in DIALECTS}
 
 
 def create_sandboxes(
@@ -84,7 +85,7 @@ def create_sandboxes(
 
 def sandboxes_environment(url: str, client_id: str, client_secret: str) -> dict[str, str]:
     """The settings that point every provider at `create_sandboxes` served at `url`, with its client."""
-    env = {}
+    env: dict[str, str] = {}
     for dialect in DIALECTS:
         spec = registry.get(dialect.name)
         base = f"{url}{dialect.mount}"
@@ -94,3 +95,12 @@ def sandboxes_environment(url: str, client_id: str, client_secret: str) -> dict[
         env |= {spec.token_url.env: token, spec.auth_url.env: auth}
         env |= {spec.client_id_env: client_id, spec.client_secret_env: client_secret}
     return env
+
+
+def sandbox_states(app: Starlette) -> dict[str, SandboxState]:
+    """The state of each provider in a `create_sandboxes` app, by provider name (to seed it before serving)."""
+    return {
+        sandbox_dialect(route.app).name: sandbox_state(route.app)
+        for route in app.routes
+        if isinstance(route, Mount) and isinstance(route.app, Starlette)
+    }

@@ -103,10 +103,11 @@ async def collect(session: AsyncSession, clock: Clock) -> Record:
         sent_minute = None if sent is None else clock.minutes(sent)
         record.emails.append(Email(mailbox_id, kind, clock.minutes(created), sent_minute))
     record.final_states = dict((await session.execute(select(Mailbox.id, Mailbox.state))).all())
-    incidents = select(Incident.cause, Incident.code, Incident.opened_at, Incident.closed_at).order_by(Incident.id)
-    for cause, code, opened, closed in await session.execute(incidents):
+    incidents = select(Incident.provider, Incident.cause, Incident.code, Incident.opened_at, Incident.closed_at)
+    for provider, cause, code, opened, closed in await session.execute(incidents.order_by(Incident.id)):
         record.incidents.append(
             {
+                "provider": provider,
                 "code": code,
                 "cause": cause,
                 "opened_minute": round(clock.minutes(opened), 1),
