@@ -1,7 +1,6 @@
 """The Microsoft adapter through respx: tenant endpoints, rotation, and the id_token's tid/oid checks."""
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,7 +10,7 @@ import respx
 
 from statemachine.core.errors import OAuthConfigError
 from statemachine.providers import microsoft
-from statemachine.providers.oauth import OAuthProvider, RetryPolicy, make_http_client
+from statemachine.providers.oauth import OAuthProvider, RetryPolicy
 from statemachine.services.settings import load_settings
 from tests.statemachine.providers.test_oauth import id_token
 
@@ -19,19 +18,6 @@ TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OTHER_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 OID = "00000000-0000-0000-66f3-3332eca7ea81"
 CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
-
-
-@pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    client = make_http_client(5.0)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def endpoint() -> Iterator[respx.MockRouter]:
-    with respx.mock(using="httpx", assert_all_mocked=True) as router:
-        yield router
 
 
 def adapter(http: httpx.AsyncClient, tenant: str = "common") -> OAuthProvider:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -52,20 +52,6 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     monkeypatch.setattr("backoff._async.asyncio.sleep", fake_sleep)
     return waits
-
-
-@pytest.fixture
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    client = make_http_client(5.0)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def endpoint() -> Iterator[respx.MockRouter]:
-    # using="httpx": respx's default (httpcore) mocker never sees requests that go through the aiohttp transport
-    with respx.mock(using="httpx", assert_all_mocked=True, assert_all_called=True) as router:
-        yield router
 
 
 def spec_for(name: str) -> ProviderSpec:

@@ -83,19 +83,24 @@ async def test_the_first_refresh_teaches_a_cli_added_mailbox_its_tenant_and_obje
     assert (await stored_token(ms_runtime, mailbox_id))[1] == f"{TID}/{OID}"
 
 
+async def crash_in(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, step: str, mailbox_id: int) -> None:
+    """Run a cycle whose process dies in `step` (a function of the cycle module)."""
+
+    async def crash(*args: Any) -> None:
+        raise SystemExit(f"killed in {step}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cycle_module, step, crash)
+        with pytest.raises(SystemExit):
+            await run_cycle(runtime.cycle_deps(), mailbox_id, actor="crashing worker")
+
+
 async def test_a_crash_after_the_response_but_before_the_rotated_token_is_committed_loses_nothing(
     ms_runtime: Runtime, control: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The new token is lost with the process; the old one is still stored, and Microsoft still honours it."""
     mailbox_id, token = await connect(ms_runtime, control)
-
-    async def crash(*args: Any) -> None:
-        raise SystemExit("killed between the response and the commit")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(cycle_module, "_keep_rotated_token", crash)
-        with pytest.raises(SystemExit):
-            await run_cycle(ms_runtime.cycle_deps(), mailbox_id, actor="crashing worker")
+    await crash_in(ms_runtime, monkeypatch, "_keep_rotated_token", mailbox_id)
     assert (await stored_token(ms_runtime, mailbox_id))[0] == token
     await _after_the_lease(ms_runtime, mailbox_id)
 
@@ -104,14 +109,7 @@ async def test_a_crash_after_the_rotated_token_is_committed_keeps_the_new_one(
     ms_runtime: Runtime, control: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mailbox_id, token = await connect(ms_runtime, control)
-
-    async def crash(*args: Any) -> None:
-        raise SystemExit("killed before the outcome transaction")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(cycle_module, "_apply_outcome", crash)
-        with pytest.raises(SystemExit):
-            await run_cycle(ms_runtime.cycle_deps(), mailbox_id, actor="crashing worker")
+    await crash_in(ms_runtime, monkeypatch, "_apply_outcome", mailbox_id)
     stored, _ = await stored_token(ms_runtime, mailbox_id)
     assert stored != token
     assert stored not in await sent(control)  # the newest, never sent yet
