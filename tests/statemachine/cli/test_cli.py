@@ -287,3 +287,25 @@ def test_unmigrated_database_says_to_migrate(make_database, cli_env: dict[str, s
         1,
         "tokenwarden: error: the database schema is missing or old: run `tokenwarden migrate`\n",
     )
+
+
+def test_an_imported_microsoft_mailbox_refreshes_and_keeps_the_newest_token(
+    cli: Cli, microsoft: httpx.Client, tmp_path: Path
+) -> None:
+    token = microsoft.post("/_sandbox/tokens", json={"sub": ACCOUNT["sub"]}).json()["refresh_token"]
+    line = {
+        "user": "owner@example.test",
+        "provider": "microsoft",
+        "address": "ana@contoso.test",
+        "refresh_token": token,
+    }
+    path = tmp_path / "mailboxes.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    cli("mailbox", "import", str(path))
+    [listed] = cli.json("mailbox", "list")
+    assert (listed["provider"], listed["address"]) == ("microsoft", "ana@contoso.test")
+    for _ in range(3):
+        assert cli.json("refresh", str(listed["id"]))["to_state"] == "healthy"
+    sent = microsoft.get("/_sandbox/requests").json()["by_refresh_token"]
+    assert len(sent) == 3  # each refresh sent the token the one before it stored
+    assert next(iter(sent)) == token
