@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sandbox = sub.add_parser("sandbox", help="break mailboxes at the running demo's sandbox providers (demo only)")
     sandbox.__class__ = OneLineParser  # made by the top-level parser's class; it reports errors in one line too
     actions_ = sandbox.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=OneLineParser)
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help=f"the running demo's data folder (default ./{DEFAULT_DATA_DIR})")  # fmt: skip
     fault = actions_.add_parser("fault", parents=[common], help="make one mailbox's token requests fail")

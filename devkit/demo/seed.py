@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -134,11 +135,16 @@ async def _play(deps: CycleDeps, control: SandboxControl, story: Story, mailbox_
         if step.fault is not None:
             await control.break_mailbox(token, step.fault, count=1)
         at = start - timedelta(seconds=step.ago)
-        await run_cycle(dataclasses.replace(deps, clock=lambda at=at: at), mailbox_id, actor=ACTOR)
+        await run_cycle(dataclasses.replace(deps, clock=_stopped_at(at)), mailbox_id, actor=ACTOR)
     if story.operator_disconnect_ago is not None:
         await _disconnect(deps, mailbox_id, start - timedelta(seconds=story.operator_disconnect_ago))
     if story.leave is not None:
         await control.break_mailbox(token, story.leave, count=story.leave_count)
+
+
+def _stopped_at(moment: datetime) -> Callable[[], datetime]:
+    """A clock that always says `moment`: a seeding cycle happens at its story's time."""
+    return lambda: moment
 
 
 async def _token(deps: CycleDeps, mailbox_id: int) -> str:

@@ -40,10 +40,16 @@ EVENT_FOR_KIND = {
 
 
 class Grant(Protocol):
-    access_token: str
-    expires_in: int | None
-    refresh_token: str | None
-    subject: str | None  # from the refresh answer's id_token, if it had one
+    """What a cycle reads of a refresh answer (read-only: the adapter's TokenGrant is frozen)."""
+
+    @property
+    def access_token(self) -> str: ...
+    @property
+    def expires_in(self) -> int | None: ...
+    @property
+    def refresh_token(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...  # from the refresh answer's id_token, if it had one
 
 
 class TokenRefresher(Protocol):

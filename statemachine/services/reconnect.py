@@ -24,12 +24,20 @@ from statemachine.store.models import Mailbox
 
 
 class ConsentGrant(Protocol):
-    access_token: str
-    expires_in: int | None
-    refresh_token: str | None
-    subject: str | None
-    email: str | None
-    email_verified: bool | None
+    """What a reconnect reads of a code exchange's answer (read-only: the adapter's TokenGrant is frozen)."""
+
+    @property
+    def access_token(self) -> str: ...
+    @property
+    def expires_in(self) -> int | None: ...
+    @property
+    def refresh_token(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def email_verified(self) -> bool | None: ...
 
 
 class ReconnectError(Exception):
