@@ -76,7 +76,7 @@ async def start_reconnect(request: Request) -> Response:
         await store.add_state(session, hash_secret(nonce), auth.user.session_id, mailbox_id, name, sealed, expires)
     url = provider.authorization_url(
         redirect_uri=redirect_uri(web, name), state=web.signing.state(nonce), code_challenge=challenge,
-        scopes=provider.spec.scopes, login_hint=address,
+        scopes=provider.scopes, login_hint=address,
     )  # fmt: skip
     return RedirectResponse(url, status_code=303)
 
@@ -152,6 +152,13 @@ async def _callback(request: Request, name: str) -> Response:
         RECONNECTS.labels(name, f"failed_{err.status_code}").inc()
         raise
     label = provider_display_name(name)
+    if result.unknown_account:
+        RECONNECTS.labels(name, "account_unknown").inc()
+        detail = (f"{result.expected_account} was added without signing in, and {label} has not yet told us "
+                  f"which account it belongs to (it does at the mailbox's first successful refresh). A {label} "
+                  "email address cannot prove it, so nothing was changed. Ask an operator to refresh the mailbox "
+                  "once, or to add it again through a sign-in.")  # fmt: skip
+        raise PageError(409, "We cannot tell which account this mailbox belongs to yet", detail)
     if not result.accepted:
         RECONNECTS.labels(name, "other_account").inc()
         other = grant.email or "a different account"

@@ -30,7 +30,7 @@ from devkit.demo.seed import prepare
 from devkit.demo.services import Progress, running_worker, served, worker_environment
 from devkit.demo.stories import OPERATOR, USER
 from devkit.embedded import ServiceStartError, start_embedded_postgres, start_embedded_redis
-from devkit.sandbox import create_sandbox_app
+from devkit.sandbox import create_sandboxes
 from devkit.worker_process import WorkerExitedError, WorkerProcess
 from statemachine.services.logs import JsonFormatter
 from statemachine.services.runtime import Runtime, open_runtime
@@ -113,7 +113,7 @@ async def run_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 except WorkerExitedError as err:
                     raise DemoError(str(err)) from None
     except asyncio.CancelledError:
-        progress.say("stopped: the worker, the web app, the mail catcher, the sandbox Google, Redis and PostgreSQL")
+        progress.say("stopped: the worker, the web app, the mail catcher, the sandbox providers, Redis and PostgreSQL")
         return 0
     except (DemoError, ServiceStartError, SettingsError) as err:
         print(f"tokenwarden: error: {err}".replace("\n", "\n  "), file=sys.stderr, flush=True)
@@ -177,7 +177,7 @@ async def _servers(
     stack: contextlib.AsyncExitStack, data: DataDir, env: Mapping[str, str], progress: Progress, client_id: str,
     client_secret: str,
 ) -> Servers:  # fmt: skip
-    """PostgreSQL (migrated), Redis, the sandbox Google and the mail catcher."""
+    """PostgreSQL (migrated), Redis, the sandbox providers and the mail catcher."""
     if env.get("DATABASE_URL"):
         db_url = database_url(env["DATABASE_URL"])
         progress.say("  using DATABASE_URL for PostgreSQL")
@@ -194,11 +194,11 @@ async def _servers(
         stack.callback(progress.say, "  stopping Redis")
     with progress.step("migrating the database"):
         await migrate(db_url)
-    with progress.step("starting the sandbox Google") as note:
-        app = create_sandbox_app(client_id=client_id, client_secret=client_secret,
-                                 access_token_lifetime=ACCESS_TOKEN_SECONDS)  # fmt: skip
-        sandbox = stack.enter_context(served(app, "the sandbox Google"))
-        stack.callback(progress.say, "  stopping the sandbox Google")
+    with progress.step("starting the sandbox Google and Microsoft") as note:
+        app = create_sandboxes(client_id=client_id, client_secret=client_secret,
+                               access_token_lifetime=ACCESS_TOKEN_SECONDS)  # fmt: skip
+        sandbox = stack.enter_context(served(app, "the sandbox providers"))
+        stack.callback(progress.say, "  stopping the sandbox providers")
         note(sandbox.url)
     with progress.step("starting the mail catcher (SMTP)") as note:
         smtp_url = await stack.enter_async_context(mail_catcher(data.maildir))
@@ -225,7 +225,8 @@ async def _announce(runtime: Runtime, web_url: str, sandbox_url: str, data: Data
     for name, path in (("dashboard", "/"), ("operations", "/ops"), ("mail", "/dev/mail"),
                        ("sandbox panel", "/dev/sandbox")):  # fmt: skip
         progress.say(f"  {name:<14} {web_url}{path}")
-    progress.say(f"  {'sandbox Google':<14} {sandbox_url}/authorize (its consent page; `tokenwarden sandbox --help`)")
+    progress.say(f"  {'sandbox':<14} {sandbox_url}/authorize and {sandbox_url}/microsoft/common/oauth2/v2.0/authorize "
+                 "(the consent pages; `tokenwarden sandbox --help`)")  # fmt: skip
     progress.say("Sign in (each link works once, for 24 h; restart the demo for new ones):")
     for role, email, link in links:
         progress.say(f"  {role:<8} {email:<18} {link}")

@@ -20,6 +20,7 @@ from devkit.demo.config import demo_environment
 from devkit.demo.control import MAILBOX_FAULTS, FaultView, SandboxControl, mailbox_ids_by_token
 from devkit.demo.datadir import DEFAULT_DATA_DIR, DataDir, DemoError
 from statemachine.cli.main import mailbox_id
+from statemachine.providers import registry
 from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
 
@@ -51,7 +52,7 @@ def _minutes(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sandbox = sub.add_parser("sandbox", help="break mailboxes at the running demo's sandbox Google (demo only)")
+    sandbox = sub.add_parser("sandbox", help="break mailboxes at the running demo's sandbox providers (demo only)")
     sandbox.__class__ = OneLineParser  # made by the top-level parser's class; it reports errors in one line too
     actions_ = sandbox.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=OneLineParser)
     common = OneLineParser(add_help=False)
@@ -66,9 +67,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     outage = actions_.add_parser("outage", parents=[common], help="every token request gets a 503 for N minutes")
     outage.add_argument("--minutes", type=_minutes, required=True)
     outage.set_defaults(handler=_outage)
-    actions_.add_parser(
+    misconfigure = actions_.add_parser(
         "misconfigure", parents=[common], help="reject our client secret (invalid_client) for every request"
-    ).set_defaults(handler=_misconfigure)
+    )
+    misconfigure.set_defaults(handler=_misconfigure)
+    for parser in (outage, misconfigure):
+        parser.add_argument("--provider", choices=registry.NAMES, default="google", help="whose (default google)")
     clear = actions_.add_parser("clear", parents=[common], help="clear one mailbox's fault, or all faults")
     clear.add_argument("mailbox", metavar="MAILBOX_ID", type=mailbox_id, nargs="?")
     clear.set_defaults(handler=_clear)
@@ -103,11 +107,11 @@ async def _fault(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 async def _outage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    return await _run(args, env, lambda runtime, control: actions.outage(control, args.minutes))
+    return await _run(args, env, lambda runtime, control: actions.outage(control.of(args.provider), args.minutes))
 
 
 async def _misconfigure(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    return await _run(args, env, lambda runtime, control: actions.misconfigure(control))
+    return await _run(args, env, lambda runtime, control: actions.misconfigure(control.of(args.provider)))
 
 
 async def _clear(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -28,7 +28,7 @@ from cryptography.fernet import Fernet
 from devkit.embedded import ServiceStartError
 from devkit.simulate.report import as_json, table
 from devkit.simulate.runner import ScenarioResult, Services, run_scenario
-from devkit.simulate.scenarios import SCENARIOS, plan
+from devkit.simulate.scenarios import SCENARIOS, parse_providers, plan
 from devkit.simulate.services import SimulationError, postgres_admin, smtp_sink
 from devkit.simulate.timing import Compression, CompressionError, describe, worker_environment
 from devkit.worker_process import WorkerExitedError
@@ -53,6 +53,13 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _providers(text: str) -> tuple[tuple[str, float], ...]:
+    try:
+        return parse_providers(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser(
         "simulate",
@@ -66,6 +73,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--minute-seconds", type=_positive_float, default=1.0,
                      help="real seconds per simulated minute (default 1.0: 60x faster than real time)")  # fmt: skip
     run.add_argument("--seed", type=int, default=1, help="seed of the fault plans (default 1)")
+    run.add_argument("--providers", type=_providers, default=(("google", 1.0),), metavar="MIX",
+                     help="the mailboxes' providers and shares, e.g. google=0.6,microsoft=0.4 (default google=1); "
+                     "an outage then hits Microsoft only")  # fmt: skip
     run.add_argument("--log-dir", type=Path, help="keep the worker's logs here (default: a temporary folder)")
     run.add_argument("--json", action="store_true", help="print a JSON list of scenario results instead of tables")
     run.set_defaults(handler=simulate)
@@ -95,8 +105,9 @@ async def _run(args: argparse.Namespace, env: Mapping[str, str], c: Compression)
         async with postgres_admin(env) as admin, smtp_sink() as smtp:
             services = Services(admin, smtp, Fernet.generate_key().decode(), logs, env)
             for name in SCENARIOS if args.scenario == "all" else (args.scenario,):
-                scenario = plan(name, args.mailboxes, args.hours * 60, args.seed)
-                _say(f"== {name}: {scenario.mailboxes:,} mailboxes, {scenario.minutes:g} min: {scenario.describe()}")
+                scenario = plan(name, args.mailboxes, args.hours * 60, args.seed, args.providers)
+                _say(f"== {name}: {scenario.mailboxes:,} mailboxes ({scenario.mix()}), {scenario.minutes:g} min: "
+                     f"{scenario.describe()}")  # fmt: skip
                 result = await run_scenario(scenario, c, services, functools.partial(_say_for, name))
                 results.append(result)
                 if not args.json:

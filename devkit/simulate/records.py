@@ -104,10 +104,11 @@ async def collect(session: AsyncSession, clock: Clock, delivered: Mapping[str, d
         minute = None if arrived is None else clock.minutes(arrived)
         record.emails.append(Email(mailbox_id, kind, clock.minutes(created), minute))
     record.final_states = dict((await session.execute(select(Mailbox.id, Mailbox.state))).all())
-    incidents = select(Incident.cause, Incident.code, Incident.opened_at, Incident.closed_at).order_by(Incident.id)
-    for cause, code, opened, closed in await session.execute(incidents):
+    incidents = select(Incident.provider, Incident.cause, Incident.code, Incident.opened_at, Incident.closed_at)
+    for provider, cause, code, opened, closed in await session.execute(incidents.order_by(Incident.id)):
         record.incidents.append(
             {
+                "provider": provider,
                 "code": code,
                 "cause": cause,
                 "opened_minute": round(clock.minutes(opened), 1),

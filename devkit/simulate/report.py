@@ -14,6 +14,7 @@ from devkit.simulate.metrics import Metrics
 from devkit.simulate.model import Window
 from devkit.simulate.runner import ScenarioResult
 from devkit.simulate.scenarios import ARM_SLACK_MINUTES
+from statemachine.providers import registry
 
 NEVER = "never (no email)"
 
@@ -90,7 +91,8 @@ def _incidents(result: ScenarioResult) -> str:
         return "none"
     spans = []
     for incident in result.incidents:
-        kind, opened, closed = incident["code"] or "transient", incident["opened_minute"], incident["closed_minute"]
+        kind = f"{registry.label(incident['provider'])} {incident['code'] or 'transient'}"
+        opened, closed = incident["opened_minute"], incident["closed_minute"]
         spans.append(f"{kind} min {opened:g}-{closed:g}" if closed is not None else f"{kind} from min {opened:g}, open")
     return f"{len(spans)} opened: " + "; ".join(spans)
 
@@ -118,6 +120,7 @@ def table(result: ScenarioResult) -> str:
     lines = [
         f"== {plan.scenario}: {plan.mailboxes:,} mailboxes, {plan.minutes:g} simulated minutes "
         f"in {result.real_seconds / 60:.1f} real minutes ({c.describe()})",
+        f"   providers: {plan.mix()}",
         f"   faults: {plan.describe()}",
         f"   applied: {_applied(result)}",
         f"   provider incidents: {_incidents(result)}",
@@ -140,6 +143,7 @@ def as_json(result: ScenarioResult) -> dict[str, Any]:
         "minute_seconds": result.compression.minute_seconds,
         "speedup": round(result.compression.speedup, 3),
         "real_seconds": round(result.real_seconds, 1),
+        "providers": dict(plan.providers),
         "faults": plan.describe(),
         "applied": {
             "bursts": truth.bursts,

@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 
-from devkit.sandbox import create_sandbox_app, sandbox_state
+from devkit.sandbox import DIALECT_MOUNTS, create_sandboxes, sandbox_states, sandboxes_environment
 from devkit.serving import serve_in_thread
 from devkit.simulate import metrics
 from devkit.simulate.driver import Driver, GroundTruth
@@ -73,10 +73,12 @@ def address(number: int) -> str:
 
 
 def _sandbox_app(plan: Plan, c: Compression) -> Starlette:
-    app = create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token_lifetime=token_lifetime(c))
-    state = sandbox_state(app)
+    """Every sandbox provider in one server, each knowing the accounts and tokens of its mailboxes."""
+    app = create_sandboxes(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token_lifetime=token_lifetime(c))
+    states = sandbox_states(app)
     for number in range(plan.mailboxes):
-        account = state.add_account(address(number), sub=str(100000 + number))
+        state = states[plan.provider_of(number)]
+        account = state.add_account(address(number))
         state.add_grant(account.sub, refresh_token=token(number))
     return app
 
@@ -84,8 +86,7 @@ def _sandbox_app(plan: Plan, c: Compression) -> Starlette:
 def _environment(services: Services, database: str, redis: str, sandbox: str, c: Compression) -> dict[str, str]:
     base = {k: v for k, v in services.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env = {**base, "DATABASE_URL": database, "REDIS_URL": redis, "SMTP_URL": services.smtp.url}
-    env |= {"GOOGLE_CLIENT_ID": CLIENT_ID, "GOOGLE_CLIENT_SECRET": CLIENT_SECRET}
-    env |= {"GOOGLE_TOKEN_URL": f"{sandbox}/token", "GOOGLE_AUTH_URL": f"{sandbox}/authorize"}
+    env |= sandboxes_environment(sandbox, CLIENT_ID, CLIENT_SECRET)
     env["TOKENWARDEN_ENCRYPTION_KEYS"] = services.encryption_key
     env |= worker_environment(load_settings(services.environ), c)
     return env
@@ -96,7 +97,12 @@ async def _populate(sessionmaker: Sessionmaker, env: Mapping[str, str], plan: Pl
     settings = load_settings(env)
     lines = (
         json.dumps(
-            {"user": f"owner-{address(n)}", "provider": "google", "address": address(n), "refresh_token": token(n)}
+            {
+                "user": f"owner-{address(n)}",
+                "provider": plan.provider_of(n),
+                "address": address(n),
+                "refresh_token": token(n),
+            }
         )
         for n in range(plan.mailboxes)
     )
@@ -144,6 +150,7 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
         driver = Driver(
             plan, c, clock, sessionmaker, http, worker,
             tokens={mailbox_id: token(n) for n, mailbox_id in ids.items()},
+            mounts={mailbox_id: DIALECT_MOUNTS[plan.provider_of(n)] for n, mailbox_id in ids.items()},
             untouched=set(ids.values()),
             stall_seconds=3 * settings.http_timeout_seconds, say=say,
         )  # fmt: skip

@@ -25,7 +25,7 @@ SPEC = ProviderSpec(
     client_id_env="GOOGLE_CLIENT_ID",
     client_secret_env="GOOGLE_CLIENT_SECRET",
     scopes=("openid", "email", "https://mail.google.com/"),
-    subject_claim="sub",
+    subject_claims=("sub",),
     # offline access and a forced consent screen, so every consent returns a refresh token
     consent_params={
         "response_type": "code",

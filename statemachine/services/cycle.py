@@ -2,10 +2,10 @@
 
 1. Lease the mailbox (a short transaction), so no other cycle refreshes it meanwhile.
 2. Call the provider outside any transaction (retries of transient failures happen in there).
-3. A rotated refresh token is committed at once, in its own one-row transaction.
+3. A rotated refresh token (Microsoft: every refresh) is committed at once, in its own one-row transaction.
 4. One transaction: lock the row, re-check that nothing else changed it since the lease (a
-   reconnect or an operator's action wins over a stale outcome), fire the event, write the row,
-   history and outbox, release the lease. Commit.
+   reconnect or an operator's action wins over a stale outcome), fire the event, write the row
+   (and the account the id_token names, if none is known yet), history and outbox, release the lease. Commit.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ EVENT_FOR_KIND = {
 
 
 class Grant(Protocol):
-    """What a successful token response carries (read-only: providers hand out frozen grants)."""
+    """What a cycle reads of a refresh answer (read-only: the adapter's TokenGrant is frozen)."""
 
     @property
     def access_token(self) -> str: ...
@@ -50,6 +50,8 @@ class Grant(Protocol):
     def expires_in(self) -> int | None: ...
     @property
     def refresh_token(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...  # from the refresh answer's id_token, if it had one
 
 
 class TokenRefresher(Protocol):
@@ -163,6 +165,8 @@ async def _apply_outcome(
         )
         if grant is not None:
             _store_access_token(deps.cipher, mailbox, grant, now)
+            # a mailbox added by the CLI or an import learns its account here, for the reconnect check
+            mailbox.provider_subject = mailbox.provider_subject or grant.subject
         event = Event.REFRESH_SUCCEEDED if verdict is None else EVENT_FOR_KIND[verdict.kind]
         outcome = await apply_event(session, mailbox, event, occurrence, deps.events)
         _release(mailbox, lease)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,6 +26,8 @@ from statemachine.providers.spec import ProviderSpec
 
 T = TypeVar("T")
 
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")  # a name, a GUID or a verified domain: one path segment
+
 
 class SettingsError(Exception):
     """One or more environment variables are missing or invalid; the message lists each one."""
@@ -38,6 +41,8 @@ class ProviderClient:
     client_secret: Secret | None
     token_url: str
     auth_url: str
+    scopes: tuple[str, ...]
+    tenant: str | None = None  # the spec's tenant setting, already filled into the default URLs
 
     @property
     def configured(self) -> bool:
@@ -46,7 +51,13 @@ class ProviderClient:
 
     @classmethod
     def defaults(cls, spec: ProviderSpec) -> ProviderClient:
-        return cls(None, None, spec.token_url.default, spec.auth_url.default)
+        tenant = spec.tenant.default if spec.tenant else None
+        return cls(None, None, _in_tenant(spec.token_url.default, tenant), _in_tenant(spec.auth_url.default, tenant),
+                   spec.scopes, tenant)  # fmt: skip
+
+
+def _in_tenant(url: str, tenant: str | None) -> str:
+    return url.replace("{tenant}", tenant) if tenant is not None else url
 
 
 def _default_clients() -> dict[str, ProviderClient]:
@@ -240,16 +251,38 @@ def _policy(env: _Reader) -> Policy:
 
 def _provider_clients(env: _Reader) -> dict[str, ProviderClient]:
     """Each registered provider's client, from the environment variables its module names."""
+    return {spec.name: _provider_client(env, spec) for spec in PROVIDERS}
+
+
+def _provider_client(env: _Reader, spec: ProviderSpec) -> ProviderClient:
     url = _url("https", "http")
-    return {
-        spec.name: ProviderClient(
-            client_id=env.get(spec.client_id_env, None, str),
-            client_secret=env.get(spec.client_secret_env, None, Secret),
-            token_url=env.get(spec.token_url.env, spec.token_url.default, url),
-            auth_url=env.get(spec.auth_url.env, spec.auth_url.default, url),
-        )
-        for spec in PROVIDERS
-    }
+    tenant = env.get(spec.tenant.env, spec.tenant.default, _tenant) if spec.tenant else None
+    scopes = env.get(spec.scopes_env, spec.scopes, _scopes(spec)) if spec.scopes_env else spec.scopes
+    return ProviderClient(
+        client_id=env.get(spec.client_id_env, None, str),
+        client_secret=env.get(spec.client_secret_env, None, Secret),
+        token_url=env.get(spec.token_url.env, _in_tenant(spec.token_url.default, tenant), url),
+        auth_url=env.get(spec.auth_url.env, _in_tenant(spec.auth_url.default, tenant), url),
+        scopes=scopes,
+        tenant=tenant,
+    )
+
+
+def _tenant(raw: str) -> str:
+    if not _TENANT.fullmatch(raw):
+        raise ValueError("expected common, organizations, consumers, a tenant id or a domain name")
+    return raw
+
+
+def _scopes(spec: ProviderSpec) -> Callable[[str], tuple[str, ...]]:
+    def parse(raw: str) -> tuple[str, ...]:
+        scopes = tuple(dict.fromkeys(raw.split()))
+        missing = [scope for scope in spec.oidc_scopes if scope not in scopes]
+        if missing:
+            raise ValueError(f"must keep {' '.join(missing)} (no id_token or refresh token without them)")
+        return scopes
+
+    return parse
 
 
 def _incidents(env: _Reader) -> IncidentThresholds:

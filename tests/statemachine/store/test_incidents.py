@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
+import respx
 from sqlalchemy import text
 
 from statemachine.core.errors import Verdict
@@ -14,6 +16,7 @@ from statemachine.core.states import FailureKind
 from statemachine.services.cycle import run_cycle
 from statemachine.services.runtime import Runtime
 from statemachine.store.incidents import close_recovered, prune_outcomes
+from tests.database import MICROSOFT_TOKEN_URL, TOKEN_URL
 from tests.factories import add_mailbox
 
 INVALID_CLIENT = httpx.Response(401, json={"error": "invalid_client", "error_description": "Unauthorized"})
@@ -125,3 +128,31 @@ async def test_outcomes_older_than_48_hours_are_pruned(runtime) -> None:
             await runtime.incidents.observe(session, provider="google", mailbox_id=mailbox_id, verdict=None, at=at)
     assert await prune_outcomes(runtime.sessionmaker, now) == 2
     assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 2
+
+
+@pytest.mark.parametrize(("down", "up"), [("microsoft", "google"), ("google", "microsoft")])
+async def test_one_providers_outage_opens_its_own_incident_and_the_other_keeps_escalating(
+    runtime: Runtime, down: str, up: str
+) -> None:
+    """Six mailboxes of the provider that is down open an incident and wait; two failing mailboxes of the other
+    one are not covered by it: they climb the ladder and are told, as on any other day."""
+    urls = {"google": TOKEN_URL, "microsoft": MICROSOFT_TOKEN_URL}
+    domains = {"google": "gmail.test", "microsoft": "contoso.test"}
+    waiting = [
+        await add_mailbox(runtime, f"tok-{down}-{i}", address=f"w{i}@{domains[down]}", provider=down) for i in range(6)
+    ]
+    escalating = [
+        await add_mailbox(runtime, f"tok-{up}-{i}", address=f"e{i}@{domains[up]}", provider=up) for i in range(2)
+    ]
+    with respx.mock(using="httpx", assert_all_mocked=True) as mock:
+        mock.post(urls[down]).respond(503)
+        mock.post(urls[up]).respond(503)
+        for _ in range(3):
+            for mailbox_id in waiting + escalating:
+                await run_cycle(runtime.cycle_deps(), mailbox_id, actor="worker")
+    assert await rows(runtime, "select provider, status from incidents") == [(down, "open")]
+    states = dict(await rows(runtime, "select id, state from mailboxes"))
+    assert {states[m] for m in waiting} == {"retrying"}  # frozen while their provider is down
+    assert {states[m] for m in escalating} == {"disconnected"}  # the whole ladder in three failed cycles
+    told = await rows(runtime, "select distinct mailbox_id from notifications")
+    assert {m for (m,) in told} == set(escalating)
