@@ -187,8 +187,8 @@ def operator_reads_the_history(browser: Browser, link: str, mailbox_id: str) -> 
     expect(cycles.locator('rect[data-kind="permanent"]')).to_have_count(1)  # this hour's revoked grant
     expect(cycles.locator('rect[data-kind="transient"]')).to_have_count(1)  # and the 503s
     states = operator.locator('svg[data-chart="states"]')
-    for state in ("healthy", "degraded"):
-        expect(states.locator(f'rect[data-kind="{state}"]')).to_have_count(1)
+    for state in ("healthy", "degraded"):  # a column for each hour that had the state (the two providers differ)
+        expect(states.locator(f'rect[data-kind="{state}"]').first).to_be_visible()
     assert operator.evaluate("document.documentElement.scrollWidth") <= 1200  # the charts fit the page
     operator.screenshot(path=str(OUTPUT / "ops.png"), full_page=True)
     operator.locator(f'tr[data-mailbox="{mailbox_id}"] a').first.click()
