@@ -56,3 +56,29 @@ class OAuthState(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A host app's key for /v1: only a SHA-256 of the key is stored; `prefix` lets people tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    prefix: Mapped[str] = mapped_column(Text)
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AccessTokenAudit(Base):
+    """One row per access token handed out through /v1 (never the token itself)."""
+
+    __tablename__ = "access_token_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key_name: Mapped[str] = mapped_column(Text)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    cycle_ran: Mapped[bool]
+    at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -92,6 +92,7 @@ class Mailbox(Base):
     state_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    removed_at: Mapped[datetime | None]  # the host app removed it (DELETE /v1/mailboxes/{id}); kept for history
 
     __table_args__ = (
         CheckConstraint(one_of("state", tuple(s.value for s in State)), name="state"),

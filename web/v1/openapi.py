@@ -1,0 +1,139 @@
+"""The OpenAPI 3.1 description of /v1, served at GET /v1/openapi.json.
+
+Written as data beside the routes; tests/web/v1/test_openapi.py checks it against the app's own
+route table (every /v1 route and method described, nothing described that is not routed) and
+schemathesis checks the responses against the schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from statemachine.core.states import State
+
+Schema = dict[str, Any]
+
+NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+MAILBOX: Schema = {
+    "type": "object",
+    "required": [
+        "id",
+        "user_email",
+        "address",
+        "provider",
+        "state",
+        "is_active",
+        "reason",
+        "banner",
+        "next_refresh_at",
+        "last_refreshed_at",
+        "removed_at",
+        "reconnect_url",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "user_email": {"type": "string"},
+        "address": {"type": "string"},
+        "provider": {"type": "string"},
+        "state": {"enum": [s.value for s in State]},
+        "is_active": {"type": "boolean"},
+        "reason": {"type": ["string", "null"], "description": "why it is not healthy, in plain words"},
+        "banner": {
+            "type": "object",
+            "required": ["level", "title", "text"],
+            "properties": {
+                "level": {"enum": ["quiet", "calm", "warning", "danger"]},
+                "title": {"type": "string"},
+                "text": {"type": ["string", "null"]},
+            },
+        },
+        "next_refresh_at": NULLABLE_TIME,
+        "last_refreshed_at": NULLABLE_TIME,
+        "removed_at": NULLABLE_TIME,
+        "reconnect_url": {"type": ["string", "null"], "description": "for the user; null when healthy"},
+    },
+}
+ACCESS_TOKEN: Schema = {
+    "type": "object",
+    "required": ["access_token", "expires_at", "scope"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "expires_at": NULLABLE_TIME,
+        "scope": {"type": ["string", "null"]},
+    },
+}
+MAILBOX_ID = {"name": "mailbox_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+
+def _json(schema: Schema) -> Schema:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, **_json({"$ref": "#/components/schemas/Error"})}
+
+
+def _operation(summary: str, ok: tuple[str, Schema], *errors: int, body: Schema | None = None, **extra: Any) -> Schema:
+    status, response = ok
+    words = {401: "missing, malformed, wrong or revoked API key", 404: "no such mailbox", 409: "mailbox disconnected",
+             422: "invalid input", 503: "no valid token now; see Retry-After"}  # fmt: skip
+    responses = {status: response, "401": _error(words[401]), **{str(e): _error(words[e]) for e in errors}}
+    operation: Schema = {"summary": summary, "security": [{"apiKey": []}], "responses": responses, **extra}
+    if body is not None:
+        operation["requestBody"] = {"required": False, **_json(body)}
+    return operation
+
+
+def document() -> Schema:
+    ref = {"$ref": "#/components/schemas/Mailbox"}
+    page = {
+        "type": "object",
+        "required": ["data", "next_cursor"],
+        "properties": {"data": {"type": "array", "items": ref}, "next_cursor": {"type": ["string", "null"]}},
+    }
+    query = [
+        {"name": "user_email", "in": "query", "schema": {"type": "string"}},
+        {"name": "state", "in": "query", "schema": {"enum": [s.value for s in State]}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {"name": "include_removed", "in": "query", "schema": {"enum": ["true", "false"]}},
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tokenwarden host-app API", "version": "1"},
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR, "Mailbox": MAILBOX, "AccessToken": ACCESS_TOKEN},
+        },
+        "paths": {
+            "/v1/mailboxes": {
+                "get": _operation(
+                    "List mailboxes", ("200", {"description": "a page", **_json(page)}), 422, parameters=query
+                ),
+            },
+            "/v1/mailboxes/{mailbox_id}": {
+                "get": _operation(
+                    "One mailbox", ("200", {"description": "the mailbox", **_json(ref)}), 404, parameters=[MAILBOX_ID]
+                ),
+            },
+        },
+    }
+
+
+async def openapi_json(request: Request) -> Response:
+    """GET /v1/openapi.json: public, like any API description (it holds no data)."""
+    return JSONResponse(document())
