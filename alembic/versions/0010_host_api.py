@@ -1,4 +1,4 @@
-"""Host-app API: API keys, the access-token audit, and `removed_at` on mailboxes.
+"""Host-app API: API keys, the access-token audit, and `removed_at` and `auth_failure_reported_at` on mailboxes.
 
 Revision ID: 0010
 Revises: 0003
@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.add_column("mailboxes", sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("mailboxes", sa.Column("auth_failure_reported_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "api_keys",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -55,4 +56,5 @@ def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.drop_table("access_token_audit")
     op.drop_table("api_keys")
+    op.drop_column("mailboxes", "auth_failure_reported_at")
     op.drop_column("mailboxes", "removed_at")

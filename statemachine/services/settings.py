@@ -61,6 +61,7 @@ class Settings:
     scan_batch_size: int = 500
     shutdown_grace_seconds: float = 20.0
     redis_outage_seconds: float = 120.0
+    auth_failure_min_interval_seconds: float = 60.0
     incidents: IncidentThresholds = field(default_factory=IncidentThresholds)
     policy: Policy = field(default_factory=Policy)
 
@@ -265,6 +266,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         scan_batch_size=env.get("TOKENWARDEN_SCAN_BATCH_SIZE", 500, _whole(1)),
         shutdown_grace_seconds=env.get("TOKENWARDEN_SHUTDOWN_GRACE_SECONDS", 20.0, _number(0)),
         redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),
+        auth_failure_min_interval_seconds=env.get("TOKENWARDEN_AUTH_FAILURE_MIN_INTERVAL_SECONDS", 60.0, _number(1)),
         incidents=_incidents(env),
         policy=_policy(env),
     )

@@ -93,6 +93,7 @@ class Mailbox(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     removed_at: Mapped[datetime | None]  # the host app removed it (DELETE /v1/mailboxes/{id}); kept for history
+    auth_failure_reported_at: Mapped[datetime | None]  # the last 401 a host app reported that was acted on
 
     __table_args__ = (
         CheckConstraint(one_of("state", tuple(s.value for s in State)), name="state"),

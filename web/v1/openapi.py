@@ -112,6 +112,12 @@ def document() -> Schema:
         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
         {"name": "include_removed", "in": "query", "schema": {"enum": ["true", "false"]}},
     ]
+    min_valid = {
+        "type": "object",
+        "properties": {"min_valid_seconds": {"type": "integer", "minimum": 0, "maximum": 1800}},
+    }
+    failure = {"type": "object", "properties": {"status": {"type": "integer", "minimum": 400, "maximum": 599},
+                                                "detail": {"type": "string", "maxLength": 2000}}}  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tokenwarden host-app API", "version": "1"},
@@ -128,6 +134,28 @@ def document() -> Schema:
             "/v1/mailboxes/{mailbox_id}": {
                 "get": _operation(
                     "One mailbox", ("200", {"description": "the mailbox", **_json(ref)}), 404, parameters=[MAILBOX_ID]
+                ),
+            },
+            "/v1/mailboxes/{mailbox_id}/access-token": {
+                "post": _operation(
+                    "A fresh access token",
+                    ("200", {"description": "the token", **_json({"$ref": "#/components/schemas/AccessToken"})}),
+                    404,
+                    409,
+                    422,
+                    503,
+                    body=min_valid,
+                    parameters=[MAILBOX_ID],
+                ),
+            },
+            "/v1/mailboxes/{mailbox_id}/auth-failures": {
+                "post": _operation(
+                    "Report a refused access token",
+                    ("200", {"description": "the mailbox", **_json(ref)}),
+                    404,
+                    422,
+                    body=failure,
+                    parameters=[MAILBOX_ID],
                 ),
             },
         },

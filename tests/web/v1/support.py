@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import update
@@ -14,7 +15,7 @@ from web.pages import WebContext
 
 async def granted_mailbox(
     web: WebContext, google: httpx.AsyncClient, *, address: str = "ana@gmail.test", rotate: bool = False,
-    token_seconds: float | None = None, **state: object,
+    token_seconds: float | None = None, **state: Any,
 ) -> int:  # fmt: skip
     """A mailbox whose refresh token the sandbox honours; `token_seconds`: a stored access token lasting that long."""
     mailbox_id = await mailbox(web, address=address, **state)
