@@ -1,20 +1,28 @@
-"""`tokenwarden worker` and `tokenwarden incidents`, added to the CLI through the entry-point group."""
+"""`tokenwarden worker`, `incidents` and `webhooks deliveries|redeliver`, added through the entry-point group."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from jobs.serve import serve
+from statemachine.cli.main import mailbox_id
 from statemachine.services.logs import configure_logging, log_level
 from statemachine.services.settings import load_settings
+from statemachine.store import webhooks
 from statemachine.store.db import make_engine, make_sessionmaker
 from statemachine.store.incidents import list_incidents
 
 Env = Mapping[str, str]
 INCIDENT_COLUMNS = ("id", "provider", "status", "opened_at", "closed_at", "cause")
+DELIVERY_COLUMNS = ("id", "endpoint_id", "type", "mailbox_id", "sequence", "status", "attempts", "last_error")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     incidents.add_argument("--limit", type=int, default=100)
     incidents.add_argument("--json", action="store_true", help="machine-readable output")
     incidents.set_defaults(handler=show_incidents)
+    hooks = sub.add_parser("webhooks", help="webhook deliveries").add_subparsers(dest="action", required=True)
+    deliveries = hooks.add_parser("deliveries", help="webhook deliveries, newest first (never the body)")
+    deliveries.add_argument("--failed", action="store_true", help="only the ones given up on")
+    deliveries.add_argument("--json", action="store_true", help="machine-readable output")
+    deliveries.set_defaults(handler=show_deliveries)
+    again = hooks.add_parser("redeliver", help="send a delivery again: the same webhook-id and body")
+    again.add_argument("id", type=mailbox_id, help="the delivery's id (from `webhooks deliveries`)")
+    again.set_defaults(handler=redeliver)
 
 
 async def run_worker(args: argparse.Namespace, env: Env) -> int:
@@ -34,28 +50,54 @@ async def run_worker(args: argparse.Namespace, env: Env) -> int:
     return await serve(settings, burst=args.burst)
 
 
-async def show_incidents(args: argparse.Namespace, env: Env) -> int:
+async def show_deliveries(args: argparse.Namespace, env: Env) -> int:
+    async with _session(env) as session:
+        rows = await webhooks.list_deliveries(session, failed=args.failed)
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+    else:
+        _print(rows, DELIVERY_COLUMNS, "no webhook deliveries")
+    return 0
+
+
+async def redeliver(args: argparse.Namespace, env: Env) -> int:
+    async with _session(env) as session, session.begin():
+        found = await webhooks.redeliver(session, args.id, datetime.now(UTC))
+    if not found:
+        print(f"tokenwarden: error: no webhook delivery {args.id}", file=sys.stderr)
+        return 1
+    print(f"webhook delivery {args.id} queued again; the worker sends it within seconds")
+    return 0
+
+
+@asynccontextmanager
+async def _session(env: Env) -> AsyncIterator[AsyncSession]:
     settings = load_settings(env)
     settings.require("database_url")
     assert settings.database_url is not None
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session:
-            rows = await list_incidents(session, args.limit)
+            yield session
     finally:
         await engine.dispose()
+
+
+async def show_incidents(args: argparse.Namespace, env: Env) -> int:
+    async with _session(env) as session:
+        rows = await list_incidents(session, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
     else:
-        _table(rows)
+        _print(rows, INCIDENT_COLUMNS, "no incidents")
     return 0
 
 
-def _table(rows: list[dict[str, Any]]) -> None:
+def _print(rows: list[dict[str, Any]], columns: tuple[str, ...], empty: str) -> None:
     if not rows:
-        print("no incidents")
+        print(empty)
         return
-    cells = [[str(row[c]) if row[c] is not None else "-" for c in INCIDENT_COLUMNS] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(INCIDENT_COLUMNS)]
-    for line in [list(INCIDENT_COLUMNS), *cells]:
+    cells = [[str(row[c]) if row[c] is not None else "-" for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    for line in [list(columns), *cells]:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())

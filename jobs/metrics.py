@@ -37,6 +37,10 @@ REFRESH_SECONDS = Histogram(
 MAILBOXES = Gauge("tokenwarden_mailboxes", "Mailboxes by connection state.", ["state"])
 OPEN_INCIDENTS = Gauge("tokenwarden_open_incidents", "Open provider incidents.", ["provider"])
 INCIDENTS_OPENED = Counter("tokenwarden_incidents_opened_total", "Provider incidents opened.", ["provider"])
+WEBHOOKS = Counter("tokenwarden_webhook_deliveries_total", "Webhook delivery attempts by result.", ["result"])
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "tokenwarden_webhook_endpoints_disabled_total", "Webhook endpoints disabled after failing too long."
+)
 OUTBOX_BACKLOG = Gauge("tokenwarden_outbox_pending", "Notifications waiting in the outbox (the email backlog).")
 EMAILS = Counter("tokenwarden_emails_total", "Emails handed to SMTP, by kind and result.", ["kind", "result"])
 FAILURE_TO_EMAIL = Histogram(

@@ -20,7 +20,7 @@ from arq.connections import RedisSettings
 from arq.worker import func
 from prometheus_client import start_http_server
 
-from jobs import mail, metrics, reminders
+from jobs import mail, metrics, reminders, webhooks
 from jobs.refresh import refresh_mailbox
 from jobs.scan import REFRESH_JOB, scan_due
 from jobs.upkeep import check_incidents, prune_outcomes
@@ -65,9 +65,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         stack.callback(thread.join, 5)
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
+    webhook_http = webhooks.make_client(settings)
+    stack.push_async_callback(webhook_http.aclose)
     gauges = asyncio.create_task(metrics.refresh_gauges(runtime.sessionmaker), name="tokenwarden-gauges")
     stack.push_async_callback(_cancel, gauges)
-    ctx.update(runtime=runtime, exit_stack=stack)
+    ctx.update(runtime=runtime, exit_stack=stack, webhook_http=webhook_http)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -79,6 +81,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     stack: contextlib.AsyncExitStack | None = ctx.pop("exit_stack", None)
     ctx.pop("runtime", None)
+    ctx.pop("webhook_http", None)
     if stack is not None:
         await stack.aclose()
 
@@ -100,8 +103,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         refresh_mailbox, name=REFRESH_JOB, keep_result=0, max_tries=MAX_TRIES, timeout=refresh_timeout_seconds(settings)
     )
     return {
-        "functions": [refresh, *mail.functions, *reminders.functions],
-        "cron_jobs": [*refresh_crons(settings), *mail.cron_jobs, *reminders.cron_jobs],
+        "functions": [refresh, *mail.functions, *reminders.functions, *webhooks.functions],
+        "cron_jobs": [*refresh_crons(settings), *mail.cron_jobs, *reminders.cron_jobs, *webhooks.cron_jobs],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},

@@ -1,4 +1,5 @@
-"""Host-app API: API keys, the access-token audit, and `removed_at` and `auth_failure_reported_at` on mailboxes.
+"""Host-app API: API keys, the access-token audit, webhook endpoints and their delivery outbox,
+and `removed_at` and `auth_failure_reported_at` on mailboxes.
 
 Revision ID: 0010
 Revises: 0003
@@ -8,6 +9,7 @@ Create Date: 2026-11-30 11:00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from alembic import op
 
@@ -50,10 +52,68 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_access_token_audit")),
     )
     op.create_index(op.f("ix_access_token_audit_mailbox_id"), "access_token_audit", ["mailbox_id"])
+    _create_webhook_tables()
+
+
+def _create_webhook_tables() -> None:
+    op.execute("CREATE SEQUENCE webhook_event_sequence")
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("events", postgresql.ARRAY(sa.Text()), nullable=False),
+        sa.Column("secret_ciphertext", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
+    )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("endpoint_id", sa.BigInteger(), nullable=False),
+        sa.Column("message_id", sa.Text(), nullable=False),
+        sa.Column("type", sa.String(length=40), nullable=False),
+        sa.Column("mailbox_id", sa.BigInteger(), nullable=True),
+        sa.Column("sequence", sa.BigInteger(), nullable=True),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), server_default="pending", nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("give_up_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name=op.f("ck_webhook_deliveries_status")),
+        sa.CheckConstraint(
+            "type IN ('mailbox.state_changed', 'mailbox.connected', 'mailbox.removed', "
+            "'provider_incident.opened', 'provider_incident.closed')",
+            name=op.f("ck_webhook_deliveries_type"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoints.id"],
+            name=op.f("fk_webhook_deliveries_endpoint_id_webhook_endpoints"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+        sa.UniqueConstraint("endpoint_id", "message_id", name="uq_webhook_deliveries_endpoint_message"),
+    )
+    op.create_index(op.f("ix_webhook_deliveries_endpoint_id"), "webhook_deliveries", ["endpoint_id"])
+    op.create_index(
+        "ix_webhook_deliveries_pending",
+        "webhook_deliveries",
+        ["next_attempt_at"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
 
 
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.drop_table("webhook_deliveries")
+    op.drop_table("webhook_endpoints")
+    op.execute("DROP SEQUENCE webhook_event_sequence")
     op.drop_table("access_token_audit")
     op.drop_table("api_keys")
     op.drop_column("mailboxes", "auth_failure_reported_at")

@@ -21,6 +21,7 @@ from statemachine.services.operations import operator_action
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
 from statemachine.services.unit_of_work import Outcome
+from statemachine.services.webhook_endpoints import rotate_endpoint_keys
 from statemachine.store import queries
 from statemachine.store.db import make_engine, make_sessionmaker
 from statemachine.store.migrations import migrate as run_migrations
@@ -255,7 +256,9 @@ async def rotate_keys(args: argparse.Namespace, env: Env) -> int:
             if not batch:
                 break
             done, after = done + len(batch), batch[-1].id
-    print(f"re-encrypted the tokens of {done} mailbox(es) under the first key")
+        async with rt.sessionmaker() as session, session.begin():
+            endpoints = await rotate_endpoint_keys(session, rt.cipher)
+    print(f"re-encrypted the tokens of {done} mailbox(es) and {endpoints} webhook secret(s) under the first key")
     return 0
 
 

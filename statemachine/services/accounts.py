@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.policy import Policy
 from statemachine.core.secrets import TokenCipher
+from statemachine.store import webhooks
 from statemachine.store.models import Mailbox, User
 
 SUPPORTED_PROVIDERS = ("google",)
@@ -139,9 +140,13 @@ def row_values(
 
 
 async def insert_mailboxes(session: AsyncSession, rows: list[dict[str, object]]) -> set[int]:
-    """Insert rows, skipping ones that duplicate (user, provider, address); return the inserted ids."""
+    """Insert rows, skipping ones that duplicate (user, provider, address); return the inserted ids.
+
+    Each new mailbox's `mailbox.connected` webhook is written in the same transaction.
+    """
     if not rows:
         return set()
     statement = insert(Mailbox).on_conflict_do_nothing(constraint="uq_mailboxes_user_provider_address")
-    inserted = await session.execute(statement.returning(Mailbox.id), rows)
-    return set(inserted.scalars().all())
+    inserted = set((await session.execute(statement.returning(Mailbox.id), rows)).scalars().all())
+    await webhooks.queue_connected(session, sorted(inserted))
+    return inserted

@@ -180,7 +180,7 @@ async def queue_due_reminders(
     session: AsyncSession, events: EventContext, days: Sequence[float], now: datetime
 ) -> list[tuple[int, str]]:
     """Write the outbox rows of every reminder due at `now`; return (mailbox id, occasion) of each queued."""
-    if not days:
+    if not days or not events.user_emails:
         return []
     found = await candidates(session, days, now)
     sent = await sent_occasions(session, found, days)

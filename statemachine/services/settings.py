@@ -62,6 +62,11 @@ class Settings:
     shutdown_grace_seconds: float = 20.0
     redis_outage_seconds: float = 120.0
     auth_failure_min_interval_seconds: float = 60.0
+    user_emails: bool = True
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_base_seconds: float = 30.0
+    webhook_disable_after_days: float = 5.0
     incidents: IncidentThresholds = field(default_factory=IncidentThresholds)
     policy: Policy = field(default_factory=Policy)
 
@@ -139,6 +144,16 @@ def _ratio(raw: str) -> float:
     if not 0 < value <= 1:
         raise ValueError(f"must be a fraction above 0 and at most 1, got {raw}")
     return value
+
+
+def _switch(raw: str) -> bool:
+    """on/off (also true/false, yes/no, 1/0)."""
+    value = raw.lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"expected on or off, got {raw!r}")
 
 
 def _port(raw: str) -> int:
@@ -267,6 +282,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         shutdown_grace_seconds=env.get("TOKENWARDEN_SHUTDOWN_GRACE_SECONDS", 20.0, _number(0)),
         redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),
         auth_failure_min_interval_seconds=env.get("TOKENWARDEN_AUTH_FAILURE_MIN_INTERVAL_SECONDS", 60.0, _number(1)),
+        user_emails=env.get("TOKENWARDEN_USER_EMAILS", True, _switch),
+        webhook_allow_private=env.get("TOKENWARDEN_WEBHOOK_ALLOW_PRIVATE", False, _switch),
+        webhook_timeout_seconds=env.get("TOKENWARDEN_WEBHOOK_TIMEOUT_SECONDS", 10.0, _number(0.1)),
+        webhook_retry_base_seconds=env.get("TOKENWARDEN_WEBHOOK_RETRY_BASE_SECONDS", 30.0, _number(0)),
+        webhook_disable_after_days=env.get("TOKENWARDEN_WEBHOOK_DISABLE_AFTER_DAYS", 5.0, _number(0.00001)),
         incidents=_incidents(env),
         policy=_policy(env),
     )

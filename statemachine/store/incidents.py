@@ -31,6 +31,7 @@ from statemachine.core.incident_rules import (
     should_open,
 )
 from statemachine.core.states import FailureKind, State
+from statemachine.store import webhooks
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
 
@@ -178,6 +179,9 @@ class IncidentGuard:
             return  # another cycle opened it first; it wrote the rows and raised the alert
         reason = f"Provider incident opened: {opening.cause}. Failures are not escalated and no email is sent."
         await _record_opened(session, provider, reason, at)
+        await webhooks.queue_incident(
+            session, incident_id=incident_id, provider=provider, cause=opening.cause, code=opening.code, opened_at=at
+        )
         logger.error(
             "provider incident opened",
             extra={"incident_id": incident_id, "provider": provider, "cause": opening.cause, "code": opening.code,
@@ -210,6 +214,10 @@ async def _close_if_recovered(
     if not should_close(counts, rules):
         return False
     incident.status, incident.closed_at = "closed", now
+    await webhooks.queue_incident(
+        session, incident_id=incident.id, provider=incident.provider, cause=incident.cause, code=incident.code,
+        opened_at=incident.opened_at, closed_at=now,
+    )  # fmt: skip
     reason = "Provider incident closed: the provider answers again; retrying soon."
     await _pull_forward(session, incident.provider, now, rules.recovery_spread_seconds, reason)
     logger.warning(

@@ -19,19 +19,28 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statemachine.core.states import FailureKind, State
 
 PROVIDERS = ("google", "microsoft")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
+WEBHOOK_EVENT_TYPES = (
+    "mailbox.state_changed",
+    "mailbox.connected",
+    "mailbox.removed",
+    "provider_incident.opened",
+    "provider_incident.closed",
+)
+WEBHOOK_DELIVERY_STATUSES = ("pending", "delivered", "failed")
 FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
 
 
@@ -195,4 +204,55 @@ class Incident(Base):
         CheckConstraint("status IN ('open', 'closed')", name="status"),
         CheckConstraint("(status = 'open') = (closed_at IS NULL)", name="closed_when_closed"),
         Index("uq_incidents_one_open_per_provider", "provider", unique=True, postgresql_where=text("status = 'open'")),
+    )
+
+
+# Per-mailbox event order for webhook receivers: taken under the mailbox's row lock, so it increases per mailbox.
+WEBHOOK_SEQUENCE = Sequence("webhook_event_sequence", metadata=Base.metadata)
+
+
+class WebhookEndpoint(Base):
+    """A host app's receiver: its URL, the exact event types it wants, and its signing secret (encrypted)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    failing_since: Mapped[datetime | None]  # the first failed delivery since the last success
+    disabled_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one event for one endpoint, written in the transaction of the change it reports.
+
+    `message_id` is the `webhook-id` header, the same on every retry; `body` is stored as sent, so a
+    retry carries the same bytes (and a receiver can de-duplicate on the id).
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(40))
+    mailbox_id: Mapped[int | None] = mapped_column(BigInteger)
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    give_up_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(one_of("status", WEBHOOK_DELIVERY_STATUSES), name="status"),
+        CheckConstraint(one_of("type", WEBHOOK_EVENT_TYPES), name="type"),
+        UniqueConstraint("endpoint_id", "message_id", name="uq_webhook_deliveries_endpoint_message"),
+        Index("ix_webhook_deliveries_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )

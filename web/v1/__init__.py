@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from web.v1 import mailboxes, tokens
+from web.v1 import mailboxes, tokens, webhooks
 from web.v1.openapi import openapi_json
 
 PREFIX = "/v1"
@@ -13,6 +13,7 @@ routes: list[BaseRoute] = [
     Route("/v1/openapi.json", openapi_json, methods=["GET"]),
     *mailboxes.routes,
     *tokens.routes,
+    *webhooks.routes,
 ]
 
 

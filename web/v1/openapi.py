@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from statemachine.core.states import State
+from statemachine.store.models import WEBHOOK_EVENT_TYPES
 
 Schema = dict[str, Any]
 
@@ -76,6 +77,21 @@ ACCESS_TOKEN: Schema = {
         "scope": {"type": ["string", "null"]},
     },
 }
+ENDPOINT: Schema = {
+    "type": "object",
+    "required": ["id", "url", "events", "enabled", "created_at", "failing_since", "disabled_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "url": {"type": "string"},
+        "events": {"type": "array", "items": {"enum": list(WEBHOOK_EVENT_TYPES)}},
+        "enabled": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "failing_since": NULLABLE_TIME,
+        "disabled_at": NULLABLE_TIME,
+        "secret": {"type": "string", "description": "only in the answer to create: whsec_ + base64"},
+    },
+}
+ENDPOINT_ID = {"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 MAILBOX_ID = {"name": "mailbox_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 
 
@@ -87,9 +103,16 @@ def _error(description: str) -> Schema:
     return {"description": description, **_json({"$ref": "#/components/schemas/Error"})}
 
 
-def _operation(summary: str, ok: tuple[str, Schema], *errors: int, body: Schema | None = None, **extra: Any) -> Schema:
+def _operation(
+    summary: str,
+    ok: tuple[str, Schema],
+    *errors: int,
+    body: Schema | None = None,
+    missing: str = "no such mailbox",
+    **extra: Any,
+) -> Schema:
     status, response = ok
-    words = {401: "missing, malformed, wrong or revoked API key", 404: "no such mailbox", 409: "mailbox disconnected",
+    words = {401: "missing, malformed, wrong or revoked API key", 404: missing, 409: "mailbox disconnected",
              422: "invalid input", 503: "no valid token now; see Retry-After"}  # fmt: skip
     responses = {status: response, "401": _error(words[401]), **{str(e): _error(words[e]) for e in errors}}
     operation: Schema = {"summary": summary, "security": [{"apiKey": []}], "responses": responses, **extra}
@@ -123,7 +146,7 @@ def document() -> Schema:
         "info": {"title": "Tokenwarden host-app API", "version": "1"},
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": ERROR, "Mailbox": MAILBOX, "AccessToken": ACCESS_TOKEN},
+            "schemas": {"Error": ERROR, "Mailbox": MAILBOX, "AccessToken": ACCESS_TOKEN, "WebhookEndpoint": ENDPOINT},
         },
         "paths": {
             "/v1/mailboxes": {
@@ -158,6 +181,44 @@ def document() -> Schema:
                     parameters=[MAILBOX_ID],
                 ),
             },
+            **_webhook_paths(),
+        },
+    }
+
+
+def _webhook_paths() -> Schema:
+    endpoint = {"$ref": "#/components/schemas/WebhookEndpoint"}
+    events = {"type": "array", "items": {"type": "string"}}
+    new = {"type": "object", "required": ["url", "events"], "properties": {"url": {"type": "string"}, "events": events}}
+    secret = {
+        "type": "object",
+        "required": ["id", "secret"],
+        "properties": {"id": {"type": "integer"}, "secret": {"type": "string"}},
+    }
+    listing = {"type": "object", "required": ["data"], "properties": {"data": {"type": "array", "items": endpoint}}}
+    one: dict[str, Any] = {"parameters": [ENDPOINT_ID], "missing": "no such webhook endpoint"}
+    return {
+        "/v1/webhook-endpoints": {
+            "post": _operation(
+                "Create a webhook endpoint (its secret is shown once)",
+                ("201", {"description": "created", **_json(endpoint)}),
+                422,
+                body=new,
+            ),
+            "get": _operation("List webhook endpoints", ("200", {"description": "every endpoint", **_json(listing)})),
+        },
+        "/v1/webhook-endpoints/{endpoint_id}": {
+            "delete": _operation("Delete a webhook endpoint", ("204", {"description": "deleted"}), 404, **one),
+        },
+        "/v1/webhook-endpoints/{endpoint_id}/rotate-secret": {
+            "post": _operation(
+                "Replace the signing secret", ("200", {"description": "the new secret", **_json(secret)}), 404, **one
+            ),
+        },
+        "/v1/webhook-endpoints/{endpoint_id}/enable": {
+            "post": _operation(
+                "Re-enable a disabled endpoint", ("200", {"description": "the endpoint", **_json(endpoint)}), 404, **one
+            ),
         },
     }
 
