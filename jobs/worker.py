@@ -20,7 +20,7 @@ from arq.connections import RedisSettings
 from arq.worker import func
 from prometheus_client import start_http_server
 
-from jobs import mail, metrics, reminders, webhooks
+from jobs import mail, metrics, reminders, revocations, webhooks
 from jobs.refresh import refresh_mailbox
 from jobs.scan import REFRESH_JOB, scan_due
 from jobs.upkeep import check_incidents, prune_outcomes
@@ -104,7 +104,13 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     )
     return {
         "functions": [refresh, *mail.functions, *reminders.functions, *webhooks.functions],
-        "cron_jobs": [*refresh_crons(settings), *mail.cron_jobs, *reminders.cron_jobs, *webhooks.cron_jobs],
+        "cron_jobs": [
+            *refresh_crons(settings),
+            *mail.cron_jobs,
+            *reminders.cron_jobs,
+            *webhooks.cron_jobs,
+            *revocations.cron_jobs,
+        ],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},

@@ -1,4 +1,4 @@
-"""Host-app API: API keys, the access-token audit, webhook endpoints and their delivery outbox,
+"""Host-app API: API keys, the access-token audit, webhook endpoints and their delivery outbox, the revocation outbox,
 and `removed_at` and `auth_failure_reported_at` on mailboxes.
 
 Revision ID: 0010
@@ -53,6 +53,34 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_access_token_audit_mailbox_id"), "access_token_audit", ["mailbox_id"])
     _create_webhook_tables()
+    op.create_table(
+        "revocations",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("mailbox_id", sa.BigInteger(), nullable=False),
+        sa.Column("provider", sa.String(length=16), nullable=False),
+        sa.Column("token_ciphertext", sa.LargeBinary(), nullable=True),
+        sa.Column("status", sa.String(length=16), server_default="pending", nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("give_up_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("status IN ('pending', 'revoked', 'failed')", name=op.f("ck_revocations_status")),
+        sa.CheckConstraint(
+            "(status = 'pending') = (token_ciphertext IS NOT NULL)",
+            name=op.f("ck_revocations_token_only_while_pending"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"], ["mailboxes.id"], name=op.f("fk_revocations_mailbox_id_mailboxes"), ondelete="RESTRICT"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_revocations")),
+    )
+    op.create_index(op.f("ix_revocations_mailbox_id"), "revocations", ["mailbox_id"])
+    op.create_index(
+        "ix_revocations_pending", "revocations", ["next_attempt_at"], postgresql_where=sa.text("status = 'pending'")
+    )
 
 
 def _create_webhook_tables() -> None:
@@ -111,6 +139,7 @@ def _create_webhook_tables() -> None:
 
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.drop_table("revocations")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_endpoints")
     op.execute("DROP SEQUENCE webhook_event_sequence")

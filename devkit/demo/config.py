@@ -105,6 +105,7 @@ def demo_environment(secrets: dict[str, str], urls: dict[str, str], sandbox_url:
         **secrets,
         **urls,
         "GOOGLE_TOKEN_URL": f"{sandbox_url}/token",
+        "GOOGLE_REVOKE_URL": f"{sandbox_url}/revoke",
         "GOOGLE_AUTH_URL": f"{sandbox_url}/authorize",
         "TOKENWARDEN_BASE_URL": base_url,
         "TOKENWARDEN_MAIL_FROM": "Tokenwarden demo <tokenwarden@demo.test>",

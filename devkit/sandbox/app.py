@@ -21,6 +21,7 @@ from devkit.sandbox.control import (
     reset_all,
     reset_requests,
 )
+from devkit.sandbox.gmail import gmail_profile, revoke_endpoint
 from devkit.sandbox.state import ACCESS_TOKEN_LIFETIME, SandboxRequestError, SandboxState
 from devkit.sandbox.token import token_endpoint
 
@@ -39,6 +40,8 @@ def create_sandbox_app(
         Route("/authorize", authorize_page, methods=["GET"], name="authorize"),
         Route("/authorize", authorize_decision, methods=["POST"], name="authorize_decision"),
         Route("/token", token_endpoint, methods=["POST"], name="token"),
+        Route("/revoke", revoke_endpoint, methods=["POST"], name="revoke"),
+        Route("/gmail/v1/users/me/profile", gmail_profile, methods=["GET"], name="gmail_profile"),
         Route("/_sandbox/accounts", post_account, methods=["POST"]),
         Route("/_sandbox/accounts", list_accounts, methods=["GET"]),
         Route("/_sandbox/tokens", post_token, methods=["POST"]),

@@ -142,10 +142,11 @@ class SandboxState:
     requests_by_token: Counter[str] = field(default_factory=Counter)
     requests_by_grant_type: Counter[str] = field(default_factory=Counter)
     access_token_lifetime: int = ACCESS_TOKEN_LIFETIME  # `expires_in` of issued access tokens
+    access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # -> (refresh token, expiry)
 
     def reset(self) -> None:
         """Forget every account, token, code, fault and count; keep the client's configuration."""
-        for table in (self.accounts, self.grants, self.codes, self.faults):
+        for table in (self.accounts, self.grants, self.codes, self.faults, self.access_tokens):
             table.clear()
         self.requests_by_token.clear()
         self.requests_by_grant_type.clear()
@@ -168,7 +169,35 @@ class SandboxState:
     def rotate(self, grant: Grant) -> Grant:
         """Replace a grant's refresh token: the old one answers invalid_grant from now on."""
         del self.grants[grant.refresh_token]
-        return self.add_grant(grant.sub, rotate=True, scope=grant.scope)
+        rotated = self.add_grant(grant.sub, rotate=True, scope=grant.scope)
+        for access_token, (refresh_token, expiry) in list(self.access_tokens.items()):
+            if refresh_token == grant.refresh_token:
+                self.access_tokens[access_token] = (rotated.refresh_token, expiry)
+        return rotated
+
+    def issue_access_token(self, grant: Grant) -> str:
+        """A new access token of the grant, honoured by the Gmail-like API until it expires or is revoked."""
+        token = new_access_token()
+        self.access_tokens[token] = (grant.refresh_token, time.monotonic() + self.access_token_lifetime)
+        return token
+
+    def honoured(self, access_token: str) -> Account | None:
+        """The account an access token still works for; None once expired or revoked."""
+        refresh_token, expiry = self.access_tokens.get(access_token, ("", 0.0))
+        grant = self.grants.get(refresh_token)
+        if grant is None or expiry <= time.monotonic():
+            return None
+        return self.accounts.get(grant.sub)
+
+    def revoke(self, token: str) -> bool:
+        """Revoke the grant of a refresh or access token (RFC 7009): its every token stops working."""
+        refresh_token = token if token in self.grants else self.access_tokens.get(token, ("", 0.0))[0]
+        if self.grants.pop(refresh_token, None) is None:
+            return False
+        for access_token, (owner, _) in list(self.access_tokens.items()):
+            if owner == refresh_token:
+                del self.access_tokens[access_token]
+        return True
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:
         return hmac.compare_digest(client_id, self.client_id) and hmac.compare_digest(client_secret, self.client_secret)

@@ -26,7 +26,7 @@ from devkit.sandbox.responses import (
     invalid_grant,
     make_id_token,
 )
-from devkit.sandbox.state import FaultMode, SandboxState, new_access_token, pkce_challenge, sandbox_state
+from devkit.sandbox.state import FaultMode, SandboxState, pkce_challenge, sandbox_state
 
 
 def _client_credentials(form: FormData, headers: Mapping[str, str]) -> tuple[str, str]:
@@ -58,10 +58,12 @@ def _refresh_grant(state: SandboxState, form: FormData) -> Response:
     grant = state.grants.get(token)
     if grant is None:
         return invalid_grant()
-    body: dict[str, Any] = {"access_token": new_access_token(), "expires_in": state.access_token_lifetime}
     if grant.rotate:
         grant = state.rotate(grant)
-        body["refresh_token"] = grant.refresh_token
+        body: dict[str, Any] = {"refresh_token": grant.refresh_token}
+    else:
+        body = {}
+    body |= {"access_token": state.issue_access_token(grant), "expires_in": state.access_token_lifetime}
     body |= {"scope": grant.scope, "token_type": "Bearer"}
     account = state.accounts.get(grant.sub)
     if account is not None and "openid" in grant.scope.split():
@@ -85,7 +87,7 @@ def _code_grant(state: SandboxState, form: FormData) -> Response:
         return invalid_grant("Bad Request")
     grant = state.add_grant(account.sub, scope=code.scope)
     body = {
-        "access_token": new_access_token(),
+        "access_token": state.issue_access_token(grant),
         "expires_in": state.access_token_lifetime,
         "refresh_token": grant.refresh_token,
         "scope": grant.scope,

@@ -85,7 +85,8 @@ def _environment(services: Services, database: str, redis: str, sandbox: str, c:
     base = {k: v for k, v in services.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env = {**base, "DATABASE_URL": database, "REDIS_URL": redis, "SMTP_URL": services.smtp_url}
     env |= {"GOOGLE_CLIENT_ID": CLIENT_ID, "GOOGLE_CLIENT_SECRET": CLIENT_SECRET}
-    env |= {"GOOGLE_TOKEN_URL": f"{sandbox}/token", "GOOGLE_AUTH_URL": f"{sandbox}/authorize"}
+    env |= {"GOOGLE_TOKEN_URL": f"{sandbox}/token", "GOOGLE_AUTH_URL": f"{sandbox}/authorize",
+            "GOOGLE_REVOKE_URL": f"{sandbox}/revoke"}  # fmt: skip
     env["TOKENWARDEN_ENCRYPTION_KEYS"] = services.encryption_key
     env |= worker_environment(load_settings(services.environ), c)
     return env

@@ -18,6 +18,7 @@ from statemachine.services import accounts
 from statemachine.services.cycle import CycleResult, run_cycle
 from statemachine.services.importer import ImportReport, import_mailboxes
 from statemachine.services.operations import operator_action
+from statemachine.services.removal import rotate_revocation_keys
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
 from statemachine.services.unit_of_work import Outcome
@@ -258,7 +259,9 @@ async def rotate_keys(args: argparse.Namespace, env: Env) -> int:
             done, after = done + len(batch), batch[-1].id
         async with rt.sessionmaker() as session, session.begin():
             endpoints = await rotate_endpoint_keys(session, rt.cipher)
-    print(f"re-encrypted the tokens of {done} mailbox(es) and {endpoints} webhook secret(s) under the first key")
+            revocations = await rotate_revocation_keys(session, rt.cipher)
+    print(f"re-encrypted the tokens of {done} mailbox(es), {revocations} pending revocation(s) "
+          f"and {endpoints} webhook secret(s) under the first key")  # fmt: skip
     return 0
 
 

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from statemachine.core.machine import Occurrence
 from statemachine.core.secrets import TokenCipher
 from statemachine.core.states import Event
 from statemachine.services.unit_of_work import EventContext, Outcome, apply_event
 from statemachine.store import repository
 from statemachine.store.db import Sessionmaker
-from statemachine.store.models import Mailbox
+from statemachine.store.models import Mailbox, Revocation
 
 
 class ConsentGrant(Protocol):
@@ -54,6 +57,15 @@ def _store_grant(cipher: TokenCipher, mailbox: Mailbox, grant: ConsentGrant, now
     mailbox.access_token_expires_at = now + timedelta(seconds=grant.expires_in) if grant.expires_in else None
     mailbox.last_refreshed_at = now
     mailbox.provider_subject = mailbox.provider_subject or grant.subject
+    mailbox.removed_at = None  # connecting a removed mailbox again revives it
+
+
+async def _cancel_revocations(session: AsyncSession, mailbox_id: int, now: datetime) -> None:
+    """A removed mailbox connected again: revoking its old grant now could end the new one (Google revokes
+    the whole grant of the app), so a pending revocation is dropped and its token erased."""
+    values = {"status": "failed", "token_ciphertext": None, "done_at": now, "last_error": "connected again"}
+    statement = update(Revocation).where(Revocation.mailbox_id == mailbox_id, Revocation.status == "pending")
+    await session.execute(statement.values(**values))
 
 
 async def complete_reconnect(
@@ -74,6 +86,8 @@ async def complete_reconnect(
             occurrence = Occurrence(at=now, actor=actor, note=note)
             outcome = await apply_event(session, mailbox, Event.RECONNECT_REJECTED, occurrence, events)
             return ReconnectResult(False, mailbox.address, outcome)
+        if mailbox.removed_at is not None:
+            await _cancel_revocations(session, mailbox.id, now)
         _store_grant(cipher, mailbox, grant, now)
         occurrence = Occurrence(at=now, actor=actor, expires_in=grant.expires_in, jitter=random.random())
         outcome = await apply_event(session, mailbox, Event.RECONNECTED, occurrence, events)

@@ -96,6 +96,7 @@ async def candidates(session: AsyncSession, days: Sequence[float], now: datetime
         .where(
             Mailbox.state == State.DISCONNECTED.value,
             Mailbox.user_notified.is_(True),
+            Mailbox.removed_at.is_(None),
             Mailbox.state_changed_at <= now - timedelta(days=min(days)),
             Mailbox.state_changed_at >= now - timedelta(days=max(days) * STALE_FACTOR),
             ~incident,

@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+GOOGLE_REVOKE_URL = "https://oauth2.googleapis.com/revoke"
 
 
 class SettingsError(Exception):
@@ -39,6 +40,7 @@ class Settings:
     google_client_secret: Secret | None = None
     google_token_url: str = GOOGLE_TOKEN_URL
     google_auth_url: str = GOOGLE_AUTH_URL
+    google_revoke_url: str = GOOGLE_REVOKE_URL
     encryption_keys: tuple[Secret, ...] = ()
     secret_key: Secret | None = None
     base_url: str = "http://127.0.0.1:8000"
@@ -259,6 +261,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         google_client_secret=env.get("GOOGLE_CLIENT_SECRET", None, Secret),
         google_token_url=env.get("GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL, _url("https", "http")),
         google_auth_url=env.get("GOOGLE_AUTH_URL", GOOGLE_AUTH_URL, _url("https", "http")),
+        google_revoke_url=env.get("GOOGLE_REVOKE_URL", GOOGLE_REVOKE_URL, _url("https", "http")),
         encryption_keys=env.get("TOKENWARDEN_ENCRYPTION_KEYS", (), _fernet_keys),
         secret_key=env.get("TOKENWARDEN_SECRET_KEY", None, _secret_key),
         base_url=env.get("TOKENWARDEN_BASE_URL", "http://127.0.0.1:8000", _url("https", "http")).rstrip("/"),

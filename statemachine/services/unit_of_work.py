@@ -79,13 +79,10 @@ async def apply_event(
 
 
 async def _queue_webhooks(session: AsyncSession, mailbox: Mailbox, records: list[Record]) -> None:
-    """`mailbox.state_changed` for every history row that changes the state, in this same transaction."""
-    changing = webhooks.state_changing(records)
-    if changing:
+    """The webhooks of the history rows that change the state (or remove the mailbox), in this same transaction."""
+    if webhooks.announced(records):
         user = await repository.owner_of(session, mailbox)
-        await webhooks.queue_mailbox_events(
-            session, webhooks.STATE_CHANGED, webhooks.changes_of_state(mailbox, user.email, changing)
-        )
+        await webhooks.queue_history(session, mailbox, user.email, records)
 
 
 async def _queue_emails(

@@ -41,6 +41,7 @@ WEBHOOK_EVENT_TYPES = (
     "provider_incident.closed",
 )
 WEBHOOK_DELIVERY_STATUSES = ("pending", "delivered", "failed")
+REVOCATION_STATUSES = ("pending", "revoked", "failed")
 FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
 
 
@@ -255,4 +256,33 @@ class WebhookDelivery(Base):
         CheckConstraint(one_of("type", WEBHOOK_EVENT_TYPES), name="type"),
         UniqueConstraint("endpoint_id", "message_id", name="uq_webhook_deliveries_endpoint_message"),
         Index("ix_webhook_deliveries_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class Revocation(Base):
+    """The revocation outbox: a removed mailbox's grant, revoked at the provider by the worker until it works.
+
+    The encrypted refresh token moves here from the mailbox (never into a Redis job) and is erased
+    once the grant is revoked or given up on.
+    """
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    give_up_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(one_of("status", REVOCATION_STATUSES), name="status"),
+        CheckConstraint("(status = 'pending') = (token_ciphertext IS NOT NULL)", name="token_only_while_pending"),
+        Index("ix_revocations_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )

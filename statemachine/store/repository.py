@@ -51,6 +51,7 @@ async def take_lease(
             Mailbox.id == mailbox_id,
             free if takeover_from is None else Mailbox.lease_owner == takeover_from,
             unchanged,
+            Mailbox.removed_at.is_(None),  # a removed mailbox has no tokens left to refresh
         )
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
         .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext)

@@ -86,17 +86,23 @@ async def queue_mailbox_events(session: AsyncSession, event_type: str, changes: 
     return len(rows)
 
 
-def state_changing(records: Sequence[Record]) -> list[Record]:
-    """The history rows that change the mailbox's state (a reconnect always counts)."""
-    return [r for r in records if r.from_state != r.to_state or r.event == "reconnected"]
+def announced(records: Sequence[Record]) -> list[Record]:
+    """The history rows a webhook announces: those that change the state (a reconnect always counts) and removals."""
+    return [r for r in records if r.from_state != r.to_state or r.event in ("reconnected", "removed")]
 
 
-def changes_of_state(mailbox: Mailbox, user_email: str, records: Sequence[Record]) -> list[MailboxChange]:
-    return [
-        MailboxChange(mailbox.id, user_email, mailbox.address, mailbox.provider, r.from_state, r.to_state,
-                      r.event, r.reason, r.at)
-        for r in records
-    ]  # fmt: skip
+async def queue_history(session: AsyncSession, mailbox: Mailbox, user_email: str, records: Sequence[Record]) -> int:
+    """`mailbox.removed` for a removal, `mailbox.state_changed` for every other announced history row."""
+    queued = 0
+    for event_type, wanted in ((REMOVED, True), (STATE_CHANGED, False)):
+        changes = [
+            MailboxChange(mailbox.id, user_email, mailbox.address, mailbox.provider, r.from_state, r.to_state,
+                          r.event, r.reason, r.at)
+            for r in announced(records)
+            if (r.event == "removed") == wanted
+        ]  # fmt: skip
+        queued += await queue_mailbox_events(session, event_type, changes)
+    return queued
 
 
 async def queue_connected(session: AsyncSession, mailbox_ids: Sequence[int]) -> int:

@@ -18,8 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from statemachine.core.states import State
+from statemachine.services.removal import attempt_revocation, remove_mailbox, revoke_urls
 from statemachine.store.models import Mailbox, User
 from statemachine.store.queries import MAILBOX_COLUMNS
+from statemachine.store.repository import UnknownMailboxError
 from web import reports
 from web.banners import banner_for, plain_reason
 from web.pages import WebContext, context_of
@@ -140,7 +142,27 @@ async def get_mailbox(request: Request) -> Response:
         return JSONResponse(await read_mailbox(web, session, mailbox_id))
 
 
+async def delete_mailbox(request: Request) -> Response:
+    """The host's user removed the mailbox: revoke the grant (now, or from the worker until it works), keep history."""
+    holder = await require_key(request)
+    mailbox_id = mailbox_id_of(request)
+    runtime = context_of(request).runtime
+    try:
+        revocation_id = await remove_mailbox(
+            runtime.sessionmaker, runtime.events, revoke_urls(runtime.settings), mailbox_id,
+            actor=f"api-key:{holder.name}", now=datetime.now(UTC),
+        )  # fmt: skip
+    except UnknownMailboxError:
+        raise ApiError(404, "mailbox_not_found", f"There is no mailbox {mailbox_id}.") from None
+    if revocation_id is not None:  # a failure here is retried by the worker: the request does not wait for it
+        await attempt_revocation(
+            runtime.sessionmaker, runtime.http, runtime.cipher, runtime.settings, revocation_id, datetime.now(UTC)
+        )
+    return Response(status_code=204)
+
+
 routes = [
     Route("/v1/mailboxes", list_mailboxes, methods=["GET"]),
     Route("/v1/mailboxes/{mailbox_id}", get_mailbox, methods=["GET"]),
+    Route("/v1/mailboxes/{mailbox_id}", delete_mailbox, methods=["DELETE"]),
 ]

@@ -155,6 +155,12 @@ def document() -> Schema:
                 ),
             },
             "/v1/mailboxes/{mailbox_id}": {
+                "delete": _operation(
+                    "Remove a mailbox: its grant is revoked at the provider, its history kept",
+                    ("204", {"description": "removed (or already removed)"}),
+                    404,
+                    parameters=[MAILBOX_ID],
+                ),
                 "get": _operation(
                     "One mailbox", ("200", {"description": "the mailbox", **_json(ref)}), 404, parameters=[MAILBOX_ID]
                 ),
