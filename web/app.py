@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
-from web import api, auth, dashboard, oauth, ops, v1
+from web import api, auth, connect, dashboard, oauth, ops, v1
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
 from web.v1 import errors as v1_errors
@@ -187,7 +187,7 @@ def create_app(
             yield
 
     routes: list[BaseRoute] = [
-        *dashboard.routes, *auth.routes, *oauth.routes, *ops.routes, *api.routes, *v1.routes,
+        *dashboard.routes, *auth.routes, *oauth.routes, *connect.routes, *ops.routes, *api.routes, *v1.routes,
         Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]  # fmt: skip

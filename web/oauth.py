@@ -48,7 +48,7 @@ def redirect_uri(web: WebContext, provider: str) -> str:
     return f"{web.base_url}/auth/{provider}/callback"
 
 
-def _provider(web: WebContext, name: str) -> OAuthProvider:
+def provider_of(web: WebContext, name: str) -> OAuthProvider:
     provider = web.runtime.providers.get(name)
     if provider is None or name not in SCOPES:
         detail = f"{provider_display_name(name)} is not set up on this server. Tell an operator."
@@ -69,7 +69,7 @@ async def start_reconnect(request: Request) -> Response:
         if found is None:
             raise not_found()
         name, address = found
-        provider = _provider(web, name)
+        provider = provider_of(web, name)
         sealed = web.runtime.cipher.encrypt(verifier, mailbox_id=mailbox_id, role="pkce")
         expires = now + timedelta(seconds=STATE_SECONDS)
         await store.add_state(session, hash_secret(nonce), auth.user.session_id, mailbox_id, name, sealed, expires)
@@ -107,16 +107,16 @@ async def _use_state(web: WebContext, request: Request, auth: Auth, provider: st
     return pending
 
 
-async def _exchange(web: WebContext, request: Request, name: str, pending: store.PendingState) -> TokenGrant:
+async def exchange(web: WebContext, request: Request, name: str, verifier: str) -> TokenGrant:
+    """The provider's answer on our callback, exchanged for a grant; any problem ends on a page (PageError)."""
     label = provider_display_name(name)
     params = request.query_params
     if params.get("error") == "access_denied":
         raise PageError(400, "Access not allowed", f"You did not allow access at {label}, so nothing was changed.")
     if params.get("error") or not params.get("code"):
         raise PageError(400, "Reconnect not finished", f"{label} did not complete the sign-in. Nothing was changed.")
-    verifier = web.runtime.cipher.decrypt(pending.verifier_ciphertext, mailbox_id=pending.mailbox_id, role="pkce")
     try:
-        return await _provider(web, name).exchange_code(
+        return await provider_of(web, name).exchange_code(
             code=params["code"], redirect_uri=redirect_uri(web, name), code_verifier=verifier
         )
     except OAuthError as err:
@@ -140,12 +140,14 @@ async def _finish(web: WebContext, auth: Auth, mailbox_id: int, grant: TokenGran
         raise PageError(502, "Reconnect failed", f"{err} Nothing was changed.") from None
 
 
-async def _callback(request: Request, name: str) -> Response:
+async def reconnect_callback(request: Request, name: str) -> Response:
+    """The provider's redirect back for a reconnect started from the dashboard (web/connect.py dispatches)."""
     auth = await require_user(request)
     web = context_of(request)
     try:
         pending = await _use_state(web, request, auth, name)
-        grant = await _exchange(web, request, name, pending)
+        verifier = web.runtime.cipher.decrypt(pending.verifier_ciphertext, mailbox_id=pending.mailbox_id, role="pkce")
+        grant = await exchange(web, request, name, verifier)
         result = await _finish(web, auth, pending.mailbox_id, grant)
     except PageError as err:
         RECONNECTS.labels(name, f"failed_{err.status_code}").inc()
@@ -164,13 +166,7 @@ async def _callback(request: Request, name: str) -> Response:
     return RedirectResponse("/", status_code=303)
 
 
-async def google_callback(request: Request) -> Response:
-    """GET /auth/google/callback: Google's redirect back, with `code` and `state` (or `error`)."""
-    return await _callback(request, "google")
-
-
 routes = [
     Route("/mailboxes/{mailbox_id:int}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
     Route("/mailboxes/{mailbox_id:int}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
-    Route("/auth/google/callback", google_callback, methods=["GET"], name="google_callback"),
 ]

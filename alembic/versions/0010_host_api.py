@@ -1,5 +1,5 @@
-"""Host-app API: API keys, the access-token audit, webhook endpoints and their delivery outbox, the revocation outbox,
-and `removed_at` and `auth_failure_reported_at` on mailboxes.
+"""Host-app API: API keys, the access-token audit, webhook endpoints and their delivery outbox, the
+revocation outbox, connect sessions, and `removed_at` and `auth_failure_reported_at` on mailboxes.
 
 Revision ID: 0010
 Revises: 0003
@@ -53,6 +53,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_access_token_audit_mailbox_id"), "access_token_audit", ["mailbox_id"])
     _create_webhook_tables()
+    _create_connect_sessions()
     op.create_table(
         "revocations",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -81,6 +82,39 @@ def upgrade() -> None:
     op.create_index(
         "ix_revocations_pending", "revocations", ["next_attempt_at"], postgresql_where=sa.text("status = 'pending'")
     )
+
+
+def _create_connect_sessions() -> None:
+    op.create_table(
+        "connect_sessions",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("public_id", sa.Text(), nullable=False),
+        sa.Column("link_hash", sa.Text(), nullable=False),
+        sa.Column("state_hash", sa.Text(), nullable=True),
+        sa.Column("user_id", sa.BigInteger(), nullable=False),
+        sa.Column("provider", sa.String(length=16), nullable=False),
+        sa.Column("return_url", sa.Text(), nullable=False),
+        sa.Column("mailbox_id", sa.BigInteger(), nullable=True),
+        sa.Column("login_hint", sa.Text(), nullable=True),
+        sa.Column("status", sa.String(length=16), server_default="pending", nullable=False),
+        sa.Column("result_mailbox_id", sa.BigInteger(), nullable=True),
+        sa.Column("verifier_ciphertext", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("opened_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_connect_sessions_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"], ["mailboxes.id"], name=op.f("fk_connect_sessions_mailbox_id_mailboxes"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_connect_sessions")),
+        sa.UniqueConstraint("public_id", name=op.f("uq_connect_sessions_public_id")),
+        sa.UniqueConstraint("link_hash", name=op.f("uq_connect_sessions_link_hash")),
+        sa.UniqueConstraint("state_hash", name=op.f("uq_connect_sessions_state_hash")),
+    )
+    op.create_index(op.f("ix_connect_sessions_user_id"), "connect_sessions", ["user_id"])
 
 
 def _create_webhook_tables() -> None:
@@ -139,6 +173,7 @@ def _create_webhook_tables() -> None:
 
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.drop_table("connect_sessions")
     op.drop_table("revocations")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_endpoints")

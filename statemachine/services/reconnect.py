@@ -25,12 +25,20 @@ from statemachine.store.models import Mailbox, Revocation
 
 
 class ConsentGrant(Protocol):
-    access_token: str
-    expires_in: int | None
-    refresh_token: str | None
-    subject: str | None
-    email: str | None
-    email_verified: bool | None
+    """What a consent gives (read-only, so a frozen TokenGrant fits)."""
+
+    @property
+    def access_token(self) -> str: ...
+    @property
+    def expires_in(self) -> int | None: ...
+    @property
+    def refresh_token(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def email_verified(self) -> bool | None: ...
 
 
 class ReconnectError(Exception):

@@ -65,6 +65,7 @@ class Settings:
     redis_outage_seconds: float = 120.0
     auth_failure_min_interval_seconds: float = 60.0
     user_emails: bool = True
+    allowed_return_urls: tuple[str, ...] = ()  # where connect sessions may send the browser back to
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 10.0
     webhook_retry_base_seconds: float = 30.0
@@ -173,6 +174,16 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs, each with a host."""
+    parse = _url("https", "http")
+    urls = tuple(parse(part.strip()) for part in raw.split(",") if part.strip())
+    for url in urls:
+        if not urlsplit(url).hostname:
+            raise ValueError(f"{url!r} has no host")
+    return urls
 
 
 def database_url(raw: str) -> str:
@@ -286,6 +297,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),
         auth_failure_min_interval_seconds=env.get("TOKENWARDEN_AUTH_FAILURE_MIN_INTERVAL_SECONDS", 60.0, _number(1)),
         user_emails=env.get("TOKENWARDEN_USER_EMAILS", True, _switch),
+        allowed_return_urls=env.get("TOKENWARDEN_ALLOWED_RETURN_URLS", (), _urls),
         webhook_allow_private=env.get("TOKENWARDEN_WEBHOOK_ALLOW_PRIVATE", False, _switch),
         webhook_timeout_seconds=env.get("TOKENWARDEN_WEBHOOK_TIMEOUT_SECONDS", 10.0, _number(0.1)),
         webhook_retry_base_seconds=env.get("TOKENWARDEN_WEBHOOK_RETRY_BASE_SECONDS", 30.0, _number(0)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from web.v1 import mailboxes, tokens, webhooks
+from web.v1 import connect_sessions, mailboxes, tokens, webhooks
 from web.v1.openapi import openapi_json
 
 PREFIX = "/v1"
@@ -14,6 +14,7 @@ routes: list[BaseRoute] = [
     *mailboxes.routes,
     *tokens.routes,
     *webhooks.routes,
+    *connect_sessions.routes,
 ]
 
 

@@ -188,6 +188,7 @@ def document() -> Schema:
                 ),
             },
             **_webhook_paths(),
+            **_connect_paths(),
         },
     }
 
@@ -227,6 +228,57 @@ def _webhook_paths() -> Schema:
             ),
         },
     }
+
+
+def _connect_paths() -> Schema:
+    new = {
+        "type": "object",
+        "required": ["user_email", "return_url"],
+        "properties": {
+            "user_email": {"type": "string", "format": "email"},
+            "provider": {"enum": ["google"]},
+            "return_url": {"type": "string", "description": "under one of TOKENWARDEN_ALLOWED_RETURN_URLS"},
+            "mailbox_id": {"type": "integer", "minimum": 1, "description": "reconnect this mailbox"},
+            "login_hint": {"type": "string", "maxLength": 320},
+        },
+    }
+    created = {
+        "type": "object",
+        "required": ["id", "url", "expires_at"],
+        "properties": {"id": {"type": "string"}, "url": {"type": "string"},
+                       "expires_at": {"type": "string", "format": "date-time"}},
+    }  # fmt: skip
+    statuses = ["pending", "connected", "reconnected", "denied", "rejected", "expired", "failed"]
+    view = {
+        "type": "object",
+        "required": ["id", "status", "mailbox_id", "user_email", "provider", "return_url", "created_at", "expires_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"enum": statuses},
+            "mailbox_id": {"type": ["integer", "null"]},
+            "user_email": {"type": "string"},
+            "provider": {"type": "string"},
+            "return_url": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time"},
+        },
+    }
+    session_id = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/v1/connect-sessions": {
+            "post": _operation(
+                "A single-use link that connects (or reconnects) a mailbox for a user",
+                ("201", {"description": "created", **_json(created)}), 422, body=new,
+            ),
+        },
+        "/v1/connect-sessions/{session_id}": {
+            "get": _operation(
+                "A connect session's outcome (authoritative; the redirect's query is not)",
+                ("200", {"description": "the session", **_json(view)}), 404, parameters=[session_id],
+                missing="no such connect session",
+            ),
+        },
+    }  # fmt: skip
 
 
 async def openapi_json(request: Request) -> Response:

@@ -24,7 +24,7 @@ def api_routes(app: Starlette) -> list[tuple[str, str]]:
     found = []
     for route in app.routes:
         if isinstance(route, Route) and route.path.startswith("/v1/") and route.path not in PUBLIC:
-            path = route.path.replace("{mailbox_id}", "{id}").replace("{endpoint_id}", "{id}")
+            path = re.sub(r"\{[a-z_]+\}", "{id}", route.path)
             found += [(method, path) for method in route.methods or ()]
     return [(m, p) for m, p in found if m != "HEAD"]
 
