@@ -132,7 +132,12 @@ def document() -> Schema:
         {"name": "user_email", "in": "query", "schema": {"type": "string"}},
         {"name": "state", "in": "query", "schema": {"enum": [s.value for s in State]}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "cursor",
+            "in": "query",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            "description": "next_cursor of the previous page",
+        },
         {"name": "include_removed", "in": "query", "schema": {"enum": ["true", "false"]}},
     ]
     min_valid = {
