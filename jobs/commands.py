@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from jobs.serve import serve
+from statemachine.cli.commands import database_session
 from statemachine.cli.main import mailbox_id
 from statemachine.services.logs import configure_logging, log_level
 from statemachine.services.settings import load_settings
 from statemachine.store import webhooks
-from statemachine.store.db import make_engine, make_sessionmaker
 from statemachine.store.incidents import list_incidents
 
 Env = Mapping[str, str]
@@ -51,7 +48,7 @@ async def run_worker(args: argparse.Namespace, env: Env) -> int:
 
 
 async def show_deliveries(args: argparse.Namespace, env: Env) -> int:
-    async with _session(env) as session:
+    async with database_session(env) as session:
         rows = await webhooks.list_deliveries(session, failed=args.failed)
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
@@ -61,7 +58,7 @@ async def show_deliveries(args: argparse.Namespace, env: Env) -> int:
 
 
 async def redeliver(args: argparse.Namespace, env: Env) -> int:
-    async with _session(env) as session, session.begin():
+    async with database_session(env) as session, session.begin():
         found = await webhooks.redeliver(session, args.id, datetime.now(UTC))
     if not found:
         print(f"tokenwarden: error: no webhook delivery {args.id}", file=sys.stderr)
@@ -70,21 +67,8 @@ async def redeliver(args: argparse.Namespace, env: Env) -> int:
     return 0
 
 
-@asynccontextmanager
-async def _session(env: Env) -> AsyncIterator[AsyncSession]:
-    settings = load_settings(env)
-    settings.require("database_url")
-    assert settings.database_url is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            yield session
-    finally:
-        await engine.dispose()
-
-
 async def show_incidents(args: argparse.Namespace, env: Env) -> int:
-    async with _session(env) as session:
+    async with database_session(env) as session:
         rows = await list_incidents(session, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))

@@ -60,13 +60,7 @@ def upgrade() -> None:
         sa.Column("mailbox_id", sa.BigInteger(), nullable=False),
         sa.Column("provider", sa.String(length=16), nullable=False),
         sa.Column("token_ciphertext", sa.LargeBinary(), nullable=True),
-        sa.Column("status", sa.String(length=16), server_default="pending", nullable=False),
-        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("give_up_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        *_retried_row_columns(),
         sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('pending', 'revoked', 'failed')", name=op.f("ck_revocations_status")),
         sa.CheckConstraint(
@@ -82,6 +76,19 @@ def upgrade() -> None:
     op.create_index(
         "ix_revocations_pending", "revocations", ["next_attempt_at"], postgresql_where=sa.text("status = 'pending'")
     )
+
+
+def _retried_row_columns() -> list[sa.Column]:  # type: ignore[type-arg]
+    """The columns both outboxes (webhook deliveries, revocations) share (models.RetriedRow)."""
+    return [
+        sa.Column("status", sa.String(length=16), server_default="pending", nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("give_up_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+    ]
 
 
 def _create_connect_sessions() -> None:
@@ -139,13 +146,7 @@ def _create_webhook_tables() -> None:
         sa.Column("mailbox_id", sa.BigInteger(), nullable=True),
         sa.Column("sequence", sa.BigInteger(), nullable=True),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column("status", sa.String(length=16), server_default="pending", nullable=False),
-        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("give_up_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        *_retried_row_columns(),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('pending', 'delivered', 'failed')", name=op.f("ck_webhook_deliveries_status")),
         sa.CheckConstraint(

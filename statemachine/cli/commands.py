@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.fernet import Fernet
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.states import Event
 from statemachine.services import accounts
@@ -111,15 +113,22 @@ async def _import(settings: Settings, lines: Iterable[str]) -> ImportReport:
         return await import_mailboxes(rt.sessionmaker, lines, rt.cipher, rt.settings.policy, lambda: datetime.now(UTC))
 
 
-async def _read(env: Env, query: Any, *args: Any) -> Any:
+@asynccontextmanager
+async def database_session(env: Env) -> AsyncIterator[AsyncSession]:
+    """A session on DATABASE_URL alone (no encryption key needed), for commands that only read or write rows."""
     settings = _database_settings(env)
     assert settings.database_url is not None
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session:
-            return await query(session, *args)
+            yield session
     finally:
         await engine.dispose()
+
+
+async def _read(env: Env, query: Any, *args: Any) -> Any:
+    async with database_session(env) as session:
+        return await query(session, *args)
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

@@ -208,6 +208,18 @@ class Incident(Base):
     )
 
 
+class RetriedRow:
+    """The columns of an outbox row that the worker tries until it is done or `give_up_at` has passed."""
+
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    give_up_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
 # Per-mailbox event order for webhook receivers: taken under the mailbox's row lock, so it increases per mailbox.
 WEBHOOK_SEQUENCE = Sequence("webhook_event_sequence", metadata=Base.metadata)
 
@@ -226,7 +238,7 @@ class WebhookEndpoint(Base):
     disabled_at: Mapped[datetime | None]
 
 
-class WebhookDelivery(Base):
+class WebhookDelivery(RetriedRow, Base):
     """The webhook outbox: one event for one endpoint, written in the transaction of the change it reports.
 
     `message_id` is the `webhook-id` header, the same on every retry; `body` is stored as sent, so a
@@ -242,13 +254,6 @@ class WebhookDelivery(Base):
     mailbox_id: Mapped[int | None] = mapped_column(BigInteger)
     sequence: Mapped[int | None] = mapped_column(BigInteger)
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
-    attempts: Mapped[int] = mapped_column(server_default=text("0"))
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    give_up_at: Mapped[datetime]
-    locked_until: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
 
     __table_args__ = (
@@ -259,7 +264,7 @@ class WebhookDelivery(Base):
     )
 
 
-class Revocation(Base):
+class Revocation(RetriedRow, Base):
     """The revocation outbox: a removed mailbox's grant, revoked at the provider by the worker until it works.
 
     The encrypted refresh token moves here from the mailbox (never into a Redis job) and is erased
@@ -272,13 +277,6 @@ class Revocation(Base):
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"), index=True)
     provider: Mapped[str] = mapped_column(String(16))
     token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
-    attempts: Mapped[int] = mapped_column(server_default=text("0"))
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    give_up_at: Mapped[datetime]
-    locked_until: Mapped[datetime | None]
     done_at: Mapped[datetime | None]
 
     __table_args__ = (

@@ -12,10 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from statemachine.cli.commands import _print_json, _table
+from statemachine.cli.commands import _print_json, _table, database_session
 from statemachine.cli.main import mailbox_id
-from statemachine.services.settings import load_settings
-from statemachine.store.db import make_engine, make_sessionmaker
 from web.tables import AccessTokenAudit
 from web.v1.keys import ApiKeyError, create_key, list_keys, revoke_key
 
@@ -25,15 +23,8 @@ AUDIT_LIMIT = 1000
 
 @asynccontextmanager
 async def _transaction(env: Env) -> AsyncIterator[AsyncSession]:
-    settings = load_settings(env)
-    settings.require("database_url")
-    assert settings.database_url is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session, session.begin():
-            yield session
-    finally:
-        await engine.dispose()
+    async with database_session(env) as session, session.begin():
+        yield session
 
 
 def _expected(err: ApiKeyError) -> int:
