@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from statemachine.core.secrets import TokenDecryptionError
+from statemachine.core.secrets import TokenCipher, TokenDecryptionError
 from statemachine.core.states import State
 from statemachine.services.cycle import CycleDeps, run_cycle
 from statemachine.store import repository
@@ -60,14 +61,29 @@ class _Row:
     lease_until: datetime | None
 
 
-async def _read(deps: CycleDeps, mailbox_id: int) -> _Row:
+async def _read_in(session: AsyncSession, mailbox_id: int) -> _Row:
     columns = (Mailbox.state, Mailbox.revision, Mailbox.access_token_ciphertext, Mailbox.access_token_expires_at,
                Mailbox.next_refresh_at, Mailbox.lease_until)  # fmt: skip
-    async with deps.sessionmaker() as session:
-        row = (await session.execute(select(*columns).where(Mailbox.id == mailbox_id))).one_or_none()
+    row = (await session.execute(select(*columns).where(Mailbox.id == mailbox_id))).one_or_none()
     if row is None:
         raise UnknownMailboxError(mailbox_id)
     return _Row(*row)
+
+
+async def _read(deps: CycleDeps, mailbox_id: int) -> _Row:
+    async with deps.sessionmaker() as session:
+        return await _read_in(session, mailbox_id)
+
+
+async def stored_token(
+    session: AsyncSession, cipher: TokenCipher, mailbox_id: int, *, min_valid_seconds: float, now: datetime
+) -> IssuedToken | None:
+    """The common case inside the caller's transaction: the stored token when it lasts long enough, else None
+    (then `access_token` decides). Raises UnknownMailboxError or MailboxDisconnectedError."""
+    row = await _read_in(session, mailbox_id)
+    if row.state == State.DISCONNECTED:
+        raise MailboxDisconnectedError(mailbox_id)
+    return _issue(cipher, mailbox_id, row, False) if _seconds_left(row, now) >= min_valid_seconds else None
 
 
 def _seconds_left(row: _Row, now: datetime) -> float:
@@ -92,7 +108,7 @@ async def access_token(
             raise MailboxDisconnectedError(mailbox_id)
         left = _seconds_left(row, now)
         if left >= min_valid_seconds:
-            return _issue(deps, mailbox_id, row, cycle_ran)
+            return _issue(deps.cipher, mailbox_id, row, cycle_ran)
         if row.lease_until is not None and row.lease_until > now:
             if time.monotonic() >= deadline:  # the cycle holding the lease takes too long
                 return _best_effort(deps, mailbox_id, row, cycle_ran, (row.lease_until - now).total_seconds())
@@ -110,13 +126,13 @@ async def access_token(
 def _best_effort(deps: CycleDeps, mailbox_id: int, row: _Row, cycle_ran: bool, retry_after: float) -> IssuedToken:
     """The stored token while it is still valid at all (the caller asked for more), else 'try again later'."""
     if row.ciphertext is not None and (row.expires_at is None or row.expires_at > deps.clock()):
-        return _issue(deps, mailbox_id, row, cycle_ran)
+        return _issue(deps.cipher, mailbox_id, row, cycle_ran)
     raise RefreshUnavailableError(mailbox_id, retry_after)
 
 
-def _issue(deps: CycleDeps, mailbox_id: int, row: _Row, cycle_ran: bool) -> IssuedToken:
+def _issue(cipher: TokenCipher, mailbox_id: int, row: _Row, cycle_ran: bool) -> IssuedToken:
     assert row.ciphertext is not None
-    token = deps.cipher.decrypt(row.ciphertext, mailbox_id=mailbox_id, role="access")
+    token = cipher.decrypt(row.ciphertext, mailbox_id=mailbox_id, role="access")
     return IssuedToken(token, row.expires_at, cycle_ran)
 
 

@@ -8,6 +8,8 @@ ran), never the token.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,12 +20,13 @@ from statemachine.services.access_tokens import (
     RefreshUnavailableError,
     access_token,
     record_auth_failure,
+    stored_token,
 )
 from statemachine.services.cycle import run_cycle
 from statemachine.store.repository import UnknownMailboxError
 from web.pages import WebContext, context_of
 from web.tables import AccessTokenAudit
-from web.v1.auth import require_key
+from web.v1.auth import require_key, require_key_in
 from web.v1.errors import ApiError
 from web.v1.keys import KeyHolder
 from web.v1.mailboxes import mailbox_id_of, read_mailbox
@@ -54,26 +57,40 @@ async def _audit(web: WebContext, holder: KeyHolder, mailbox_id: int, issued: Is
         session.add(AccessTokenAudit(key_name=holder.name, mailbox_id=mailbox_id, cycle_ran=issued.cycle_ran))
 
 
+async def _stored(web: WebContext, request: Request) -> tuple[KeyHolder, int, int, IssuedToken | None]:
+    """Key, mailbox, min_valid_seconds and the stored token if it lasts: one transaction, audit row included."""
+    async with web.runtime.sessionmaker() as session, session.begin():
+        holder = await require_key_in(session, request)
+        mailbox_id = mailbox_id_of(request)
+        body = await json_object(request)
+        min_valid = whole_number(body, "min_valid_seconds", DEFAULT_MIN_VALID_SECONDS, 0, MAX_MIN_VALID_SECONDS)
+        issued = await stored_token(
+            session, web.runtime.cipher, mailbox_id, min_valid_seconds=min_valid, now=datetime.now(UTC)
+        )
+        if issued is not None:
+            session.add(AccessTokenAudit(key_name=holder.name, mailbox_id=mailbox_id, cycle_ran=False))
+    return holder, mailbox_id, min_valid, issued
+
+
 async def issue_access_token(request: Request) -> Response:
-    holder = await require_key(request)
-    mailbox_id = mailbox_id_of(request)
-    body = await json_object(request)
-    min_valid = whole_number(body, "min_valid_seconds", DEFAULT_MIN_VALID_SECONDS, 0, MAX_MIN_VALID_SECONDS)
+    """The stored token in one transaction when it lasts; else the worker's cycle through `access_token`."""
     web = context_of(request)
     settings = web.runtime.settings
     try:
-        issued = await access_token(
-            web.runtime.cycle_deps(), mailbox_id, min_valid_seconds=min_valid, actor=actor_of(holder),
-            wait_seconds=2 * settings.http_timeout_seconds,
-        )  # fmt: skip
-    except UnknownMailboxError:
-        raise _not_found(mailbox_id) from None
-    except MailboxDisconnectedError:
-        raise await _disconnected(web, mailbox_id) from None
+        holder, mailbox_id, min_valid, issued = await _stored(web, request)
+        if issued is None:
+            issued = await access_token(
+                web.runtime.cycle_deps(), mailbox_id, min_valid_seconds=min_valid, actor=actor_of(holder),
+                wait_seconds=2 * settings.http_timeout_seconds,
+            )  # fmt: skip
+            await _audit(web, holder, mailbox_id, issued)
+    except UnknownMailboxError as err:
+        raise _not_found(err.mailbox_id) from None
+    except MailboxDisconnectedError as err:
+        raise await _disconnected(web, err.mailbox_id) from None
     except RefreshUnavailableError as err:
         message = "No valid access token can be had right now; the refresh is retried automatically."
         raise ApiError(503, "refresh_failed", message, headers={"retry-after": str(err.retry_after)}) from None
-    await _audit(web, holder, mailbox_id, issued)
     expires_at = issued.expires_at.isoformat() if issued.expires_at else None
     return JSONResponse({"access_token": issued.access_token, "expires_at": expires_at, "scope": None})
 
