@@ -249,3 +249,21 @@ async def test_a_provider_incident_opening_and_closing_is_announced(
     assert opened["data"]["cause"]
     assert closed["type"] == "provider_incident.closed"
     assert closed["data"]["closed_at"] is not None
+
+
+async def test_an_endpoint_failing_for_too_long_is_disabled_and_re_enabled_through_the_api(
+    web: WebContext, api: Api, receiver: Receiver, receiving: str, worker_ctx: dict[str, Any]
+) -> None:
+    receiver.statuses = [500]
+    endpoint = await subscribe(api, receiving, ["mailbox.connected"])
+    await mailbox(web)
+    days = web.runtime.settings.webhook_disable_after_days
+    async with web.runtime.sessionmaker() as session, session.begin():
+        row = (await session.scalars(select(WebhookEndpoint))).one()
+        row.failing_since = datetime.now(UTC) - timedelta(days=days, seconds=1)
+    assert await deliver_all(web, worker_ctx) == ["retry"]
+    shown = (await api().get("/v1/webhook-endpoints")).json()["data"][0]
+    assert shown["enabled"] is False
+    assert await deliver_all(web, worker_ctx) == []  # nothing is sent to a disabled endpoint
+    assert (await api().post(f"/v1/webhook-endpoints/{endpoint['id']}/enable")).json()["enabled"] is True
+    assert await deliver_all(web, worker_ctx) == ["delivered"]
