@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from transitions import EventData, Machine, MachineError
 
@@ -174,7 +174,7 @@ def _enter_healthy(ev: EventData) -> None:
 
 def _mark_removed(ev: EventData) -> None:
     """The reason the dashboard and the API show; no reminder is due for a mailbox nobody wants back."""
-    lc: Lifecycle = ev.model
+    lc = cast(Lifecycle, ev.model)
     lc.last_error = f"{Event.REMOVED.value}: {REMOVED_REASON}"
     lc.user_notified = False
 
