@@ -4,7 +4,8 @@
 #   make test         install if needed, then lint, format check, import contracts, mypy and the whole suite
 #   make test-fast    the pure tests only (no database, Redis, subprocess or browser): seconds
 #   make demo         install if needed, then run `tokenwarden demo`
-#   make bench        client-CPU benchmark of the token refresh (httpx default transport vs ours)
+#   make bench        client-CPU benchmark of the token refresh (httpx default transport vs ours), then the
+#                     /v1 access-token route beside a bare Starlette route under wrk (installed when missing)
 #   make lint | fmt   ruff check + format check + import contracts + mypy --strict | apply ruff's fixes and formatting
 #   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
 #   make clean        remove the venv and every cache
@@ -55,6 +56,8 @@ demo: $(STAMP)
 # Prints figures (ratios against a baseline measured in the same run); never part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.http_client
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m tests.benchmarks.api_token
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .

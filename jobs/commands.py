@@ -1,20 +1,25 @@
-"""`tokenwarden worker` and `tokenwarden incidents`, added to the CLI through the entry-point group."""
+"""`tokenwarden worker`, `incidents` and `webhooks deliveries|redeliver`, added through the entry-point group."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from jobs.serve import serve
+from statemachine.cli.commands import database_session
+from statemachine.cli.main import mailbox_id
 from statemachine.cli.output import print_json, print_table
 from statemachine.services.config_check import warn_about
 from statemachine.services.logs import configure_logging, log_level
-from statemachine.services.settings import load_settings, read_settings
-from statemachine.store.db import open_sessionmaker
+from statemachine.services.settings import read_settings
+from statemachine.store import webhooks
 from statemachine.store.incidents import list_incidents
 
 Env = Mapping[str, str]
 INCIDENT_COLUMNS = ("id", "provider", "status", "opened_at", "closed_at", "cause")
+DELIVERY_COLUMNS = ("id", "endpoint_id", "type", "mailbox_id", "sequence", "status", "attempts", "last_error")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +30,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     incidents.add_argument("--limit", type=int, default=100)
     incidents.add_argument("--json", action="store_true", help="machine-readable output")
     incidents.set_defaults(handler=show_incidents)
+    hooks = sub.add_parser("webhooks", help="webhook deliveries").add_subparsers(dest="action", required=True)
+    deliveries = hooks.add_parser("deliveries", help="webhook deliveries, newest first (never the body)")
+    deliveries.add_argument("--failed", action="store_true", help="only the ones given up on")
+    deliveries.add_argument("--json", action="store_true", help="machine-readable output")
+    deliveries.set_defaults(handler=show_deliveries)
+    again = hooks.add_parser("redeliver", help="send a delivery again: the same webhook-id and body")
+    again.add_argument("id", type=mailbox_id, help="the delivery's id (from `webhooks deliveries`)")
+    again.set_defaults(handler=redeliver)
 
 
 async def run_worker(args: argparse.Namespace, env: Env) -> int:
@@ -35,11 +48,28 @@ async def run_worker(args: argparse.Namespace, env: Env) -> int:
     return await serve(settings, burst=args.burst)
 
 
+async def show_deliveries(args: argparse.Namespace, env: Env) -> int:
+    async with database_session(env) as session:
+        rows = await webhooks.list_deliveries(session, failed=args.failed)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, DELIVERY_COLUMNS, empty="no webhook deliveries")
+    return 0
+
+
+async def redeliver(args: argparse.Namespace, env: Env) -> int:
+    async with database_session(env) as session, session.begin():
+        found = await webhooks.redeliver(session, args.id, datetime.now(UTC))
+    if not found:
+        print(f"tokenwarden: error: no webhook delivery {args.id}", file=sys.stderr)
+        return 1
+    print(f"webhook delivery {args.id} queued again; the worker sends it within seconds")
+    return 0
+
+
 async def show_incidents(args: argparse.Namespace, env: Env) -> int:
-    settings = load_settings(env)
-    settings.require("database_url")
-    assert settings.database_url is not None
-    async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session:
+    async with database_session(env) as session:
         rows = await list_incidents(session, args.limit)
     if args.json:
         print_json(rows)

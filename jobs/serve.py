@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from jobs.worker import (
-    email_crons,
+    outbox_crons,
     refresh_crons,
     refresh_timeout_seconds,
     shutdown,
@@ -104,7 +104,7 @@ async def _run_worker(settings: Settings, ctx: dict[str, Any], stop: _Stop, *, b
             return
         # One pass: arq's burst mode never ends while crons keep enqueueing, so run each cron once instead,
         # the refresh side first, then the email side (which sends what the refreshes queued).
-        for crons in (refresh_crons(settings), email_crons(settings)):
+        for crons in (refresh_crons(settings), outbox_crons(settings)):
             for job in crons:
                 await job.coroutine({**ctx, "redis": pool})
             await _run_arq(settings, ctx, pool, stop, burst=True)

@@ -25,6 +25,7 @@ from web import tables as web_tables  # noqa: F401  (registers the web app's tab
 
 TEST_KEY = Fernet.generate_key().decode()
 TOKEN_URL = "https://oauth2.test/token"
+REVOKE_URL = "https://oauth2.test/revoke"
 AUTH_URL = "https://accounts.test/o/oauth2/v2/auth"
 CLIENT_ID = "tw-test-client.apps.test"
 CLIENT_SECRET = "tw-test-client-secret-DO-NOT-LEAK"
@@ -43,6 +44,7 @@ def service_environment(database_url: str, **overrides: str) -> dict[str, str]:
         "GOOGLE_CLIENT_ID": CLIENT_ID,
         "GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
         "GOOGLE_TOKEN_URL": TOKEN_URL,
+        "GOOGLE_REVOKE_URL": REVOKE_URL,  # no test may reach Google's real one
         "GOOGLE_AUTH_URL": AUTH_URL,
         "MICROSOFT_CLIENT_ID": MICROSOFT_CLIENT_ID,
         "MICROSOFT_CLIENT_SECRET": MICROSOFT_CLIENT_SECRET,

@@ -15,6 +15,7 @@ from statemachine.store.db import open_sessionmaker
 from web.app import create_app
 from web.auth import MAX_LINK_MINUTES, create_login_link
 from web.signing import Signing
+from web.v1 import commands as v1_commands
 
 DEFAULT_LINK_MINUTES = 15
 
@@ -62,3 +63,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     link.add_argument("--minutes", type=_minutes, default=DEFAULT_LINK_MINUTES,
                       help=f"how long the link works (default {DEFAULT_LINK_MINUTES})")  # fmt: skip
     link.set_defaults(handler=login_link)
+    v1_commands.register(sub)

@@ -47,7 +47,9 @@ async def dashboard(request: Request) -> Response:
         flash = await store.take_flash(session, auth.user.session_id)
     cards = [card_for(row, incidents, now) for row in rows]
     notices = [provider_display_name(p) for p in sorted({card.provider for card in cards} & incidents)]
-    return render(request, "dashboard.html", {"cards": cards, "notices": notices, "flash": flash})
+    connectable = sorted(context_of(request).runtime.providers)  # registered, with client credentials
+    context = {"cards": cards, "notices": notices, "flash": flash, "connectable": connectable}
+    return render(request, "dashboard.html", context)
 
 
 routes = [Route("/", dashboard, methods=["GET"], name="dashboard")]

@@ -25,6 +25,7 @@ from devkit.demo import pages as demo_pages
 from devkit.demo.config import ACCESS_TOKEN_SECONDS, DemoConfig, demo_environment, timings_lines
 from devkit.demo.control import SandboxControl
 from devkit.demo.datadir import DEFAULT_DATA_DIR, DataDir, DemoError, RunInfo
+from devkit.demo.host import HostApp, running as host_running
 from devkit.demo.mailcatcher import mail_catcher
 from devkit.demo.seed import prepare
 from devkit.demo.services import Progress, running_worker, served, worker_environment
@@ -148,10 +149,13 @@ async def _start(
     runtime = await stack.enter_async_context(open_runtime(settings))
     await _demo_data(runtime, servers.sandbox_url, progress)
     with progress.step("starting the web app") as note:
-        app = create_app(settings, extension=demo_pages.extension(DemoConfig(data.maildir, servers.sandbox_url)))
-        web = stack.enter_context(served(app, "the web app", port))
+        host = HostApp(base_url, servers.sandbox_url)
+        extension = demo_pages.extension(DemoConfig(data.maildir, servers.sandbox_url), host)
+        web = stack.enter_context(served(create_app(settings, extension=extension), "the web app", port))
         stack.callback(progress.say, "  stopping the web app")
         note(web.url)
+    with progress.step("starting the demo host app (/dev/host)"):
+        await stack.enter_async_context(host_running(host, runtime.sessionmaker))
     with progress.step("starting the worker") as note:
         log = data.logs / "worker.log"
         grace = settings.shutdown_grace_seconds
@@ -223,7 +227,7 @@ async def _announce(runtime: Runtime, web_url: str, sandbox_url: str, data: Data
     progress.say()
     progress.say("Tokenwarden demo is running. Ctrl-C stops everything.")
     for name, path in (("dashboard", "/"), ("operations", "/ops"), ("mail", "/dev/mail"),
-                       ("sandbox panel", "/dev/sandbox")):  # fmt: skip
+                       ("sandbox panel", "/dev/sandbox"), ("host app", "/dev/host")):  # fmt: skip
         progress.say(f"  {name:<14} {web_url}{path}")
     progress.say(f"  {'sandbox':<14} {sandbox_url}/authorize and {sandbox_url}/microsoft/common/oauth2/v2.0/authorize "
                  "(the consent pages; `tokenwarden sandbox --help`)")  # fmt: skip

@@ -110,6 +110,9 @@ def demo_environment(secrets: dict[str, str], urls: dict[str, str], sandbox_url:
         **secrets,
         **urls,
         "TOKENWARDEN_BASE_URL": base_url,
+        "TOKENWARDEN_WEBHOOK_ALLOW_PRIVATE": "true",  # the demo host app's receiver is on 127.0.0.1
+        "TOKENWARDEN_WEBHOOK_RETRY_BASE_SECONDS": "5",
+        "TOKENWARDEN_ALLOWED_RETURN_URLS": f"{base_url}/dev/host",
         "TOKENWARDEN_MAIL_FROM": "Tokenwarden demo <tokenwarden@demo.test>",
         **timing_environment(),
     }

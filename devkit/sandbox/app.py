@@ -22,6 +22,7 @@ from devkit.sandbox.control import (
     reset_requests,
 )
 from devkit.sandbox.dialect import Dialect, sandbox_dialect
+from devkit.sandbox.gmail import gmail_profile, revoke_endpoint
 from devkit.sandbox.microsoft import MICROSOFT
 from devkit.sandbox.responses import GOOGLE
 from devkit.sandbox.state import ACCESS_TOKEN_LIFETIME, SandboxRequestError, SandboxState, sandbox_state
@@ -29,6 +30,13 @@ from devkit.sandbox.token import token_endpoint
 from statemachine.providers import registry
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+# what a host app does with the tokens, where the provider has it: revocation (RFC 7009) and a Gmail-like API
+PROVIDER_APIS: dict[str, tuple[Route, ...]] = {
+    "google": (
+        Route("/revoke", revoke_endpoint, methods=["POST"], name="revoke"),
+        Route("/gmail/v1/users/me/profile", gmail_profile, methods=["GET"], name="gmail_profile"),
+    ),
+}
 
 
 def create_sandbox_app(
@@ -44,6 +52,7 @@ def create_sandbox_app(
         Route(dialect.authorize_path, authorize_page, methods=["GET"], name="authorize"),
         Route(dialect.authorize_path, authorize_decision, methods=["POST"], name="authorize_decision"),
         Route(dialect.token_path, token_endpoint, methods=["POST"], name="token"),
+        *PROVIDER_APIS.get(dialect.name, ()),
         Route("/_sandbox/accounts", post_account, methods=["POST"]),
         Route("/_sandbox/accounts", list_accounts, methods=["GET"]),
         Route("/_sandbox/tokens", post_token, methods=["POST"]),
@@ -93,6 +102,8 @@ def sandboxes_environment(url: str, client_id: str, client_secret: str) -> dict[
             base + path.replace("{tenant}", "common") for path in (dialect.token_path, dialect.authorize_path)
         )
         env |= {spec.token_url.env: token, spec.auth_url.env: auth}
+        if spec.revoke_url is not None:
+            env[spec.revoke_url.env] = f"{base}/revoke"  # PROVIDER_APIS serves it where the provider has one
         env |= {spec.client_id_env: client_id, spec.client_secret_env: client_secret}
     return env
 

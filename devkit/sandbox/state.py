@@ -153,10 +153,11 @@ class SandboxState:
     token_factory: Callable[[], str] = new_refresh_token  # the dialect's refresh-token shape
     subject_factory: Callable[[], str] = new_google_subject  # the dialect's account ids
     default_tenant: str | None = None  # the `tid` of accounts added without one (Microsoft)
+    access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # -> (refresh token, expiry)
 
     def reset(self) -> None:
         """Forget every account, token, code, fault and count; keep the client's configuration."""
-        for table in (self.accounts, self.grants, self.codes, self.faults, self.successors):
+        for table in (self.accounts, self.grants, self.codes, self.faults, self.successors, self.access_tokens):
             table.clear()
         self.requests_by_token.clear()
         self.requests_by_grant_type.clear()
@@ -185,6 +186,9 @@ class SandboxState:
         self.successors[grant.refresh_token] = new.refresh_token
         if grant.refresh_token in self.faults:  # a fault follows the grant, as a revocation would
             self.faults[new.refresh_token] = self.faults.pop(grant.refresh_token)
+        for access_token, (refresh_token, expiry) in list(self.access_tokens.items()):
+            if refresh_token == grant.refresh_token:
+                self.access_tokens[access_token] = (new.refresh_token, expiry)
         return new
 
     def newest(self, refresh_token: str) -> str:
@@ -192,6 +196,30 @@ class SandboxState:
         while refresh_token in self.successors:
             refresh_token = self.successors[refresh_token]
         return refresh_token
+
+    def issue_access_token(self, grant: Grant) -> str:
+        """A new access token of the grant, honoured by the Gmail-like API until it expires or is revoked."""
+        token = new_access_token()
+        self.access_tokens[token] = (grant.refresh_token, time.monotonic() + self.access_token_lifetime)
+        return token
+
+    def honoured(self, access_token: str) -> Account | None:
+        """The account an access token still works for; None once expired or revoked."""
+        refresh_token, expiry = self.access_tokens.get(access_token, ("", 0.0))
+        grant = self.grants.get(refresh_token)
+        if grant is None or expiry <= time.monotonic():
+            return None
+        return self.accounts.get(grant.sub)
+
+    def revoke(self, token: str) -> bool:
+        """Revoke the grant of a refresh or access token (RFC 7009): its every token stops working."""
+        refresh_token = token if token in self.grants else self.access_tokens.get(token, ("", 0.0))[0]
+        if self.grants.pop(refresh_token, None) is None:
+            return False
+        for access_token, (owner, _) in list(self.access_tokens.items()):
+            if owner == refresh_token:
+                del self.access_tokens[access_token]
+        return True
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:
         return hmac.compare_digest(client_id, self.client_id) and hmac.compare_digest(client_secret, self.client_secret)

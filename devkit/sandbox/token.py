@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from devkit.sandbox.dialect import Dialect, sandbox_dialect
 from devkit.sandbox.responses import form_field
-from devkit.sandbox.state import FaultMode, SandboxState, new_access_token, pkce_challenge, sandbox_state
+from devkit.sandbox.state import FaultMode, SandboxState, pkce_challenge, sandbox_state
 
 
 def _client_credentials(form: FormData, headers: Mapping[str, str]) -> tuple[str, str]:
@@ -52,10 +52,12 @@ def _refresh_grant(state: SandboxState, dialect: Dialect, form: FormData) -> Res
     grant = state.grants.get(token)
     if grant is None:
         return dialect.refuse("unknown_refresh_token")
-    body: dict[str, Any] = {"access_token": new_access_token(), "expires_in": state.access_token_lifetime}
     if grant.rotate or dialect.rotates:
         grant = state.rotate(grant, keep_old=dialect.rotates)
-        body["refresh_token"] = grant.refresh_token
+        body: dict[str, Any] = {"refresh_token": grant.refresh_token}
+    else:
+        body = {}
+    body |= {"access_token": state.issue_access_token(grant), "expires_in": state.access_token_lifetime}
     body |= {"scope": grant.scope, "token_type": "Bearer"}
     account = state.accounts.get(grant.sub)
     if account is not None and "openid" in grant.scope.split():
@@ -79,7 +81,7 @@ def _code_grant(state: SandboxState, dialect: Dialect, form: FormData) -> Respon
         return dialect.refuse("bad_code")
     grant = state.add_grant(account.sub, scope=code.scope)
     body = {
-        "access_token": new_access_token(),
+        "access_token": state.issue_access_token(grant),
         "expires_in": state.access_token_lifetime,
         "refresh_token": grant.refresh_token,
         "scope": grant.scope,

@@ -30,6 +30,7 @@ FAILURE_KINDS = {
     Event.REFRESH_FAILED_PERMANENT: FailureKind.PERMANENT,
     Event.REFRESH_FAILED_CONFIG: FailureKind.CONFIG,
 }
+REMOVED_REASON = "Removed by the host app."
 
 
 class InvalidEventError(Exception):
@@ -178,6 +179,13 @@ def _enter_healthy(ev: EventData) -> None:
     lc.user_notified = lc.confirming = False
 
 
+def _mark_removed(ev: EventData) -> None:
+    """The reason the dashboard and the API show; no reminder is due for a mailbox nobody wants back."""
+    lc = cast(Lifecycle, ev.model)
+    lc.last_error = f"{Event.REMOVED.value}: {REMOVED_REASON}"
+    lc.user_notified = False
+
+
 def _email(ev: EventData, kind: EmailKind) -> None:
     lc = _lifecycle(ev)
     if _occ(ev).incident:
@@ -197,7 +205,7 @@ def _next_refresh_at(ev: EventData) -> datetime | None:
         return occ.at
     if event is Event.RECONNECT_REJECTED:
         return lc.next_refresh_at
-    if event is Event.OPS_DISCONNECT:
+    if event in (Event.OPS_DISCONNECT, Event.REMOVED):
         return None
     if lc.state == H:
         return policy.next_refresh_at(occ.at, occ.expires_in, occ.jitter)
@@ -254,6 +262,7 @@ _DEFAULT_REASONS = {
     Event.RECONNECT_REJECTED: "The consenting account is not this mailbox's account; nothing was stored.",
     Event.OPS_RETRY_NOW: "An operator asked for a refresh now.",
     Event.OPS_DISCONNECT: "An operator disconnected the mailbox.",
+    Event.REMOVED: REMOVED_REASON,
     Event.REFRESH_FAILED_TRANSIENT: "Temporary failure.",
     Event.REFRESH_FAILED_PERMANENT: "Access revoked or expired.",
     Event.REFRESH_FAILED_CONFIG: "Our OAuth client configuration was rejected.",
@@ -280,6 +289,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": Event.OPS_RETRY_NOW.value, "source": X, "dest": R},
     {"trigger": Event.OPS_RETRY_NOW.value, "source": [H, R, D], "dest": None},
     {"trigger": Event.OPS_DISCONNECT.value, "source": [H, R, D], "dest": X},
+    {"trigger": Event.REMOVED.value, "source": [H, R, D], "dest": X, "before": [_mark_removed]},
+    {"trigger": Event.REMOVED.value, "source": X, "dest": None, "before": [_mark_removed]},
 ]  # fmt: skip
 
 STATES: list[dict[str, Any]] = [

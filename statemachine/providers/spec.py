@@ -45,6 +45,9 @@ class ProviderSpec:
     email_identifies_account: bool = True
     issuer: str | None = None  # the id_token's `iss`; "{tid}" is its own tenant claim (Microsoft's multi-tenant one)
     tenant: Endpoint | None = None  # which accounts may sign in; fills "{tenant}" in the URL defaults
+    # where one grant is revoked (RFC 7009) when the host app removes a mailbox; None: the provider has no such
+    # endpoint (Microsoft), and removal only erases the tokens
+    revoke_url: Endpoint | None = None
     scopes_env: str | None = None  # overrides `scopes` (space-separated); the OIDC ones in `scopes` must stay
     consent_params: Mapping[str, str] = field(default_factory=dict)  # fixed authorization URL parameters
     refresh_params: Mapping[str, str] = field(default_factory=dict)  # extra form fields of a refresh request
@@ -54,7 +57,12 @@ class ProviderSpec:
         if not _NAME.fullmatch(self.name):
             problems.append(f"name {self.name!r} must be 1-16 lowercase letters, digits or _")
         envs = [self.token_url.env, self.auth_url.env, self.client_id_env, self.client_secret_env]
-        envs += [env for env in (self.tenant.env if self.tenant else None, self.scopes_env) if env]
+        optional = (
+            self.tenant.env if self.tenant else None,
+            self.scopes_env,
+            self.revoke_url.env if self.revoke_url else None,
+        )
+        envs += [env for env in optional if env]
         problems += [f"{env!r} is not an environment variable name" for env in envs if not _ENV_NAME.fullmatch(env)]
         if not self.label or not self.scopes or not self.subject_claims or not all(self.subject_claims):
             problems.append("label, scopes and subject_claims must not be empty")

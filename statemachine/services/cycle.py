@@ -98,17 +98,20 @@ class CycleResult:
     provider: str | None = None
 
 
-async def run_cycle(deps: CycleDeps, mailbox_id: int, *, actor: str, claim: uuid.UUID | None = None) -> CycleResult:
+async def run_cycle(
+    deps: CycleDeps, mailbox_id: int, *, actor: str, claim: uuid.UUID | None = None, revision: int | None = None
+) -> CycleResult:
     """Run one refresh cycle; raise UnknownMailboxError for an id that does not exist.
 
     `claim` is the due-scan's lease on the mailbox: a worker job takes the mailbox over only from it
     (status "busy" when that claim is finished or taken); without it (the CLI) any free mailbox is leased.
+    `revision` (the API): run only if the row is still at that revision, else "busy" with no provider call.
     """
     started = time.perf_counter()
     owner = uuid.uuid4()
     async with deps.sessionmaker() as session, session.begin():
         lease = await repository.take_lease(
-            session, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim
+            session, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim, revision=revision
         )
     if lease is None:
         return CycleResult(mailbox_id, "busy")

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from statemachine.core.access_tokens import seal_access_token
 from statemachine.core.machine import Occurrence
 from statemachine.core.secrets import TokenCipher
@@ -22,7 +25,7 @@ from statemachine.services.cycle import Grant
 from statemachine.services.unit_of_work import EventContext, Outcome, apply_event
 from statemachine.store import repository
 from statemachine.store.db import Sessionmaker
-from statemachine.store.models import Mailbox
+from statemachine.store.models import Mailbox, Revocation
 
 
 class ConsentGrant(Grant, Protocol):
@@ -76,6 +79,15 @@ def _store_grant(cipher: TokenCipher, mailbox: Mailbox, grant: ConsentGrant, now
     mailbox.access_token_ciphertext, mailbox.access_token_expires_at = sealed
     mailbox.last_refreshed_at = now
     mailbox.provider_subject = mailbox.provider_subject or grant.subject
+    mailbox.removed_at = None  # connecting a removed mailbox again revives it
+
+
+async def _cancel_revocations(session: AsyncSession, mailbox_id: int, now: datetime) -> None:
+    """A removed mailbox connected again: revoking its old grant now could end the new one (Google revokes
+    the whole grant of the app), so a pending revocation is dropped and its token erased."""
+    values = {"status": "failed", "token_ciphertext": None, "done_at": now, "last_error": "connected again"}
+    statement = update(Revocation).where(Revocation.mailbox_id == mailbox_id, Revocation.status == "pending")
+    await session.execute(statement.values(**values))
 
 
 async def complete_reconnect(
@@ -97,6 +109,8 @@ async def complete_reconnect(
             outcome = await apply_event(session, mailbox, Event.RECONNECT_REJECTED, occurrence, events)
             unknown = not (mailbox.provider_subject or registry.get(mailbox.provider).email_identifies_account)
             return ReconnectResult(False, mailbox.address, outcome, unknown_account=unknown)
+        if mailbox.removed_at is not None:
+            await _cancel_revocations(session, mailbox.id, now)
         _store_grant(cipher, mailbox, grant, now)
         occurrence = Occurrence(at=now, actor=actor, expires_in=grant.expires_in, jitter=random.random())
         outcome = await apply_event(session, mailbox, Event.RECONNECTED, occurrence, events)

@@ -43,6 +43,7 @@ class ProviderClient:
     auth_url: str
     scopes: tuple[str, ...]
     tenant: str | None = None  # the spec's tenant setting, already filled into the default URLs
+    revoke_url: str | None = None  # None: the provider cannot revoke one grant
 
     @property
     def configured(self) -> bool:
@@ -53,7 +54,7 @@ class ProviderClient:
     def defaults(cls, spec: ProviderSpec) -> ProviderClient:
         tenant = spec.tenant.default if spec.tenant else None
         return cls(None, None, _in_tenant(spec.token_url.default, tenant), _in_tenant(spec.auth_url.default, tenant),
-                   spec.scopes, tenant)  # fmt: skip
+                   spec.scopes, tenant, spec.revoke_url.default if spec.revoke_url else None)  # fmt: skip
 
 
 def _in_tenant(url: str, tenant: str | None) -> str:
@@ -93,6 +94,13 @@ class Settings:
     scan_batch_size: int = 500
     shutdown_grace_seconds: float = 20.0
     redis_outage_seconds: float = 120.0
+    auth_failure_min_interval_seconds: float = 60.0
+    user_emails: bool = True
+    allowed_return_urls: tuple[str, ...] = ()  # where connect sessions may send the browser back to
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_base_seconds: float = 30.0
+    webhook_disable_after_days: float = 5.0
     incidents: IncidentThresholds = field(default_factory=IncidentThresholds)
     policy: Policy = field(default_factory=Policy)
 
@@ -182,6 +190,16 @@ def _ratio(raw: str) -> float:
     return value
 
 
+def _switch(raw: str) -> bool:
+    """on/off (also true/false, yes/no, 1/0)."""
+    value = raw.lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"expected on or off, got {raw!r}")
+
+
 def _port(raw: str) -> int:
     value = _whole(0)(raw)
     if value > 65535:
@@ -197,6 +215,16 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs, each with a host."""
+    parse = _url("https", "http")
+    urls = tuple(parse(part.strip()) for part in raw.split(",") if part.strip())
+    for url in urls:
+        if not urlsplit(url).hostname:
+            raise ValueError(f"{url!r} has no host")
+    return urls
 
 
 def database_url(raw: str) -> str:
@@ -265,6 +293,7 @@ def _provider_client(env: _Reader, spec: ProviderSpec) -> ProviderClient:
         auth_url=env.get(spec.auth_url.env, _in_tenant(spec.auth_url.default, tenant), url),
         scopes=scopes,
         tenant=tenant,
+        revoke_url=env.get(spec.revoke_url.env, spec.revoke_url.default, url) if spec.revoke_url else None,
     )
 
 
@@ -346,6 +375,13 @@ def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[Reading, 
         scan_batch_size=env.get("TOKENWARDEN_SCAN_BATCH_SIZE", 500, _whole(1)),
         shutdown_grace_seconds=env.get("TOKENWARDEN_SHUTDOWN_GRACE_SECONDS", 20.0, _number(0)),
         redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),
+        auth_failure_min_interval_seconds=env.get("TOKENWARDEN_AUTH_FAILURE_MIN_INTERVAL_SECONDS", 60.0, _number(1)),
+        user_emails=env.get("TOKENWARDEN_USER_EMAILS", True, _switch),
+        allowed_return_urls=env.get("TOKENWARDEN_ALLOWED_RETURN_URLS", (), _urls),
+        webhook_allow_private=env.get("TOKENWARDEN_WEBHOOK_ALLOW_PRIVATE", False, _switch),
+        webhook_timeout_seconds=env.get("TOKENWARDEN_WEBHOOK_TIMEOUT_SECONDS", 10.0, _number(0.1)),
+        webhook_retry_base_seconds=env.get("TOKENWARDEN_WEBHOOK_RETRY_BASE_SECONDS", 30.0, _number(0)),
+        webhook_disable_after_days=env.get("TOKENWARDEN_WEBHOOK_DISABLE_AFTER_DAYS", 5.0, _number(0.00001)),
         incidents=_incidents(env),
         policy=_policy(env),
     )

@@ -16,7 +16,7 @@ from statemachine.core.machine import Occurrence, Record, fire
 from statemachine.core.policy import Policy
 from statemachine.core.states import EmailKind, Event
 from statemachine.services.settings import Settings
-from statemachine.store import outbox, repository
+from statemachine.store import outbox, repository, webhooks
 from statemachine.store.models import Mailbox
 
 
@@ -27,11 +27,12 @@ class EventContext:
     policy: Policy
     base_url: str
     mail_domain: str
+    user_emails: bool = True  # TOKENWARDEN_USER_EMAILS=off: the host app tells its users itself
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventContext:
         address = settings.mail_from.rsplit("<", 1)[-1].rstrip(">")
-        return cls(settings.policy, settings.base_url, address.rpartition("@")[2] or "localhost")
+        return cls(settings.policy, settings.base_url, address.rpartition("@")[2] or "localhost", settings.user_emails)
 
     def reconnect_url(self, mailbox_id: int) -> str:
         return f"{self.base_url}/mailboxes/{mailbox_id}/reconnect"
@@ -63,6 +64,7 @@ async def apply_event(
     repository.write_lifecycle(mailbox, lifecycle, occurrence.at)
     session.add_all(repository.history_rows(mailbox.id, lifecycle.records))
     await session.flush()
+    await _queue_webhooks(session, mailbox, lifecycle.records)
     queued = await _queue_emails(session, mailbox, lifecycle.emails, occurrence, context)
     return Outcome(
         mailbox_id=mailbox.id,
@@ -78,10 +80,17 @@ async def apply_event(
     )
 
 
+async def _queue_webhooks(session: AsyncSession, mailbox: Mailbox, records: list[Record]) -> None:
+    """The webhooks of the history rows that change the state (or remove the mailbox), in this same transaction."""
+    if webhooks.announced(records):
+        user = await repository.owner_of(session, mailbox)
+        await webhooks.queue_history(session, mailbox, user.email, records)
+
+
 async def _queue_emails(
     session: AsyncSession, mailbox: Mailbox, kinds: list[EmailKind], occurrence: Occurrence, context: EventContext
 ) -> list[tuple[int, str]]:
-    if not kinds:
+    if not kinds or not context.user_emails:
         return []
     user = await repository.owner_of(session, mailbox)
     facts = outbox.EmailFacts(context.reconnect_url(mailbox.id), occurrence.verdict, mailbox.next_refresh_at)

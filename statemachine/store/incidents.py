@@ -37,6 +37,7 @@ from statemachine.core.incident_rules import (
 )
 from statemachine.core.states import FailureKind, State
 from statemachine.providers import registry
+from statemachine.store import webhooks
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import OPEN_CODE, OPEN_TRANSIENT, Incident, Mailbox, RefreshOutcome, StateTransition
 from statemachine.store.queries import json_row
@@ -218,6 +219,9 @@ class IncidentGuard:
             return  # another cycle opened it first; it wrote the rows and raised the alert
         reason = f"Provider incident opened: {opening.cause}. These failures are not escalated and cause no email."
         await _record_opened(session, provider, opening.about, reason, at)
+        await webhooks.queue_incident(
+            session, incident_id=incident_id, provider=provider, cause=opening.cause, code=opening.code, opened_at=at
+        )
         logger.error(
             "provider incident opened",
             extra={"incident_id": incident_id, "provider": provider, "cause": opening.cause, "code": opening.code,
@@ -258,6 +262,10 @@ async def _close_if_recovered(
     if not should_close(counts, rules, cause):
         return None
     incident.status, incident.closed_at = "closed", now
+    await webhooks.queue_incident(
+        session, incident_id=incident.id, provider=incident.provider, cause=incident.cause, code=incident.code,
+        opened_at=incident.opened_at, closed_at=now,
+    )  # fmt: skip
     reason = "Provider incident closed: the provider answers again; retrying soon."
     pulled = await _pull_forward(session, incident.provider, cause, now, rules.recovery_spread_seconds, reason)
     logger.warning(

@@ -19,19 +19,29 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statemachine.core.states import FailureKind, State
 from statemachine.providers import registry
 
 OUTBOX_STATUSES = ("pending", "sent", "failed")
+WEBHOOK_EVENT_TYPES = (
+    "mailbox.state_changed",
+    "mailbox.connected",
+    "mailbox.removed",
+    "provider_incident.opened",
+    "provider_incident.closed",
+)
+WEBHOOK_DELIVERY_STATUSES = ("pending", "delivered", "failed")
+REVOCATION_STATUSES = ("pending", "revoked", "failed")
 FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
 
 
@@ -92,6 +102,8 @@ class Mailbox(Base):
     state_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    removed_at: Mapped[datetime | None]  # the host app removed it (DELETE /v1/mailboxes/{id}); kept for history
+    auth_failure_reported_at: Mapped[datetime | None]  # the last 401 a host app reported that was acted on
 
     __table_args__ = (
         CheckConstraint(one_of("state", tuple(s.value for s in State)), name="state"),
@@ -203,4 +215,82 @@ class Incident(Base):
         # one open incident per cause: a provider's transient one, and one per code
         Index("uq_incidents_one_open_transient", "provider", unique=True, postgresql_where=OPEN_TRANSIENT),
         Index("uq_incidents_one_open_per_code", "provider", "code", unique=True, postgresql_where=OPEN_CODE),
+    )
+
+
+class RetriedRow:
+    """The columns of an outbox row that the worker tries until it is done or `give_up_at` has passed."""
+
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    give_up_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
+# Per-mailbox event order for webhook receivers: taken under the mailbox's row lock, so it increases per mailbox.
+WEBHOOK_SEQUENCE = Sequence("webhook_event_sequence", metadata=Base.metadata)
+
+
+class WebhookEndpoint(Base):
+    """A host app's receiver: its URL, the exact event types it wants, and its signing secret (encrypted)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    failing_since: Mapped[datetime | None]  # the first failed delivery since the last success
+    disabled_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(RetriedRow, Base):
+    """The webhook outbox: one event for one endpoint, written in the transaction of the change it reports.
+
+    `message_id` is the `webhook-id` header, the same on every retry; `body` is stored as sent, so a
+    retry carries the same bytes (and a receiver can de-duplicate on the id).
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(40))
+    mailbox_id: Mapped[int | None] = mapped_column(BigInteger)
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(one_of("status", WEBHOOK_DELIVERY_STATUSES), name="status"),
+        CheckConstraint(one_of("type", WEBHOOK_EVENT_TYPES), name="type"),
+        UniqueConstraint("endpoint_id", "message_id", name="uq_webhook_deliveries_endpoint_message"),
+        Index("ix_webhook_deliveries_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class Revocation(RetriedRow, Base):
+    """The revocation outbox: a removed mailbox's grant, revoked at the provider by the worker until it works.
+
+    The encrypted refresh token moves here from the mailbox (never into a Redis job) and is erased
+    once the grant is revoked or given up on.
+    """
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(one_of("status", REVOCATION_STATUSES), name="status"),
+        CheckConstraint("(status = 'pending') = (token_ciphertext IS NOT NULL)", name="token_only_while_pending"),
+        Index("ix_revocations_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )

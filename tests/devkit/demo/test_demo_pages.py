@@ -19,6 +19,7 @@ import pytest
 from starlette.applications import Starlette
 
 from devkit.demo.config import DemoConfig
+from devkit.demo.host import HostApp
 from devkit.demo.pages import extension
 from devkit.sandbox import create_sandboxes
 from devkit.serving import RunningServer, serve_in_thread
@@ -28,8 +29,8 @@ from tests.web.support import ADMIN, Browser, SignIn, csrf_of, mailbox
 from web.app import create_app
 from web.pages import WebContext
 
-DEV_PAGES = ["/dev/mail", "/dev/mail/anything", "/dev/mail/anything/html", "/dev/sandbox"]
-DEV_POSTS = ["/dev/sandbox/mailboxes/1/break", "/dev/sandbox/provider/outage"]
+DEV_PAGES = ["/dev/mail", "/dev/mail/anything", "/dev/mail/anything/html", "/dev/sandbox", "/dev/host"]
+DEV_POSTS = ["/dev/sandbox/mailboxes/1/break", "/dev/sandbox/provider/outage", "/dev/host/webhooks"]
 TOKEN_PREFIX = "1//refresh-SECRET-"  # tests.web.support.mailbox's refresh tokens
 
 
@@ -48,7 +49,8 @@ def sandbox() -> Iterator[RunningServer]:
 @pytest.fixture
 def app(web: WebContext, sandbox: RunningServer, maildir: Path) -> Starlette:
     """This module's app is the demo's: the shared `browser` and `sign_in` fixtures use it."""
-    return create_app(web.runtime.settings, context=web, extension=extension(DemoConfig(maildir, sandbox.url)))
+    host = HostApp(web.base_url, sandbox.url)
+    return create_app(web.runtime.settings, context=web, extension=extension(DemoConfig(maildir, sandbox.url), host))
 
 
 async def faults(sandbox: RunningServer, mount: str = "") -> dict[str, Any]:

@@ -41,22 +41,31 @@ E = Event
 EXPECTED = {
     H: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: R, E.REFRESH_FAILED_PERMANENT: R,
         E.REFRESH_FAILED_CONFIG: R, E.RECONNECTED: H, E.RECONNECT_REJECTED: H, E.OPS_RETRY_NOW: H,
-        E.OPS_DISCONNECT: X},
+        E.OPS_DISCONNECT: X, E.REMOVED: X},
     R: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: D, E.REFRESH_FAILED_PERMANENT: R,
         E.REFRESH_FAILED_CONFIG: R, E.RECONNECTED: H, E.RECONNECT_REJECTED: R, E.OPS_RETRY_NOW: R,
-        E.OPS_DISCONNECT: X},
+        E.OPS_DISCONNECT: X, E.REMOVED: X},
     D: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: X, E.REFRESH_FAILED_PERMANENT: D,
         E.REFRESH_FAILED_CONFIG: D, E.RECONNECTED: H, E.RECONNECT_REJECTED: D, E.OPS_RETRY_NOW: D,
-        E.OPS_DISCONNECT: X},
+        E.OPS_DISCONNECT: X, E.REMOVED: X},
     X: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: X, E.REFRESH_FAILED_PERMANENT: X,
         E.REFRESH_FAILED_CONFIG: X, E.RECONNECTED: H, E.RECONNECT_REJECTED: X, E.OPS_RETRY_NOW: R,
-        E.OPS_DISCONNECT: None},
+        E.OPS_DISCONNECT: None, E.REMOVED: X},
 }  # fmt: skip
 PAIRS = [(state, event, dest) for state, row in EXPECTED.items() for event, dest in row.items()]
 
 
 def test_the_table_covers_every_state_and_event() -> None:
     assert {(s, e) for s, e, _ in PAIRS} == {(s, e) for s in State for e in Event}
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_removal_disconnects_for_good_with_no_email_no_schedule_and_its_reason(state: State) -> None:
+    lifecycle = fire(lifecycle_in(state), E.REMOVED, occurrence(E.REMOVED), NO_AGES)
+    assert (lifecycle.state, lifecycle.next_refresh_at, lifecycle.emails) == (X, None, [])
+    assert lifecycle.last_error == "removed: Removed by the host app."
+    (record,) = lifecycle.records
+    assert (record.event, record.reason) == ("removed", "Removed by the host app.")
 
 
 @pytest.mark.parametrize(("state", "event", "dest"), PAIRS, ids=[f"{s}-{e}" for s, e, _ in PAIRS])
