@@ -71,7 +71,7 @@ def banner_for(
     failure_kind: str | None = None,
     incident: bool = False,
 ) -> Banner:
-    """The banner of one mailbox; `incident` is True while its provider has an open incident."""
+    """The banner of one mailbox; `incident` is True while an open incident of its provider holds its last failure."""
     name = provider_display_name(provider)
     if state == State.HEALTHY:
         return Banner(kind="connected", tone="quiet", title="Connected")

@@ -21,7 +21,7 @@ from statemachine.store.models import Mailbox, User
 from statemachine.store.queries import MAILBOX_COLUMNS
 from statemachine.store.repository import UnknownMailboxError
 from web import reports
-from web.banners import banner_for, plain_reason
+from web.banners import plain_reason
 from web.pages import WebContext, context_of
 from web.v1.auth import require_key
 from web.v1.errors import ApiError, invalid
@@ -35,11 +35,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def mailbox_json(web: WebContext, row: Any, incidents: set[str], now: datetime) -> dict[str, Any]:
-    banner = banner_for(
-        row.state, row.token_refresh_error, row.next_refresh_at, now,
-        provider=row.provider, failure_kind=row.failure_kind, incident=row.provider in incidents,
-    )  # fmt: skip
+def mailbox_json(web: WebContext, row: Any, incidents: reports.OpenIncidents, now: datetime) -> dict[str, Any]:
+    banner = incidents.banner(row, now)
     healthy = row.state == State.HEALTHY
     return {
         "id": row.id,
@@ -66,7 +63,7 @@ async def read_mailbox(web: WebContext, session: AsyncSession, mailbox_id: int) 
     row = (await session.execute(_query().where(Mailbox.id == mailbox_id))).one_or_none()
     if row is None:
         raise ApiError(404, "mailbox_not_found", f"There is no mailbox {mailbox_id}.")
-    return mailbox_json(web, row, await reports.incident_providers(session), datetime.now(UTC))
+    return mailbox_json(web, row, await reports.open_incidents_by_provider(session), datetime.now(UTC))
 
 
 def mailbox_id_of(request: Request) -> int:
@@ -121,7 +118,7 @@ async def list_mailboxes(request: Request) -> Response:
     web = context_of(request)
     async with web.runtime.sessionmaker() as session:
         rows = list(await session.execute(statement))
-        incidents = await reports.incident_providers(session)
+        incidents = await reports.open_incidents_by_provider(session)
     now = datetime.now(UTC)
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
