@@ -4,7 +4,8 @@
 #   make test         install if needed, then lint, format check, import contracts, mypy and the whole suite
 #   make test-fast    the pure tests only (no database, Redis, subprocess or browser): seconds
 #   make demo         install if needed, then run `tokenwarden demo`
-#   make bench        every figure of issue 12 beside its baseline (HTTP client, CLI start, 1 M-row ops, pipeline)
+#   make bench        every figure of issue 12 beside its baseline (HTTP client, CLI start, 1 M-row ops, pipeline),
+#                     then the /v1 access-token route beside a bare Starlette route under wrk (installed when missing)
 #   make lint | fmt   ruff check + format check + import contracts + mypy --strict | apply ruff's fixes and formatting
 #   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
 #   make clean        remove the venv and every cache
@@ -56,6 +57,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.http_client
 	$(BIN)/python -m tests.benchmarks.suite
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m tests.benchmarks.api_token
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .

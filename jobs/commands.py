@@ -1,22 +1,26 @@
-"""What `tokenwarden worker` and `tokenwarden incidents` run (their parsers: jobs/cli.py)."""
+"""What `tokenwarden worker`, `incidents` and `webhooks deliveries|redeliver` run (their parsers: jobs/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import uvloop
 
 from jobs.serve import serve
+from statemachine.cli.commands import database_session
 from statemachine.cli.output import print_json, print_table
 from statemachine.services.config_check import warn_about
 from statemachine.services.logs import configure_logging, log_level
-from statemachine.services.settings import load_settings, read_settings
-from statemachine.store.db import open_sessionmaker
+from statemachine.services.settings import read_settings
+from statemachine.store import webhooks
 from statemachine.store.incidents import list_incidents
 
 Env = Mapping[str, str]
 INCIDENT_COLUMNS = ("id", "provider", "status", "opened_at", "closed_at", "cause")
+DELIVERY_COLUMNS = ("id", "endpoint_id", "type", "mailbox_id", "sequence", "status", "attempts", "last_error")
 
 
 def run_worker(args: argparse.Namespace, env: Env) -> int:
@@ -32,11 +36,28 @@ async def _worker(args: argparse.Namespace, env: Env) -> int:
     return await serve(settings, burst=args.burst)
 
 
+async def show_deliveries(args: argparse.Namespace, env: Env) -> int:
+    async with database_session(env) as session:
+        rows = await webhooks.list_deliveries(session, failed=args.failed)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, DELIVERY_COLUMNS, empty="no webhook deliveries")
+    return 0
+
+
+async def redeliver(args: argparse.Namespace, env: Env) -> int:
+    async with database_session(env) as session, session.begin():
+        found = await webhooks.redeliver(session, args.id, datetime.now(UTC))
+    if not found:
+        print(f"tokenwarden: error: no webhook delivery {args.id}", file=sys.stderr)
+        return 1
+    print(f"webhook delivery {args.id} queued again; the worker sends it within seconds")
+    return 0
+
+
 async def show_incidents(args: argparse.Namespace, env: Env) -> int:
-    settings = load_settings(env)
-    settings.require("database_url")
-    assert settings.database_url is not None
-    async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session:
+    async with database_session(env) as session:
         rows = await list_incidents(session, args.limit)
     if args.json:
         print_json(rows)

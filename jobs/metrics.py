@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 GAUGE_INTERVAL_SECONDS = 15.0
 
 INCIDENTS_OPENED = Counter("tokenwarden_incidents_opened_total", "Provider incidents opened.", ["provider"])
+WEBHOOKS = Counter("tokenwarden_webhook_deliveries_total", "Webhook delivery attempts by result.", ["result"])
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "tokenwarden_webhook_endpoints_disabled_total", "Webhook endpoints disabled after failing too long."
+)
 EMAILS = Counter("tokenwarden_emails_total", "Emails handed to SMTP, by kind and result.", ["kind", "result"])
 FAILURE_TO_EMAIL = Histogram(
     "tokenwarden_failure_to_email_seconds",

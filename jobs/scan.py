@@ -2,7 +2,9 @@
 
 Claims are committed before anything is enqueued, in short batches, so a crash in between leaves
 only leases that run out and are claimed again: Redis may lose every job and no mailbox is
-forgotten. The job id names the mailbox and its due time, so a claim enqueued twice runs once.
+forgotten. The job id names the mailbox and its due time, so a claim enqueued twice runs once. A
+claim whose due time already has a timed job waiting (jobs/timed.py) gets no job of its own: the
+timed job takes the claim over at its moment, and the scan adds nothing to a burst of timed work.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
 from arq.jobs import Job, JobStatus
 
 from statemachine.services.runtime import Runtime
 from statemachine.store import scheduling
-from statemachine.store.scheduling import Claim
+from statemachine.store.scheduling import Claim, claim_owner, timed_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,16 @@ async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime) ->
     return Counter(await asyncio.gather(*(one(claim) for claim in claims)))
 
 
+async def _timed_job_will_take_over(redis: ArqRedis, claim: Claim) -> bool:
+    """A timed job of this due time is waiting or running (in any queue), and this claim is the one it takes over."""
+    if claim.owner != claim_owner(claim.mailbox_id, claim.due):
+        return False  # an owner left by a dead job: only this claim's own job carries it
+    return bool(await redis.exists(job_key_prefix + timed_job_id(claim.mailbox_id, claim.due)))
+
+
 async def _enqueue(redis: ArqRedis, claim: Claim, now: datetime) -> str:
+    if await _timed_job_will_take_over(redis, claim):
+        return "timed"
     args = (REFRESH_JOB, claim.mailbox_id, str(claim.owner))
     if await redis.enqueue_job(*args, _job_id=claim.job_id) is not None:
         return "enqueued"

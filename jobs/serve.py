@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -21,7 +22,15 @@ import redis.exceptions
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from jobs.worker import email_crons, refresh_crons, refresh_timeout_seconds, shutdown, startup, worker_settings
+from jobs.worker import (
+    outbox_crons,
+    refresh_crons,
+    refresh_timeout_seconds,
+    shutdown,
+    startup,
+    urgent_lane,
+    worker_settings,
+)
 from statemachine.services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +67,8 @@ def redis_pool(url: str) -> ArqRedis:
 
 async def serve(settings: Settings, *, burst: bool = False) -> int:
     """Run until SIGTERM (0), the end of a burst (0), or Redis gone longer than allowed (1)."""
+    if burst:  # one pass leaves no deferred jobs behind (a burst worker would wait for them): the scan times all
+        settings = dataclasses.replace(settings, exact_timing_seconds=0.0)
     stop = _Stop()
     stop.install()
     ctx: dict[str, Any] = {"settings": settings}
@@ -93,7 +104,7 @@ async def _run_worker(settings: Settings, ctx: dict[str, Any], stop: _Stop, *, b
             return
         # One pass: arq's burst mode never ends while crons keep enqueueing, so run each cron once instead,
         # the refresh side first, then the email side (which sends what the refreshes queued).
-        for crons in (refresh_crons(settings), email_crons(settings)):
+        for crons in (refresh_crons(settings), outbox_crons(settings)):
             for job in crons:
                 await job.coroutine({**ctx, "redis": pool})
             await _run_arq(settings, ctx, pool, stop, burst=True)
@@ -111,26 +122,33 @@ async def _run_arq(settings: Settings, ctx: dict[str, Any], pool: ArqRedis, stop
         options["cron_jobs"] = []
     worker = Worker(**options, redis_pool=pool, burst=burst, handle_signals=True)
     worker.on_stop = stop.on_worker_stop
+    # the urgent lane (jobs/timed.py): its own few slots in this process; it runs and stops with the worker
+    urgent = Worker(**urgent_lane(options), redis_pool=pool, burst=burst, handle_signals=False)
     try:
-        await worker.async_run()
+        await asyncio.gather(worker.async_run(), urgent.async_run())
     except asyncio.CancelledError:
         if not stop.event.is_set():
             raise
         logger.info("worker stopped by signal")
     finally:
-        await _finish(worker, pool, refresh_timeout_seconds(settings))
+        await _finish([worker, urgent], pool, refresh_timeout_seconds(settings))
 
 
-async def _finish(worker: Worker, pool: ArqRedis, wait_seconds: float) -> None:
+async def _finish(workers: list[Worker], pool: ArqRedis, wait_seconds: float) -> None:
     """Let running jobs end (their cycles commit or roll back on their own); a dead Redis is not an error here."""
-    tasks = [task for task in worker.tasks.values() if not task.done()]
+    for worker in workers:
+        worker.allow_pick_jobs = False
+        if worker.main_task is not None:
+            worker.main_task.cancel()
+    tasks = [task for worker in workers for task in worker.tasks.values() if not task.done()]
     if tasks:
         await asyncio.wait(tasks, timeout=wait_seconds)
-    for task in worker.tasks.values():
+    for task in (task for worker in workers for task in worker.tasks.values()):
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: a job that could not report to a dead Redis is not an error here
     with contextlib.suppress(*REDIS_ERRORS, redis.exceptions.RedisError):
-        await asyncio.wait_for(pool.delete(worker.health_check_key), REDIS_SOCKET_TIMEOUT_SECONDS)
+        keys = [worker.health_check_key for worker in workers]
+        await asyncio.wait_for(pool.delete(*keys), REDIS_SOCKET_TIMEOUT_SECONDS)
 
 
 async def _wait_for_redis(settings: Settings, stop: _Stop) -> bool:

@@ -6,15 +6,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from jobs import timed
 from statemachine.services.runtime import Runtime
 from statemachine.store import counts, incidents
 
 
 async def check_incidents(ctx: Mapping[str, Any]) -> dict[str, int]:
-    """Close the incidents whose provider recovered; their waiting mailboxes are retried soon."""
+    """Close the incidents whose cause passed; the mailboxes they held are retried soon, each at its moment."""
     runtime: Runtime = ctx["runtime"]
     closed = await incidents.close_recovered(runtime.sessionmaker, runtime.settings.incidents, datetime.now(UTC))
-    return {"closed": len(closed)}
+    pulled = [due for incident in closed for due in incident.pulled]
+    horizon = runtime.settings.exact_timing_seconds
+    timed_jobs = await timed.refresh_at(ctx["redis"], pulled, horizon, datetime.now(UTC)) if pulled else 0
+    return {"closed": len(closed), "timed": timed_jobs}
 
 
 async def prune_outcomes(ctx: Mapping[str, Any]) -> dict[str, int]:

@@ -23,10 +23,11 @@ from arq.cron import CronJob, cron
 from arq.worker import func
 from prometheus_client import start_http_server
 
-from jobs import mail, metrics
+from jobs import mail, metrics, revocations, webhooks
 from jobs.refresh import refresh_mailbox
 from jobs.reminders import queue_reminders
 from jobs.scan import REFRESH_JOB, scan_due
+from jobs.timed import URGENT_QUEUE
 from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
@@ -37,6 +38,7 @@ HEALTH_CHECK_SECONDS = 10
 # with 10 slots does 20 quick refreshes a second, whatever the CPU. A poll is one cheap Redis query.
 POLL_DELAY_SECONDS = 0.05
 MAX_TRIES = 3
+URGENT_MAX_JOBS = 4  # the urgent lane's own slots: confirming cycles and email deliveries (jobs/timed.py)
 
 
 def cron_fields(seconds: float) -> dict[str, Any]:
@@ -69,11 +71,13 @@ async def startup(ctx: dict[str, Any]) -> None:
         stack.callback(thread.join, 5)
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
+    webhook_http = webhooks.make_client(settings)
+    stack.push_async_callback(webhook_http.aclose)
     gauges = asyncio.create_task(
         metrics.refresh_gauges(runtime.sessionmaker, settings.scan_interval_seconds), name="tokenwarden-gauges"
     )
     stack.push_async_callback(_cancel, gauges)
-    ctx.update(runtime=runtime, exit_stack=stack)
+    ctx.update(runtime=runtime, exit_stack=stack, webhook_http=webhook_http)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -85,6 +89,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     stack: contextlib.AsyncExitStack | None = ctx.pop("exit_stack", None)
     ctx.pop("runtime", None)
+    ctx.pop("webhook_http", None)
     if stack is not None:
         await stack.aclose()
 
@@ -101,12 +106,15 @@ def refresh_crons(settings: Settings) -> list[CronJob]:
     ]
 
 
-def email_crons(settings: Settings) -> list[CronJob]:
-    """The outbox sweep and the reminders, both every outbox interval (reminders are outbox rows too)."""
+def outbox_crons(settings: Settings) -> list[CronJob]:
+    """The sweeps of the outboxes (emails, webhooks, revocations) and the reminders (outbox rows too), each every
+    outbox interval: the net under the hand-over at commit and the retries of what failed."""
     every_sweep = cron_fields(settings.outbox_interval_seconds)
     return [
         cron(mail.sweep_outbox, name="sweep_outbox", run_at_startup=True, timeout=60, **every_sweep),
         cron(queue_reminders, name="queue_reminders", timeout=60, **every_sweep),
+        cron(webhooks.sweep_webhooks, name="sweep_webhooks", run_at_startup=True, timeout=60, **every_sweep),
+        cron(revocations.sweep_revocations, name="sweep_revocations", run_at_startup=True, timeout=300, **every_sweep),
     ]
 
 
@@ -116,8 +124,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         refresh_mailbox, name=REFRESH_JOB, keep_result=0, max_tries=MAX_TRIES, timeout=refresh_timeout_seconds(settings)
     )
     return {
-        "functions": [refresh, *mail.functions],
-        "cron_jobs": [*refresh_crons(settings), *email_crons(settings)],
+        "functions": [refresh, *mail.functions, *webhooks.functions],
+        "cron_jobs": [*refresh_crons(settings), *outbox_crons(settings)],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},
@@ -129,6 +137,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "health_check_interval": HEALTH_CHECK_SECONDS,
         "job_completion_wait": settings.shutdown_grace_seconds,
     }
+
+
+def urgent_lane(options: dict[str, Any]) -> dict[str, Any]:
+    """`worker_settings` for the urgent queue: the same jobs, a few slots, no crons."""
+    return {**options, "queue_name": URGENT_QUEUE, "cron_jobs": [], "max_jobs": URGENT_MAX_JOBS}
 
 
 def __getattr__(name: str) -> Any:

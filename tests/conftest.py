@@ -9,7 +9,7 @@ fixture) is `database` / `redis`; modules that start real processes or a browser
 import pytest
 
 from tests.database import database_url, env, migrated_database, runtime, sessionmaker, settings  # noqa: F401
-from tests.edges import arq_redis, provider, sandbox  # noqa: F401
+from tests.edges import arq_redis, microsoft_sandbox, provider, sandbox  # noqa: F401
 from tests.services import make_database, postgres_admin_url, redis_url  # noqa: F401
 
 SERVICE_MARKERS = {"postgres_admin_url": "database", "redis_url": "redis"}

@@ -25,9 +25,14 @@ from web import tables as web_tables  # noqa: F401  (registers the web app's tab
 
 TEST_KEY = Fernet.generate_key().decode()
 TOKEN_URL = "https://oauth2.test/token"
+REVOKE_URL = "https://oauth2.test/revoke"
 AUTH_URL = "https://accounts.test/o/oauth2/v2/auth"
 CLIENT_ID = "tw-test-client.apps.test"
 CLIENT_SECRET = "tw-test-client-secret-DO-NOT-LEAK"
+MICROSOFT_TOKEN_URL = "https://login.test/common/oauth2/v2.0/token"
+MICROSOFT_AUTH_URL = "https://login.test/common/oauth2/v2.0/authorize"
+MICROSOFT_CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
+MICROSOFT_CLIENT_SECRET = "tw-test-ms-secret-DO-NOT-LEAK"
 TABLES = ", ".join(Base.metadata.tables)  # every table the migrations create
 
 
@@ -39,7 +44,12 @@ def service_environment(database_url: str, **overrides: str) -> dict[str, str]:
         "GOOGLE_CLIENT_ID": CLIENT_ID,
         "GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
         "GOOGLE_TOKEN_URL": TOKEN_URL,
+        "GOOGLE_REVOKE_URL": REVOKE_URL,  # no test may reach Google's real one
         "GOOGLE_AUTH_URL": AUTH_URL,
+        "MICROSOFT_CLIENT_ID": MICROSOFT_CLIENT_ID,
+        "MICROSOFT_CLIENT_SECRET": MICROSOFT_CLIENT_SECRET,
+        "MICROSOFT_TOKEN_URL": MICROSOFT_TOKEN_URL,
+        "MICROSOFT_AUTH_URL": MICROSOFT_AUTH_URL,
         "TOKENWARDEN_RETRY_BASE_SECONDS": "0",
         "TOKENWARDEN_RETRY_MAX_SECONDS": "1",
         "TOKENWARDEN_DEGRADE_MIN_AGE_SECONDS": "0",

@@ -8,9 +8,9 @@ import pytest
 import respx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from devkit.sandbox import create_sandbox_app
+from devkit.sandbox import MICROSOFT, create_sandbox_app
 from devkit.serving import RunningServer, serve_in_thread
-from tests.database import CLIENT_ID, CLIENT_SECRET, TOKEN_URL
+from tests.database import CLIENT_ID, CLIENT_SECRET, MICROSOFT_CLIENT_ID, MICROSOFT_CLIENT_SECRET, TOKEN_URL
 
 
 @pytest.fixture
@@ -25,6 +25,14 @@ def provider() -> Iterator[respx.Route]:
 def sandbox() -> Iterator[RunningServer]:
     """The sandbox Google served over real HTTP on 127.0.0.1, fresh for each test, with the tests' client."""
     with serve_in_thread(create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
+        yield running
+
+
+@pytest.fixture
+def microsoft_sandbox() -> Iterator[RunningServer]:
+    """The sandbox Microsoft over real HTTP, fresh for each test; its endpoints are under /{tenant}/oauth2/v2.0/."""
+    app = create_sandbox_app(client_id=MICROSOFT_CLIENT_ID, client_secret=MICROSOFT_CLIENT_SECRET, dialect=MICROSOFT)
+    with serve_in_thread(app) as running:
         yield running
 
 

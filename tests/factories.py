@@ -19,9 +19,10 @@ async def add_mailbox(
     *,
     user: str = "owner@example.test",
     address: str = "ana@gmail.test",
+    provider: str = "google",
 ) -> int:
     """Connect a mailbox for `user` (created when missing); returns the mailbox id."""
-    mailbox = accounts.new_mailbox(user=user, provider="google", address=address, refresh_token=refresh_token)
+    mailbox = accounts.new_mailbox(user=user, provider=provider, address=address, refresh_token=refresh_token)
     async with runtime.sessionmaker() as session, session.begin():
         users = await accounts.user_ids(session, {mailbox.user_email}, create=True)
         (mailbox_id,) = await accounts.reserve_ids(session, 1)

@@ -34,9 +34,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from statemachine.services.metrics import refresh_gauges_once
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
-from web import api, auth, dashboard, oauth, ops
+from web import api, auth, connect, dashboard, oauth, ops, v1
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
+from web.v1 import errors as v1_errors
 
 logger = logging.getLogger("tokenwarden.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -143,6 +144,8 @@ async def metrics(request: Request) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     """Every HTTPException (PageError included) as JSON under /api/, else as a page."""
     assert isinstance(exc, HTTPException)
+    if v1.is_api_path(request.url.path):
+        return v1_errors.error_response(exc)
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
     title = exc.title if isinstance(exc, PageError) else {404: "Page not found"}.get(exc.status_code, "Request refused")
@@ -154,6 +157,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def server_error(request: Request, exc: Exception) -> Response:
     logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    if v1.is_api_path(request.url.path):
+        return v1_errors.internal_error()
     detail = "Something went wrong on our side. Nothing secret was shown; please try again in a minute."
     return render(request, "message.html", {"title": "Something went wrong", "detail": detail}, status_code=500)
 
@@ -192,7 +197,7 @@ def create_app(
             yield
 
     routes: list[BaseRoute] = [
-        *dashboard.routes, *auth.routes, *oauth.routes, *ops.routes, *api.routes,
+        *dashboard.routes, *auth.routes, *oauth.routes, *connect.routes, *ops.routes, *api.routes, *v1.routes,
         Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]  # fmt: skip

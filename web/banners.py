@@ -16,8 +16,10 @@ from statemachine.mail.emails import format_utc, provider_display_name
 
 RED_CIRCLE = "\U0001f534"  # 🔴
 WARNING_SIGN = "\u26a0\ufe0f"  # ⚠️ (with the emoji presentation selector)
-_CODE_PREFIX = re.compile(r"^[a-z0-9_]{1,64}: ")
-_BARE_CODE = re.compile(r"^[a-z0-9_]{1,64}$")  # e.g. "transient" when no verdict was given
+# a verdict's code, with the provider's number when it has one: "invalid_grant/AADSTS50076"
+_CODE = r"[a-z0-9_]{1,64}(?:/[A-Z]{0,16}[0-9]{1,12})?"
+_CODE_PREFIX = re.compile(rf"^{_CODE}: ")
+_BARE_CODE = re.compile(rf"^{_CODE}$")  # e.g. "transient" when no verdict was given
 _NO_REASON = "The connection stopped working."
 _OPERATOR_REASON = "It was disconnected by an administrator."
 
@@ -69,7 +71,7 @@ def banner_for(
     failure_kind: str | None = None,
     incident: bool = False,
 ) -> Banner:
-    """The banner of one mailbox; `incident` is True while its provider has an open incident."""
+    """The banner of one mailbox; `incident` is True while an open incident of its provider holds its last failure."""
     name = provider_display_name(provider)
     if state == State.HEALTHY:
         return Banner(kind="connected", tone="quiet", title="Connected")

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from statemachine.mail.emails import provider_display_name
 from web import reports, store
 from web.auth import authenticate
-from web.banners import Banner, banner_for
+from web.banners import Banner
 from web.pages import context_of, render
 
 
@@ -27,11 +27,8 @@ class MailboxCard:
     last_refreshed_at: datetime | None
 
 
-def card_for(row: Any, incident_providers: set[str], now: datetime) -> MailboxCard:
-    banner = banner_for(
-        row.state, row.token_refresh_error, row.next_refresh_at, now,
-        provider=row.provider, failure_kind=row.failure_kind, incident=row.provider in incident_providers,
-    )  # fmt: skip
+def card_for(row: Any, incidents: reports.OpenIncidents, now: datetime) -> MailboxCard:
+    banner = incidents.banner(row, now)
     return MailboxCard(row.id, row.address, row.provider, row.state, banner, row.last_refreshed_at)
 
 
@@ -43,11 +40,13 @@ async def dashboard(request: Request) -> Response:
     now = datetime.now(UTC)
     async with context_of(request).runtime.sessionmaker() as session, session.begin():
         rows = await reports.owned_mailboxes(session, auth.user.user_id)
-        incidents = await reports.incident_providers(session)
+        incidents = await reports.open_incidents_by_provider(session)
         flash = await store.take_flash(session, auth.user.session_id)
     cards = [card_for(row, incidents, now) for row in rows]
-    notices = [provider_display_name(p) for p in sorted({card.provider for card in cards} & incidents)]
-    return render(request, "dashboard.html", {"cards": cards, "notices": notices, "flash": flash})
+    notices = [provider_display_name(p) for p in sorted({card.provider for card in cards} & incidents.providers)]
+    connectable = sorted(context_of(request).runtime.providers)  # registered, with client credentials
+    context = {"cards": cards, "notices": notices, "flash": flash, "connectable": connectable}
+    return render(request, "dashboard.html", context)
 
 
 routes = [Route("/", dashboard, methods=["GET"], name="dashboard")]

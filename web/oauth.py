@@ -10,7 +10,6 @@ says what happened; none of them changes the mailbox.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
@@ -21,7 +20,6 @@ from starlette.routing import Route
 from statemachine.core.errors import OAuthError
 from statemachine.core.states import FailureKind
 from statemachine.mail.emails import provider_display_name
-from statemachine.providers import registry
 from statemachine.providers.oauth import OAuthProvider, TokenGrant, new_pkce_pair
 from statemachine.services.reconnect import ReconnectError, ReconnectResult, complete_reconnect
 from statemachine.store.repository import UnknownMailboxError
@@ -49,7 +47,7 @@ def redirect_uri(web: WebContext, provider: str) -> str:
     return f"{web.base_url}/auth/{provider}/callback"
 
 
-def _provider(web: WebContext, name: str) -> OAuthProvider:
+def provider_of(web: WebContext, name: str) -> OAuthProvider:
     provider = web.runtime.providers.get(name)  # only registered providers with client credentials are there
     if provider is None:
         detail = f"{provider_display_name(name)} is not set up on this server. Tell an operator."
@@ -70,13 +68,13 @@ async def start_reconnect(request: Request) -> Response:
         if found is None:
             raise not_found()
         name, address = found
-        provider = _provider(web, name)
+        provider = provider_of(web, name)
         sealed = web.runtime.cipher.encrypt(verifier, mailbox_id=mailbox_id, role="pkce")
         expires = now + timedelta(seconds=STATE_SECONDS)
         await store.add_state(session, hash_secret(nonce), auth.user.session_id, mailbox_id, name, sealed, expires)
     url = provider.authorization_url(
         redirect_uri=redirect_uri(web, name), state=web.signing.state(nonce), code_challenge=challenge,
-        scopes=provider.spec.scopes, login_hint=address,
+        scopes=provider.scopes, login_hint=address,
     )  # fmt: skip
     return RedirectResponse(url, status_code=303)
 
@@ -108,16 +106,16 @@ async def _use_state(web: WebContext, request: Request, auth: Auth, provider: st
     return pending
 
 
-async def _exchange(web: WebContext, request: Request, name: str, pending: store.PendingState) -> TokenGrant:
+async def exchange(web: WebContext, request: Request, name: str, verifier: str) -> TokenGrant:
+    """The provider's answer on our callback, exchanged for a grant; any problem ends on a page (PageError)."""
     label = provider_display_name(name)
     params = request.query_params
     if params.get("error") == "access_denied":
         raise PageError(400, "Access not allowed", f"You did not allow access at {label}, so nothing was changed.")
     if params.get("error") or not params.get("code"):
         raise PageError(400, "Reconnect not finished", f"{label} did not complete the sign-in. Nothing was changed.")
-    verifier = web.runtime.cipher.decrypt(pending.verifier_ciphertext, mailbox_id=pending.mailbox_id, role="pkce")
     try:
-        return await _provider(web, name).exchange_code(
+        return await provider_of(web, name).exchange_code(
             code=params["code"], redirect_uri=redirect_uri(web, name), code_verifier=verifier
         )
     except OAuthError as err:
@@ -141,17 +139,26 @@ async def _finish(web: WebContext, auth: Auth, mailbox_id: int, grant: TokenGran
         raise PageError(502, "Reconnect failed", f"{err} Nothing was changed.") from None
 
 
-async def _callback(request: Request, name: str) -> Response:
+async def reconnect_callback(request: Request, name: str) -> Response:
+    """The provider's redirect back for a reconnect started from the dashboard (web/connect.py dispatches)."""
     auth = await require_user(request)
     web = context_of(request)
     try:
         pending = await _use_state(web, request, auth, name)
-        grant = await _exchange(web, request, name, pending)
+        verifier = web.runtime.cipher.decrypt(pending.verifier_ciphertext, mailbox_id=pending.mailbox_id, role="pkce")
+        grant = await exchange(web, request, name, verifier)
         result = await _finish(web, auth, pending.mailbox_id, grant)
     except PageError as err:
         RECONNECTS.labels(name, f"failed_{err.status_code}").inc()
         raise
     label = provider_display_name(name)
+    if result.unknown_account:
+        RECONNECTS.labels(name, "account_unknown").inc()
+        detail = (f"{result.expected_account} was added without signing in, and {label} has not yet told us "
+                  f"which account it belongs to (it does at the mailbox's first successful refresh). A {label} "
+                  "email address cannot prove it, so nothing was changed. Ask an operator to refresh the mailbox "
+                  "once, or to add it again through a sign-in.")  # fmt: skip
+        raise PageError(409, "We cannot tell which account this mailbox belongs to yet", detail)
     if not result.accepted:
         RECONNECTS.labels(name, "other_account").inc()
         other = grant.email or "a different account"
@@ -165,25 +172,7 @@ async def _callback(request: Request, name: str) -> Response:
     return RedirectResponse("/", status_code=303)
 
 
-def callback_for(name: str) -> Callable[[Request], Awaitable[Response]]:
-    """GET /auth/{name}/callback: the provider's redirect back, with `code` and `state` (or `error`).
-
-    A route per provider rather than one route with a path parameter: the path itself says which provider
-    answered, so a state started at one provider cannot be finished by another's answer.
-    """
-
-    async def callback(request: Request) -> Response:
-        return await _callback(request, name)
-
-    callback.__name__ = f"{name}_callback"
-    return callback
-
-
 routes = [
     Route("/mailboxes/{mailbox_id:int}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
     Route("/mailboxes/{mailbox_id:int}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
-    *(
-        Route(f"/auth/{name}/callback", callback_for(name), methods=["GET"], name=f"{name}_callback")
-        for name in registry.NAMES
-    ),
 ]

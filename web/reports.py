@@ -13,9 +13,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from statemachine.core.incident_rules import Cause, holds
 from statemachine.store import counts as mailbox_counts
 from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
 from statemachine.store.queries import json_row, mailboxes_with_owner
+from web.banners import Banner, banner_for
 
 LIST_LIMIT = 200
 FAILING_FOR = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
@@ -48,8 +50,43 @@ async def mailbox_provider(session: AsyncSession, mailbox_id: int, user_id: int)
     return (row.provider, row.address) if row is not None else None
 
 
-async def incident_providers(session: AsyncSession) -> set[str]:
-    return set(await session.scalars(select(Incident.provider).where(Incident.status == "open")))
+@dataclass(frozen=True)
+class OpenIncidents:
+    """The causes of the open incidents, by provider.
+
+    A mailbox shows the calm "waiting for the provider" banner only while an open incident holds its last
+    failure (docs/incidents.md): a revoked grant met during an outage is the user's own, and says so.
+    """
+
+    causes: dict[str, frozenset[Cause]]
+
+    @property
+    def providers(self) -> set[str]:
+        return set(self.causes)
+
+    def hold(self, provider: str, failure_kind: str | None, last_error: str | None) -> bool:
+        code = (last_error or "").partition(": ")[0] or None  # errors are stored as "code: reason"
+        return failure_kind is not None and any(
+            holds(cause, failure_kind, code) for cause in self.causes.get(provider, ())
+        )
+
+    def banner(self, row: Any, now: datetime) -> Banner:
+        """A mailbox row's banner, the same on the dashboard and in the /v1 API."""
+        held = self.hold(row.provider, row.failure_kind, row.token_refresh_error)
+        return banner_for(
+            row.state, row.token_refresh_error, row.next_refresh_at, now,
+            provider=row.provider, failure_kind=row.failure_kind, incident=held,
+        )  # fmt: skip
+
+
+async def open_incidents_by_provider(session: AsyncSession) -> OpenIncidents:
+    rows = await session.execute(
+        select(Incident.provider, Incident.kind, Incident.code).where(Incident.status == "open")
+    )
+    causes: dict[str, set[Cause]] = {}
+    for provider, kind, code in rows:
+        causes.setdefault(provider, set()).add(Cause(kind, code))
+    return OpenIncidents({provider: frozenset(found) for provider, found in causes.items()})
 
 
 async def open_incidents(session: AsyncSession) -> list[dict[str, Any]]:

@@ -56,3 +56,56 @@ class OAuthState(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A host app's key for /v1: only a SHA-256 of the key is stored; `prefix` lets people tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    prefix: Mapped[str] = mapped_column(Text)
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AccessTokenAudit(Base):
+    """One row per access token handed out through /v1 (never the token itself)."""
+
+    __tablename__ = "access_token_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key_name: Mapped[str] = mapped_column(Text)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    cycle_ran: Mapped[bool]
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ConnectSession(Base):
+    """A single-use link through the provider's consent that connects a mailbox for a user.
+
+    Bound to itself, never to a dashboard session: opening the link signs nobody in. Only hashes of the
+    link's secret and of the OAuth `state` are stored; the PKCE verifier is encrypted.
+    """
+
+    __tablename__ = "connect_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    public_id: Mapped[str] = mapped_column(Text, unique=True)
+    link_hash: Mapped[str] = mapped_column(Text, unique=True)
+    state_hash: Mapped[str | None] = mapped_column(Text, unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    return_url: Mapped[str] = mapped_column(Text)
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    login_hint: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    result_mailbox_id: Mapped[int | None] = mapped_column(BigInteger)
+    verifier_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+    opened_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

@@ -10,7 +10,7 @@ Create Date: 2026-11-30 12:00:00
 
 from collections.abc import Sequence
 
-from alembic import op
+from statemachine.store.migrations import set_provider_check
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -18,17 +18,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _provider_check(providers: str) -> None:
-    op.execute("SET LOCAL lock_timeout = '5s'")
-    op.execute(
-        "ALTER TABLE mailboxes DROP CONSTRAINT ck_mailboxes_provider, "
-        f"ADD CONSTRAINT ck_mailboxes_provider CHECK (provider IN ({providers}))"
-    )
-
-
 def upgrade() -> None:
-    _provider_check("'google'")
+    set_provider_check(("google",))
 
 
 def downgrade() -> None:
-    _provider_check("'google', 'microsoft'")
+    set_provider_check(("google", "microsoft"))

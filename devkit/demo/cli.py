@@ -10,6 +10,7 @@ from devkit.demo.faults import MAILBOX_FAULTS, MAX_OUTAGE_MINUTES
 from devkit.embedded import extra_installed
 from statemachine.cli.lazy import Handler, lazy
 from statemachine.cli.main import mailbox_id
+from statemachine.providers import registry
 
 DEFAULT_DATA_DIR = Path("demo-data")
 DEFAULT_PORT = 8000
@@ -71,7 +72,7 @@ def _minutes(text: str) -> float:
 def register_sandbox(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     if not extra_installed():
         return
-    sandbox = sub.add_parser("sandbox", help="break mailboxes at the running demo's sandbox Google (demo only)")
+    sandbox = sub.add_parser("sandbox", help="break mailboxes at the running demo's sandbox providers (demo only)")
     sandbox.__class__ = OneLineParser  # made by the top-level parser's class; it reports errors in one line too
     actions_ = sandbox.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=OneLineParser)
     common = OneLineParser(add_help=False)
@@ -86,9 +87,12 @@ def register_sandbox(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     outage = actions_.add_parser("outage", parents=[common], help="every token request gets a 503 for N minutes")
     outage.add_argument("--minutes", type=_minutes, required=True)
     outage.set_defaults(handler=_sandbox("_outage"))
-    actions_.add_parser(
+    misconfigure = actions_.add_parser(
         "misconfigure", parents=[common], help="reject our client secret (invalid_client) for every request"
-    ).set_defaults(handler=_sandbox("_misconfigure"))
+    )
+    misconfigure.set_defaults(handler=_sandbox("_misconfigure"))
+    for parser in (outage, misconfigure):
+        parser.add_argument("--provider", choices=registry.NAMES, default="google", help="whose (default google)")
     clear = actions_.add_parser("clear", parents=[common], help="clear one mailbox's fault, or all faults")
     clear.add_argument("mailbox", metavar="MAILBOX_ID", type=mailbox_id, nargs="?")
     clear.set_defaults(handler=_sandbox("_clear"))

@@ -25,12 +25,13 @@ from devkit.demo import pages as demo_pages
 from devkit.demo.config import ACCESS_TOKEN_SECONDS, DemoConfig, demo_environment, timings_lines
 from devkit.demo.control import SandboxControl
 from devkit.demo.datadir import DataDir, DemoError, RunInfo
+from devkit.demo.host import HostApp, running as host_running
 from devkit.demo.mailcatcher import mail_catcher
 from devkit.demo.seed import prepare
 from devkit.demo.services import Progress, running_worker, served, worker_environment
 from devkit.demo.stories import OPERATOR, USER
 from devkit.embedded import ServiceStartError, start_embedded_postgres, start_embedded_redis
-from devkit.sandbox import create_sandbox_app
+from devkit.sandbox import create_sandboxes
 from devkit.worker_process import WorkerExitedError, WorkerProcess
 from statemachine.services.logs import JsonFormatter
 from statemachine.services.runtime import Runtime, open_runtime
@@ -88,7 +89,7 @@ async def run_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 except WorkerExitedError as err:
                     raise DemoError(str(err)) from None
     except asyncio.CancelledError:
-        progress.say("stopped: the worker, the web app, the mail catcher, the sandbox Google, Redis and PostgreSQL")
+        progress.say("stopped: the worker, the web app, the mail catcher, the sandbox providers, Redis and PostgreSQL")
         return 0
     except (DemoError, ServiceStartError, SettingsError) as err:
         print(f"tokenwarden: error: {err}".replace("\n", "\n  "), file=sys.stderr, flush=True)
@@ -123,10 +124,13 @@ async def _start(
     runtime = await stack.enter_async_context(open_runtime(settings))
     await _demo_data(runtime, servers.sandbox_url, progress)
     with progress.step("starting the web app") as note:
-        app = create_app(settings, extension=demo_pages.extension(DemoConfig(data.maildir, servers.sandbox_url)))
-        web = stack.enter_context(served(app, "the web app", port))
+        host = HostApp(base_url, servers.sandbox_url)
+        extension = demo_pages.extension(DemoConfig(data.maildir, servers.sandbox_url), host)
+        web = stack.enter_context(served(create_app(settings, extension=extension), "the web app", port))
         stack.callback(progress.say, "  stopping the web app")
         note(web.url)
+    with progress.step("starting the demo host app (/dev/host)"):
+        await stack.enter_async_context(host_running(host, runtime.sessionmaker))
     with progress.step("starting the worker") as note:
         log = data.logs / "worker.log"
         grace = settings.shutdown_grace_seconds
@@ -152,7 +156,7 @@ async def _servers(
     stack: contextlib.AsyncExitStack, data: DataDir, env: Mapping[str, str], progress: Progress, client_id: str,
     client_secret: str,
 ) -> Servers:  # fmt: skip
-    """PostgreSQL (migrated), Redis, the sandbox Google and the mail catcher."""
+    """PostgreSQL (migrated), Redis, the sandbox providers and the mail catcher."""
     if env.get("DATABASE_URL"):
         db_url = database_url(env["DATABASE_URL"])
         progress.say("  using DATABASE_URL for PostgreSQL")
@@ -169,11 +173,11 @@ async def _servers(
         stack.callback(progress.say, "  stopping Redis")
     with progress.step("migrating the database"):
         await migrate(db_url)
-    with progress.step("starting the sandbox Google") as note:
-        app = create_sandbox_app(client_id=client_id, client_secret=client_secret,
-                                 access_token_lifetime=ACCESS_TOKEN_SECONDS)  # fmt: skip
-        sandbox = stack.enter_context(served(app, "the sandbox Google"))
-        stack.callback(progress.say, "  stopping the sandbox Google")
+    with progress.step("starting the sandbox Google and Microsoft") as note:
+        app = create_sandboxes(client_id=client_id, client_secret=client_secret,
+                               access_token_lifetime=ACCESS_TOKEN_SECONDS)  # fmt: skip
+        sandbox = stack.enter_context(served(app, "the sandbox providers"))
+        stack.callback(progress.say, "  stopping the sandbox providers")
         note(sandbox.url)
     with progress.step("starting the mail catcher (SMTP)") as note:
         smtp_url = await stack.enter_async_context(mail_catcher(data.maildir))
@@ -198,9 +202,10 @@ async def _announce(runtime: Runtime, web_url: str, sandbox_url: str, data: Data
     progress.say()
     progress.say("Tokenwarden demo is running. Ctrl-C stops everything.")
     for name, path in (("dashboard", "/"), ("operations", "/ops"), ("mail", "/dev/mail"),
-                       ("sandbox panel", "/dev/sandbox")):  # fmt: skip
+                       ("sandbox panel", "/dev/sandbox"), ("host app", "/dev/host")):  # fmt: skip
         progress.say(f"  {name:<14} {web_url}{path}")
-    progress.say(f"  {'sandbox Google':<14} {sandbox_url}/authorize (its consent page; `tokenwarden sandbox --help`)")
+    progress.say(f"  {'sandbox':<14} {sandbox_url}/authorize and {sandbox_url}/microsoft/common/oauth2/v2.0/authorize "
+                 "(the consent pages; `tokenwarden sandbox --help`)")  # fmt: skip
     progress.say("Sign in (each link works once, for 24 h; restart the demo for new ones):")
     for role, email, link in links:
         progress.say(f"  {role:<8} {email:<18} {link}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from devkit.sandbox import sandboxes_environment
+
 ACCESS_TOKEN_SECONDS = 120  # the sandbox's access tokens; Google's last an hour
 MINUTE_IN_DAYS = 1 / 1440
 
@@ -97,16 +99,20 @@ class DemoConfig:
 
 
 def demo_environment(secrets: dict[str, str], urls: dict[str, str], sandbox_url: str, base_url: str) -> dict[str, str]:
-    """Every setting of the demo's web app and worker: its secrets, its servers, the sandbox Google, the timings.
+    """Every setting of the demo's web app and worker: its secrets, its servers, the sandbox providers (one OAuth
+    client for all of them), the timings.
 
     `urls` holds DATABASE_URL, REDIS_URL and SMTP_URL.
     """
+    client = (secrets.get("GOOGLE_CLIENT_ID", ""), secrets.get("GOOGLE_CLIENT_SECRET", ""))
     return {
+        **sandboxes_environment(sandbox_url, *client),
         **secrets,
         **urls,
-        "GOOGLE_TOKEN_URL": f"{sandbox_url}/token",
-        "GOOGLE_AUTH_URL": f"{sandbox_url}/authorize",
         "TOKENWARDEN_BASE_URL": base_url,
+        "TOKENWARDEN_WEBHOOK_ALLOW_PRIVATE": "true",  # the demo host app's receiver is on 127.0.0.1
+        "TOKENWARDEN_WEBHOOK_RETRY_BASE_SECONDS": "5",
+        "TOKENWARDEN_ALLOWED_RETURN_URLS": f"{base_url}/dev/host",
         "TOKENWARDEN_MAIL_FROM": "Tokenwarden demo <tokenwarden@demo.test>",
         **timing_environment(),
     }

@@ -17,7 +17,9 @@ from sqlalchemy import select
 
 from devkit.demo.datadir import DemoError
 from devkit.demo.faults import MAILBOX_FAULTS
+from devkit.sandbox import DIALECT_MOUNTS
 from statemachine.core.secrets import TokenCipher, TokenDecryptionError
+from statemachine.providers import registry
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
 
@@ -41,14 +43,18 @@ class FaultView:
         return SANDBOX_MODES.get(self.mode, self.mode)
 
 
-async def refresh_token_of(sessionmaker: Sessionmaker, cipher: TokenCipher, mailbox_id: int) -> str:
-    """The mailbox's current refresh token; DemoError for an unknown id or a token from another key."""
+async def grant_of(sessionmaker: Sessionmaker, cipher: TokenCipher, mailbox_id: int) -> tuple[str, str]:
+    """The mailbox's provider and current refresh token; DemoError for an unknown id or a token from another key."""
     async with sessionmaker() as session:
-        ciphertext = await session.scalar(select(Mailbox.refresh_token_ciphertext).where(Mailbox.id == mailbox_id))
-    if ciphertext is None:
+        row = (
+            await session.execute(
+                select(Mailbox.provider, Mailbox.refresh_token_ciphertext).where(Mailbox.id == mailbox_id)
+            )
+        ).first()
+    if row is None:
         raise DemoError(f"no mailbox {mailbox_id}")
     try:
-        return cipher.decrypt(ciphertext, mailbox_id=mailbox_id, role="refresh")
+        return row.provider, cipher.decrypt(row.refresh_token_ciphertext, mailbox_id=mailbox_id, role="refresh")
     except TokenDecryptionError:
         raise DemoError(f"mailbox {mailbox_id}'s token was not encrypted with this demo's key") from None
 
@@ -67,23 +73,33 @@ async def mailbox_ids_by_token(sessionmaker: Sessionmaker, cipher: TokenCipher) 
 
 
 class SandboxControl:
-    """The fault API of the demo's sandbox Google; every failure to reach it is one DemoError line."""
+    """The fault API of one of the demo's sandbox providers (all served at `url`); every failure to reach it is one
+    DemoError line. `of` gives another provider's."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
-        self.http, self.url = http, url.rstrip("/")
+    def __init__(self, http: httpx.AsyncClient, url: str, provider: str = "google") -> None:
+        self.http, self.url, self.provider = http, url.rstrip("/"), provider
+
+    def of(self, provider: str) -> SandboxControl:
+        return SandboxControl(self.http, self.url, provider)
+
+    @property
+    def name(self) -> str:
+        """How the sentences call it: "the sandbox Google", "the sandbox Microsoft"."""
+        return f"the sandbox {registry.get(self.provider).speaker}"
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        url = f"{self.url}{DIALECT_MOUNTS[self.provider]}/_sandbox/{path}"
         try:
-            response = await self.http.request(method, f"{self.url}/_sandbox/{path}", **kwargs)
+            response = await self.http.request(method, url, **kwargs)
         except httpx.HTTPError:
-            raise DemoError(f"the demo's sandbox Google at {self.url} is not answering: is the demo running?") from None
+            raise DemoError(f"the demo's {self.name} at {self.url} is not answering: is the demo running?") from None
         if response.status_code >= 400:
             raise DemoError(f"the sandbox refused ({response.status_code}): {response.text[:200]}")
         body: dict[str, Any] = response.json()
         return body
 
-    async def add_account(self, email: str, sub: str) -> None:
-        await self._call("POST", "accounts", json={"email": email, "sub": sub})
+    async def add_account(self, email: str, sub: str, tid: str | None = None) -> None:
+        await self._call("POST", "accounts", json={"email": email, "sub": sub, "tid": tid})
 
     async def add_grant(self, sub: str, refresh_token: str) -> None:
         await self._call("POST", "tokens", json={"sub": sub, "refresh_token": refresh_token})
@@ -108,20 +124,30 @@ class SandboxControl:
         return cleared
 
     async def faults(self, mailbox_ids: Mapping[str, int]) -> tuple[FaultView | None, dict[int, FaultView]]:
-        """The provider-wide fault, and each mailbox's (faults of tokens no mailbox holds any more are left out)."""
-        body = await self._call("GET", "faults")
-        provider = _view(None, body["provider"]) if body["provider"] else None
-        tokens = body["tokens"].items()
-        return provider, {mailbox_ids[t]: _view(mailbox_ids[t], fault) for t, fault in tokens if t in mailbox_ids}
+        """Of every provider: a provider-wide fault (Google's first), and each mailbox's (faults of tokens no
+        mailbox holds any more are left out)."""
+        provider: FaultView | None = None
+        by_mailbox: dict[int, FaultView] = {}
+        for name in DIALECT_MOUNTS:
+            body = await self.of(name)._call("GET", "faults")
+            provider = provider or (_view(None, body["provider"]) if body["provider"] else None)
+            tokens = body["tokens"].items()
+            by_mailbox |= {mailbox_ids[t]: _view(mailbox_ids[t], fault) for t, fault in tokens if t in mailbox_ids}
+        return provider, by_mailbox
 
     async def requests(self, mailbox_ids: Mapping[str, int]) -> tuple[dict[str, int], dict[int | None, int]]:
-        """Token requests so far: by grant type, and by mailbox id (None: a token no mailbox holds now)."""
-        body = await self._call("GET", "requests")
+        """Token requests so far, to every provider: by grant type, and by mailbox id (None: a token no mailbox
+        holds now; a Microsoft mailbox's older tokens, rotated away, count there)."""
+        by_grant: dict[str, int] = {}
         by_mailbox: dict[int | None, int] = {}
-        for token, count in body["by_refresh_token"].items():
-            key = mailbox_ids.get(token)
-            by_mailbox[key] = by_mailbox.get(key, 0) + count
-        return dict(body["by_grant_type"]), by_mailbox
+        for name in DIALECT_MOUNTS:
+            body = await self.of(name)._call("GET", "requests")
+            for grant, count in body["by_grant_type"].items():
+                by_grant[grant] = by_grant.get(grant, 0) + count
+            for token, count in body["by_refresh_token"].items():
+                key = mailbox_ids.get(token)
+                by_mailbox[key] = by_mailbox.get(key, 0) + count
+        return by_grant, by_mailbox
 
 
 def _view(mailbox_id: int | None, fault: Mapping[str, Any]) -> FaultView:

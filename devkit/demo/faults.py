@@ -20,4 +20,6 @@ MAILBOX_FAULTS: dict[str, tuple[str, dict[str, Any]]] = {
     "429": (f"rate limited (429, Retry-After {RETRY_AFTER_SECONDS} s)", {"mode": "rate_limit",
                                                                          "retry_after": RETRY_AFTER_SECONDS}),
     "malformed": ("malformed 200 (not JSON)", {"mode": "malformed", "variant": "not_json"}),
+    "mfa": ("a fresh multi-factor sign-in required", {"mode": "mfa_required"}),
+    "conditional_access": ("blocked by an organisation policy (Conditional Access)", {"mode": "conditional_access"}),
 }  # fmt: skip

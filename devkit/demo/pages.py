@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devkit.demo.config import DemoConfig, demo_of
+from devkit.demo.host import HostApp, routes as host_routes
 from devkit.demo.mailcatcher import StoredMail, get_mail, list_mail
 from devkit.demo.panel import routes as panel_routes
 from web.app import AppExtension, security_headers
@@ -67,6 +68,6 @@ routes = [
 ]
 
 
-def extension(config: DemoConfig) -> AppExtension:
-    """The demo's additions to the production web app: these routes and the "demo timings" strip."""
-    return AppExtension(routes=tuple(routes), page_context={"demo": config})
+def extension(config: DemoConfig, host: HostApp) -> AppExtension:
+    """The demo's additions to the production web app: these routes, the host app's, and the "demo timings" strip."""
+    return AppExtension(routes=(*routes, *host_routes), page_context={"demo": config, "host": host})

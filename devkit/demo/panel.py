@@ -1,4 +1,4 @@
-"""/dev/sandbox (demo only, operators only): break mailboxes at the sandbox Google and watch what follows.
+"""/dev/sandbox (demo only, operators only): break mailboxes at the sandbox providers and watch what follows.
 
 Why in the web app: the visitor is already there, signed in; every control is a CSRF-checked POST
 form that calls the sandbox's fault API (web/demo/actions.py, shared with `tokenwarden sandbox`) and
@@ -48,7 +48,7 @@ async def panel(request: Request) -> Response:
         provider, faults = await _control(request).faults(ids)
         by_grant, by_mailbox = await _control(request).requests(ids)
     except DemoError as err:
-        raise PageError(502, "The sandbox Google is not answering", str(err)) from None
+        raise PageError(502, "The sandbox providers are not answering", str(err)) from None
     context: dict[str, Any] = {
         "mailboxes": [m for m in mailboxes if m["user"] != FLEET_OWNER], "flash": flash, "provider": provider,
         "fleet": [m for m in mailboxes if m["user"] == FLEET_OWNER], "faults": faults, "by_grant": by_grant,

@@ -50,11 +50,11 @@ async def _fault(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 async def _outage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    return await _run(args, env, lambda runtime, control: actions.outage(control, args.minutes))
+    return await _run(args, env, lambda runtime, control: actions.outage(control.of(args.provider), args.minutes))
 
 
 async def _misconfigure(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    return await _run(args, env, lambda runtime, control: actions.misconfigure(control))
+    return await _run(args, env, lambda runtime, control: actions.misconfigure(control.of(args.provider)))
 
 
 async def _clear(args: argparse.Namespace, env: Mapping[str, str]) -> int:

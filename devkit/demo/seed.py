@@ -1,4 +1,4 @@
-"""The demo data set: created once in an empty database, and handed to the sandbox Google on every start.
+"""The demo data set: created once in an empty database, and handed to the sandbox providers on every start.
 
 Why through real cycles: `statemachine.services.cycle.run_cycle` against the sandbox, with a fault for the
 cycles that must fail, writes the same history rows, counters and outbox emails as the worker would
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from sqlalchemy import func, select
 
 from devkit.demo.control import SandboxControl
 from devkit.demo.stories import AGE_SECONDS, USERS, Story, all_stories
-from devkit.sandbox import new_refresh_token
+from devkit.sandbox import DIALECTS
 from statemachine.core.machine import Occurrence
 from statemachine.core.secrets import TokenDecryptionError
 from statemachine.core.states import Event, FailureKind, State
@@ -33,6 +34,7 @@ from statemachine.store import repository
 from statemachine.store.models import Mailbox, User
 
 ACTOR = "demo"
+DIALECTS_BY_NAME = {dialect.name: dialect for dialect in DIALECTS}
 DISCONNECT_NOTE = "Demo data: an operator disconnected this mailbox (the club closed its account)."
 
 
@@ -44,9 +46,19 @@ class SeedReport:
     skipped: int  # tokens this demo's key cannot decrypt (a database from elsewhere)
 
 
-def stable_sub(address: str) -> str:
-    """The sandbox account's Google `sub`, the same on every start (a reconnect remembers it)."""
-    return str(int(hashlib.sha256(address.encode()).hexdigest(), 16))[:21]
+def stable_sub(address: str, provider: str = "google") -> str:
+    """The sandbox account's id (Google's `sub`, Microsoft's `oid`), the same on every start (a reconnect remembers
+    it)."""
+    digest = hashlib.sha256(address.encode()).hexdigest()
+    return str(uuid.UUID(digest[:32])) if provider == "microsoft" else str(int(digest, 16))[:21]
+
+
+def account_ids(mailbox: Mailbox) -> tuple[str, str | None]:
+    """The sandbox account (id, tenant) of a mailbox: from its remembered subject ("tid/oid" for Microsoft)."""
+    if mailbox.provider_subject is None:
+        return stable_sub(mailbox.address, mailbox.provider), None
+    tenant, _, sub = mailbox.provider_subject.rpartition("/")
+    return sub, tenant or None
 
 
 async def prepare(runtime: Runtime, control: SandboxControl) -> SeedReport:
@@ -75,8 +87,9 @@ async def _insert(runtime: Runtime, stories: tuple[Story, ...]) -> dict[str, int
         rows = []
         for mailbox_id, story in zip(ids, stories, strict=True):
             mailbox = accounts.new_mailbox(
-                user=story.owner, provider="google", address=story.address, refresh_token=new_refresh_token()
-            )
+                user=story.owner, provider=story.provider, address=story.address,
+                refresh_token=DIALECTS_BY_NAME[story.provider].new_refresh_token(),
+            )  # fmt: skip
             owner, policy = user_ids[story.owner], runtime.settings.policy
             row = accounts.row_values(mailbox, mailbox_id, owner, runtime.cipher, policy, now, random.random())
             rows.append({**row, "created_at": now - timedelta(seconds=AGE_SECONDS)})
@@ -90,8 +103,9 @@ async def register(runtime: Runtime, control: SandboxControl) -> int:
         rows = (await session.execute(select(Mailbox).order_by(Mailbox.id))).scalars().all()
     skipped = 0
     for mailbox in rows:
-        sub = mailbox.provider_subject or stable_sub(mailbox.address)
-        await control.add_account(mailbox.address, sub)
+        sub, tenant = account_ids(mailbox)
+        here = control.of(mailbox.provider)
+        await here.add_account(mailbox.address, sub, tenant)
         if mailbox.state == State.DISCONNECTED and mailbox.failure_kind == FailureKind.PERMANENT:
             continue  # revoked: the grant is gone, only a reconnect brings a new one
         try:
@@ -99,7 +113,7 @@ async def register(runtime: Runtime, control: SandboxControl) -> int:
         except TokenDecryptionError:
             skipped += 1
             continue
-        await control.add_grant(sub, token)
+        await here.add_grant(sub, token)
     return skipped
 
 
@@ -115,16 +129,22 @@ def _seeding_deps(runtime: Runtime) -> CycleDeps:
 async def _play(deps: CycleDeps, control: SandboxControl, story: Story, mailbox_id: int) -> None:
     """Run the story's cycles at their times, then leave its live fault in place."""
     start = datetime.now(UTC)
-    token = await _token(deps, mailbox_id)
+    token = await _token(deps, mailbox_id)  # the first: the sandbox applies a fault to what it rotated into
+    control = control.of(story.provider)
     for step in story.steps:
         if step.fault is not None:
             await control.break_mailbox(token, step.fault, count=1)
         at = start - timedelta(seconds=step.ago)
-        await run_cycle(dataclasses.replace(deps, clock=_fixed_clock(at)), mailbox_id, actor=ACTOR)
+        await run_cycle(dataclasses.replace(deps, clock=_stopped_at(at)), mailbox_id, actor=ACTOR)
     if story.operator_disconnect_ago is not None:
         await _disconnect(deps, mailbox_id, start - timedelta(seconds=story.operator_disconnect_ago))
     if story.leave is not None:
         await control.break_mailbox(token, story.leave, count=story.leave_count)
+
+
+def _stopped_at(moment: datetime) -> Callable[[], datetime]:
+    """A clock that always says `moment`: a seeding cycle happens at its story's time."""
+    return lambda: moment
 
 
 async def _token(deps: CycleDeps, mailbox_id: int) -> str:
@@ -139,8 +159,3 @@ async def _disconnect(deps: CycleDeps, mailbox_id: int, at: datetime) -> None:
         mailbox = await repository.lock_mailbox(session, mailbox_id)
         occurrence = Occurrence(at=at, actor=ACTOR, note=DISCONNECT_NOTE, jitter=random.random())
         await apply_event(session, mailbox, Event.OPS_DISCONNECT, occurrence, deps.events)
-
-
-def _fixed_clock(at: datetime) -> Callable[[], datetime]:
-    """A clock stopped at `at`: the story's cycle happens then."""
-    return lambda: at

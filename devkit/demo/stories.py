@@ -43,6 +43,7 @@ class Story:
     leave_count: int | None = None  # how many requests it hits (None: until cleared)
     operator_disconnect_ago: float | None = None
     then: str = ""  # what the visitor sees next (documentation only)
+    provider: str = "google"
 
 
 STORIES: tuple[Story, ...] = (
@@ -68,6 +69,16 @@ STORIES: tuple[Story, ...] = (
     Story("chloe@demo.test", "chloe.club@gmail.test", (Step(580),), operator_disconnect_ago=200,
           then="disconnected by an operator: no email, no reminders; Chloe can reconnect"),
     Story(OPERATOR, "olivia@gmail.test", (Step(30),)),
+    # Outlook / Microsoft 365: a new refresh token on every refresh, and Microsoft's own reasons
+    Story(USER, "ana@contoso.test", (Step(80),), provider="microsoft",
+          then="stays healthy: every refresh stores the new refresh token Microsoft sends"),
+    Story("ben@demo.test", "ben@fabrikam.test", (Step(560), Step(300, "mfa"), Step(288, "mfa")), leave="mfa",
+          provider="microsoft", then="disconnected: his organisation now requires a multi-factor sign-in"),
+    Story("chloe@demo.test", "chloe@contoso.test", (Step(540), Step(310, "conditional_access"),
+          Step(296, "conditional_access")), leave="conditional_access", provider="microsoft",
+          then="disconnected: Conditional Access blocks the app; the email says her IT administrator must help"),
+    Story("chloe@demo.test", "chloe.lab@contoso.test", (Step(470), Step(7, "5xx")), leave="5xx", leave_count=3,
+          provider="microsoft", then="retrying after a Microsoft 5xx; recovers on its next cycle"),
 )  # fmt: skip
 
 

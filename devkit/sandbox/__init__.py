@@ -1,4 +1,4 @@
-"""A local stand-in for Google's OAuth 2.0 authorization and token endpoints, for tests and the demo.
+"""Local stand-ins for Google's and Microsoft's OAuth 2.0 authorization and token endpoints, for tests and the demo.
 
 Why: end-to-end tests and the demo need a provider that answers like Google (same JSON shapes and
 headers, PKCE S256, optional refresh-token rotation) and that can be told to fail in each way
@@ -14,12 +14,26 @@ API has no authentication, and every account, token and code lives only in this 
 State is changed only by the app's handlers, on uvicorn's loop; tests use the HTTP control API (or
 `sandbox_state(app)` before the app is served).
 
-Modules: `state` (data), `responses` (Google-shaped answers and fault responses), `token`,
-`authorize`, `control` (the /_sandbox API) and `app` (the routes).
+The sandbox Microsoft (`create_sandbox_app(..., dialect=MICROSOFT)`) serves the same routes under
+/{tenant}/oauth2/v2.0/ (authorize, token) with Microsoft's answers: AADSTS error bodies, a new refresh token on
+every refresh, id_tokens naming the account by tid and oid.
+
+Modules: `state` (data), `dialect` (what differs per provider), `responses` (the Google dialect), `microsoft`
+(the Microsoft dialect), `token`, `authorize`, `control` (the /_sandbox API) and `app` (the routes).
 """
 
-from devkit.sandbox.app import create_sandbox_app
+from devkit.sandbox.app import (
+    DIALECT_MOUNTS,
+    DIALECTS,
+    create_sandbox_app,
+    create_sandboxes,
+    sandbox_states,
+    sandboxes_environment,
+)
 from devkit.sandbox.control import parse_fault
+from devkit.sandbox.dialect import Dialect
+from devkit.sandbox.microsoft import MICROSOFT
+from devkit.sandbox.responses import GOOGLE
 from devkit.sandbox.state import (
     ACCESS_TOKEN_LIFETIME,
     MALFORMED_BODIES,
@@ -36,7 +50,26 @@ from devkit.sandbox.state import (
 )
 
 __all__ = [
-    "ACCESS_TOKEN_LIFETIME", "MALFORMED_BODIES", "PROVIDER_WIDE", "Account", "Fault", "FaultMode", "Grant",
-    "SandboxRequestError", "SandboxState", "create_sandbox_app", "new_refresh_token", "parse_fault",
-    "pkce_challenge", "sandbox_state",
+    "ACCESS_TOKEN_LIFETIME",
+    "DIALECTS",
+    "DIALECT_MOUNTS",
+    "GOOGLE",
+    "MALFORMED_BODIES",
+    "MICROSOFT",
+    "PROVIDER_WIDE",
+    "Account",
+    "Dialect",
+    "Fault",
+    "FaultMode",
+    "Grant",
+    "SandboxRequestError",
+    "SandboxState",
+    "create_sandbox_app",
+    "create_sandboxes",
+    "new_refresh_token",
+    "parse_fault",
+    "pkce_challenge",
+    "sandbox_state",
+    "sandbox_states",
+    "sandboxes_environment",
 ]  # fmt: skip

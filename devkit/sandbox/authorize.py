@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from devkit.sandbox.dialect import sandbox_dialect
 from devkit.sandbox.responses import form_field
 from devkit.sandbox.state import PKCE_CHALLENGE, Refusal, SandboxState, sandbox_state
 
@@ -28,6 +29,7 @@ AUTHORIZE_PARAMS = (
     "access_type",
     "prompt",
     "login_hint",
+    "response_mode",
 )
 
 
@@ -51,6 +53,7 @@ def check_authorization_request(state: SandboxState, params: Mapping[str, str]) 
 
 def _page(request: Request, status: int = 200, **context: Any) -> Response:
     templates: Jinja2Templates = request.app.state.sandbox_templates
+    context["provider"] = sandbox_dialect(request.app).label
     return templates.TemplateResponse(request, "sandbox/consent.html", context, status_code=status)
 
 

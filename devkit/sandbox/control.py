@@ -80,7 +80,9 @@ def _check_fault(fault: Fault) -> None:
 
 async def post_fault(request: Request) -> Response:
     key, fault = parse_fault(await _json_body(request))
-    sandbox_state(request.app).faults[key] = fault
+    state = sandbox_state(request.app)
+    key = state.newest(key)
+    state.faults[key] = fault
     target = None if key == PROVIDER_WIDE else key
     return JSONResponse({"refresh_token": target, "fault": fault.to_json()}, status_code=201)
 
@@ -89,7 +91,7 @@ async def delete_faults(request: Request) -> Response:
     """Clears one refresh token's fault (`?refresh_token=`), the provider-wide one (`?provider=1`), or all."""
     faults = sandbox_state(request.app).faults
     if "refresh_token" in request.query_params or "provider" in request.query_params:
-        key = request.query_params.get("refresh_token", PROVIDER_WIDE)
+        key = sandbox_state(request.app).newest(request.query_params.get("refresh_token", PROVIDER_WIDE))
         return JSONResponse({"cleared": int(faults.pop(key, None) is not None)})
     cleared = len(faults)
     faults.clear()
@@ -108,7 +110,7 @@ async def post_account(request: Request) -> Response:
     email = _get(data, "email", str)
     if not email or "@" not in email:
         raise SandboxRequestError("email is required")
-    account = sandbox_state(request.app).add_account(email, _get(data, "sub", str))
+    account = sandbox_state(request.app).add_account(email, _get(data, "sub", str), _get(data, "tid", str))
     return JSONResponse(asdict(account), status_code=201)
 
 

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -44,6 +44,8 @@ class FaultMode(StrEnum):
     MALFORMED = "malformed"  # 200 whose body is `variant`: not_json | html | no_access_token | empty
     INVALID_CLIENT = "invalid_client"  # 401 invalid_client, as after a rotated client secret
     OUTAGE = "outage"  # provider-wide 503 for `seconds`, then it ends by itself
+    MFA_REQUIRED = "mfa_required"  # a policy now wants a fresh (multi-factor) sign-in: permanent, user-fixable
+    CONDITIONAL_ACCESS = "conditional_access"  # an organisation's policy blocks the app: permanent, admin
     RAW = "raw"  # exactly `status`, `headers` and `body` (replays shared/oauth-error-cases.json)
 
 
@@ -83,7 +85,8 @@ class Fault:
 @dataclass(frozen=True)
 class Account:
     email: str
-    sub: str
+    sub: str  # Microsoft: the object id (oid)
+    tid: str | None = None  # Microsoft: the tenant (directory) the account lives in
 
 
 @dataclass
@@ -123,6 +126,10 @@ def new_refresh_token() -> str:
     return "1//sandbox-" + secrets.token_urlsafe(32)
 
 
+def new_google_subject() -> str:
+    return str(secrets.randbelow(10**21)).zfill(21)
+
+
 def pkce_challenge(verifier: str) -> str:
     """The S256 code_challenge for a code_verifier (RFC 7636 §4.2)."""
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -139,19 +146,24 @@ class SandboxState:
     grants: dict[str, Grant] = field(default_factory=dict)  # by refresh token
     codes: dict[str, AuthCode] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)  # by refresh token, or PROVIDER_WIDE
+    successors: dict[str, str] = field(default_factory=dict)  # a rotated refresh token -> the one issued for it
     requests_by_token: Counter[str] = field(default_factory=Counter)
     requests_by_grant_type: Counter[str] = field(default_factory=Counter)
     access_token_lifetime: int = ACCESS_TOKEN_LIFETIME  # `expires_in` of issued access tokens
+    token_factory: Callable[[], str] = new_refresh_token  # the dialect's refresh-token shape
+    subject_factory: Callable[[], str] = new_google_subject  # the dialect's account ids
+    default_tenant: str | None = None  # the `tid` of accounts added without one (Microsoft)
+    access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # -> (refresh token, expiry)
 
     def reset(self) -> None:
         """Forget every account, token, code, fault and count; keep the client's configuration."""
-        for table in (self.accounts, self.grants, self.codes, self.faults):
+        for table in (self.accounts, self.grants, self.codes, self.faults, self.successors, self.access_tokens):
             table.clear()
         self.requests_by_token.clear()
         self.requests_by_grant_type.clear()
 
-    def add_account(self, email: str, sub: str | None = None) -> Account:
-        account = Account(email=email, sub=sub or str(secrets.randbelow(10**21)).zfill(21))
+    def add_account(self, email: str, sub: str | None = None, tid: str | None = None) -> Account:
+        account = Account(email=email, sub=sub or self.subject_factory(), tid=tid or self.default_tenant)
         self.accounts[account.sub] = account
         return account
 
@@ -161,14 +173,53 @@ class SandboxState:
         return next((a for a in self.accounts.values() if a.email == email), None)
 
     def add_grant(self, sub: str, *, refresh_token: str | None = None, rotate: bool = False, scope: str = "") -> Grant:
-        grant = Grant(refresh_token or new_refresh_token(), sub, scope or DEFAULT_SCOPE, rotate)
+        grant = Grant(refresh_token or self.token_factory(), sub, scope or DEFAULT_SCOPE, rotate)
         self.grants[grant.refresh_token] = grant
         return grant
 
-    def rotate(self, grant: Grant) -> Grant:
-        """Replace a grant's refresh token: the old one answers invalid_grant from now on."""
-        del self.grants[grant.refresh_token]
-        return self.add_grant(grant.sub, rotate=True, scope=grant.scope)
+    def rotate(self, grant: Grant, *, keep_old: bool = False) -> Grant:
+        """Issue a new refresh token for a grant; the old one answers invalid_grant from now on unless `keep_old`
+        (Microsoft does not revoke a used refresh token)."""
+        if not keep_old:
+            del self.grants[grant.refresh_token]
+        new = self.add_grant(grant.sub, rotate=grant.rotate, scope=grant.scope)
+        self.successors[grant.refresh_token] = new.refresh_token
+        if grant.refresh_token in self.faults:  # a fault follows the grant, as a revocation would
+            self.faults[new.refresh_token] = self.faults.pop(grant.refresh_token)
+        for access_token, (refresh_token, expiry) in list(self.access_tokens.items()):
+            if refresh_token == grant.refresh_token:
+                self.access_tokens[access_token] = (new.refresh_token, expiry)
+        return new
+
+    def newest(self, refresh_token: str) -> str:
+        """The grant's current refresh token, following rotations: a fault set on an old token hits the grant."""
+        while refresh_token in self.successors:
+            refresh_token = self.successors[refresh_token]
+        return refresh_token
+
+    def issue_access_token(self, grant: Grant) -> str:
+        """A new access token of the grant, honoured by the Gmail-like API until it expires or is revoked."""
+        token = new_access_token()
+        self.access_tokens[token] = (grant.refresh_token, time.monotonic() + self.access_token_lifetime)
+        return token
+
+    def honoured(self, access_token: str) -> Account | None:
+        """The account an access token still works for; None once expired or revoked."""
+        refresh_token, expiry = self.access_tokens.get(access_token, ("", 0.0))
+        grant = self.grants.get(refresh_token)
+        if grant is None or expiry <= time.monotonic():
+            return None
+        return self.accounts.get(grant.sub)
+
+    def revoke(self, token: str) -> bool:
+        """Revoke the grant of a refresh or access token (RFC 7009): its every token stops working."""
+        refresh_token = token if token in self.grants else self.access_tokens.get(token, ("", 0.0))[0]
+        if self.grants.pop(refresh_token, None) is None:
+            return False
+        for access_token, (owner, _) in list(self.access_tokens.items()):
+            if owner == refresh_token:
+                del self.access_tokens[access_token]
+        return True
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:
         return hmac.compare_digest(client_id, self.client_id) and hmac.compare_digest(client_secret, self.client_secret)

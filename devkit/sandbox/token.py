@@ -18,19 +18,13 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from devkit.sandbox.responses import (
-    FAULT_RESPONSES,
-    form_field,
-    google_error,
-    google_json,
-    invalid_grant,
-    make_id_token,
-)
-from devkit.sandbox.state import FaultMode, SandboxState, new_access_token, pkce_challenge, sandbox_state
+from devkit.sandbox.dialect import Dialect, sandbox_dialect
+from devkit.sandbox.responses import form_field
+from devkit.sandbox.state import FaultMode, SandboxState, pkce_challenge, sandbox_state
 
 
 def _client_credentials(form: FormData, headers: Mapping[str, str]) -> tuple[str, str]:
-    """client_secret_basic (Authorization header) or client_secret_post (form), as Google accepts both."""
+    """client_secret_basic (Authorization header) or client_secret_post (form), as both providers accept."""
     auth = headers.get("authorization", "")
     if auth[:6].lower() == "basic ":
         try:
@@ -51,67 +45,69 @@ async def _stall(request: Request, seconds: float) -> Response | None:
     return None
 
 
-def _refresh_grant(state: SandboxState, form: FormData) -> Response:
+def _refresh_grant(state: SandboxState, dialect: Dialect, form: FormData) -> Response:
     token = form_field(form, "refresh_token")
     if not token:
-        return google_error(400, "invalid_request", "Missing required parameter: refresh_token")
+        return dialect.refuse("missing_refresh_token")
     grant = state.grants.get(token)
     if grant is None:
-        return invalid_grant()
-    body: dict[str, Any] = {"access_token": new_access_token(), "expires_in": state.access_token_lifetime}
-    if grant.rotate:
-        grant = state.rotate(grant)
-        body["refresh_token"] = grant.refresh_token
+        return dialect.refuse("unknown_refresh_token")
+    if grant.rotate or dialect.rotates:
+        grant = state.rotate(grant, keep_old=dialect.rotates)
+        body: dict[str, Any] = {"refresh_token": grant.refresh_token}
+    else:
+        body = {}
+    body |= {"access_token": state.issue_access_token(grant), "expires_in": state.access_token_lifetime}
     body |= {"scope": grant.scope, "token_type": "Bearer"}
     account = state.accounts.get(grant.sub)
     if account is not None and "openid" in grant.scope.split():
-        body["id_token"] = make_id_token(client_id=state.client_id, account=account)
-    return google_json(body)
+        body["id_token"] = dialect.id_token(state.client_id, account, None)
+    return dialect.success(body)
 
 
-def _code_grant(state: SandboxState, form: FormData) -> Response:
+def _code_grant(state: SandboxState, dialect: Dialect, form: FormData) -> Response:
     code = state.redeem_code(form_field(form, "code"))
     if code is None or code.client_id != state.client_id:
-        return invalid_grant("Bad Request")
+        return dialect.refuse("bad_code")
     if form_field(form, "redirect_uri") != code.redirect_uri:
-        return google_error(400, "redirect_uri_mismatch", "Bad Request")
+        return dialect.refuse("redirect_mismatch")
     verifier = form_field(form, "code_verifier")
     if not verifier:
-        return invalid_grant("Missing code verifier.")
+        return dialect.refuse("missing_verifier")
     if not hmac.compare_digest(pkce_challenge(verifier), code.code_challenge):
-        return invalid_grant("Invalid code verifier.")
+        return dialect.refuse("bad_verifier")
     account = state.accounts.get(code.sub)
     if account is None:  # the sandbox was reset between consent and exchange
-        return invalid_grant("Bad Request")
+        return dialect.refuse("bad_code")
     grant = state.add_grant(account.sub, scope=code.scope)
     body = {
-        "access_token": new_access_token(),
+        "access_token": state.issue_access_token(grant),
         "expires_in": state.access_token_lifetime,
         "refresh_token": grant.refresh_token,
         "scope": grant.scope,
         "token_type": "Bearer",
-        "id_token": make_id_token(client_id=state.client_id, account=account, nonce=code.nonce),
+        "id_token": dialect.id_token(state.client_id, account, code.nonce),
     }
-    return google_json(body)
+    return dialect.success(body)
 
 
-def _grant(state: SandboxState, form: FormData, headers: Mapping[str, str]) -> Response:
+def _grant(state: SandboxState, dialect: Dialect, form: FormData, headers: Mapping[str, str]) -> Response:
     client_id, client_secret = _client_credentials(form, headers)
     if not client_id:
-        return google_error(400, "invalid_request", "Could not determine client ID from request.")
+        return dialect.refuse("missing_client")
     if not state.client_matches(client_id, client_secret):
-        return google_error(401, "invalid_client", "Unauthorized")
+        return dialect.refuse("invalid_client")
     grant_type = form_field(form, "grant_type")
     if grant_type == "refresh_token":
-        return _refresh_grant(state, form)
+        return _refresh_grant(state, dialect, form)
     if grant_type == "authorization_code":
-        return _code_grant(state, form)
-    return google_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+        return _code_grant(state, dialect, form)
+    return dialect.refuse("unsupported_grant_type")
 
 
 async def token_endpoint(request: Request) -> Response:
-    """Counts the request, applies any fault, then answers the grant like Google's token endpoint."""
-    state = sandbox_state(request.app)
+    """Counts the request, applies any fault, then answers the grant in the provider's dialect."""
+    state, dialect = sandbox_state(request.app), sandbox_dialect(request.app)
     form = await request.form()
     grant_type = form_field(form, "grant_type")
     refresh_token = form_field(form, "refresh_token") if grant_type == "refresh_token" else None
@@ -121,5 +117,5 @@ async def token_endpoint(request: Request) -> Response:
         if (hung_up := await _stall(request, fault.seconds)) is not None:
             return hung_up
     elif fault is not None:
-        return FAULT_RESPONSES[fault.mode](fault)
-    return _grant(state, form, request.headers)
+        return dialect.faults[fault.mode](fault)
+    return _grant(state, dialect, form, request.headers)

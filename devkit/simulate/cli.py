@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from devkit.embedded import extra_installed
-from devkit.simulate.scenarios import SCENARIOS
+from devkit.simulate.scenarios import SCENARIOS, parse_providers
 from statemachine.cli.lazy import lazy
 
 
@@ -26,6 +26,13 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _providers(text: str) -> tuple[tuple[str, float], ...]:
+    try:
+        return parse_providers(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     if not extra_installed():
         return
@@ -41,6 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--minute-seconds", type=_positive_float, default=1.0,
                      help="real seconds per simulated minute (default 1.0: 60x faster than real time)")  # fmt: skip
     run.add_argument("--seed", type=int, default=1, help="seed of the fault plans (default 1)")
+    run.add_argument("--providers", type=_providers, default=(("google", 1.0),), metavar="MIX",
+                     help="the mailboxes' providers and shares, e.g. google=0.6,microsoft=0.4 (default google=1); "
+                     "an outage then hits Microsoft only")  # fmt: skip
     run.add_argument("--log-dir", type=Path, help="keep the worker's logs here (default: a temporary folder)")
     run.add_argument("--json", action="store_true", help="print a JSON list of scenario results instead of tables")
     run.set_defaults(handler=lazy("devkit.simulate.command:simulate"))

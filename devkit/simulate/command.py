@@ -61,8 +61,9 @@ async def _run(args: argparse.Namespace, env: Mapping[str, str], c: Compression)
         async with postgres_admin(env) as admin, smtp_sink() as smtp:
             services = Services(admin, smtp, Fernet.generate_key().decode(), logs, env)
             for name in SCENARIOS if args.scenario == "all" else (args.scenario,):
-                scenario = plan(name, args.mailboxes, args.hours * 60, args.seed)
-                _say(f"== {name}: {scenario.mailboxes:,} mailboxes, {scenario.minutes:g} min: {scenario.describe()}")
+                scenario = plan(name, args.mailboxes, args.hours * 60, args.seed, args.providers)
+                _say(f"== {name}: {scenario.mailboxes:,} mailboxes ({scenario.mix()}), {scenario.minutes:g} min: "
+                     f"{scenario.describe()}")  # fmt: skip
                 result = await run_scenario(scenario, c, services, functools.partial(_say_for, name))
                 results.append(result)
                 if not args.json:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from devkit.sandbox import DIALECT_MOUNTS
 from devkit.simulate.model import Window
 from devkit.simulate.records import Clock, due_next, progress
 from devkit.simulate.scenarios import ARM_SLACK_MINUTES, Burst, Plan
@@ -49,7 +50,8 @@ class Driver:
     sessionmaker: Sessionmaker
     sandbox: httpx.AsyncClient
     worker: WorkerProcess
-    tokens: dict[int, str]  # mailbox id -> refresh token
+    tokens: dict[int, str]  # mailbox id -> refresh token (the first; the sandbox follows rotations)
+    mounts: dict[int, str]  # mailbox id -> its provider's path in the sandbox server
     untouched: set[int]  # mailbox ids that no per-mailbox fault was armed on yet
     stall_seconds: float  # how long a "timeout" fault hangs (longer than the worker's HTTP timeout)
     say: Callable[[str], None]
@@ -93,8 +95,12 @@ class Driver:
             timeline += [(plan.misconfig.start, self._start_misconfig), (plan.misconfig.end, self._end_misconfig)]
         return timeline
 
-    async def _fault(self, body: dict[str, Any]) -> None:
-        (await self.sandbox.post("/_sandbox/faults", json=body)).raise_for_status()
+    async def _fault(self, body: dict[str, Any], mount: str = "") -> None:
+        (await self.sandbox.post(f"{mount}/_sandbox/faults", json=body)).raise_for_status()
+
+    def _mounts(self) -> set[str]:
+        """Where each provider of the mix is served: a misconfiguration (our client) hits them all."""
+        return set(self.mounts.values())
 
     async def _arm(self, planned: float, now: float) -> tuple[int | None, float | None]:
         """An untouched mailbox due within the slack (now touched), or when to look again (None: give up)."""
@@ -120,7 +126,7 @@ class Driver:
                 body["retry_after"] = round(self.compression.real(burst.retry_after_seconds), 3)
             else:
                 body["seconds"] = self.stall_seconds
-            await self._fault(body)
+            await self._fault(body, self.mounts[mailbox_id])
             self.truth.bursts += 1
             return None
 
@@ -132,7 +138,7 @@ class Driver:
                 return
             mailbox_id = self.rng.choice(sorted(self.untouched))
             self.untouched.discard(mailbox_id)
-            await self._fault({"mode": "revoke", "refresh_token": self.tokens[mailbox_id]})
+            await self._fault({"mode": "revoke", "refresh_token": self.tokens[mailbox_id]}, self.mounts[mailbox_id])
             self.truth.revoked[mailbox_id] = self._now()
 
         return revoke
@@ -140,17 +146,20 @@ class Driver:
     async def _start_outage(self, now: float) -> None:
         assert self.plan.outage is not None
         minutes = self.plan.outage.end - self.plan.outage.start
-        await self._fault({"mode": "outage", "seconds": self.compression.real(minutes * 60)})
+        provider = self.plan.outage_provider
+        await self._fault({"mode": "outage", "seconds": self.compression.real(minutes * 60)}, DIALECT_MOUNTS[provider])
         self.truth.outage = Window(now, now + minutes)
-        self.say(f"minute {now:5.1f}: provider outage begins ({minutes:g} min of 503 for every token request)")
+        self.say(f"minute {now:5.1f}: {provider} outage begins ({minutes:g} min of 503 for its every token request)")
 
     async def _start_misconfig(self, now: float) -> None:
-        await self._fault({"mode": "invalid_client"})
+        for mount in self._mounts():
+            await self._fault({"mode": "invalid_client"}, mount)
         self.truth.misconfig = Window(now, now)
         self.say(f"minute {now:5.1f}: our client secret is rejected (invalid_client for every token request)")
 
     async def _end_misconfig(self, now: float) -> None:
-        (await self.sandbox.delete("/_sandbox/faults", params={"provider": "1"})).raise_for_status()
+        for mount in self._mounts():
+            (await self.sandbox.delete(f"{mount}/_sandbox/faults", params={"provider": "1"})).raise_for_status()
         if self.truth.misconfig is not None:
             self.truth.misconfig = Window(self.truth.misconfig.start, now)
         self.say(f"minute {now:5.1f}: client secret fixed")

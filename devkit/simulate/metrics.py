@@ -46,8 +46,9 @@ class Metrics:
     false_disconnects: int
     revoked_failed: int  # revoked mailboxes that met their first invalid_grant
     revoked_emailed: int
-    email_minutes_p50: float | None
+    email_minutes_p50: float | None  # first invalid_grant -> the email accepted by the SMTP server
     email_minutes_p95: float | None
+    email_minutes_max: float | None
     episodes: int
     emails: int
     emails_per_episode: float | None
@@ -115,7 +116,10 @@ def _first_permanent_after(cycles: Sequence[Cycle], since: float) -> float | Non
 def email_delays(
     cycles: Iterable[Cycle], emails: Iterable[Email], revoked: Mapping[int, float], tolerance: float
 ) -> tuple[int, list[float]]:
-    """Revoked mailboxes that met invalid_grant, and for each one emailed: first such cycle -> its email."""
+    """Revoked mailboxes that met invalid_grant, and for each one told: first such cycle -> its email's delivery.
+
+    The notice counts when the SMTP server accepted the email, not when the outbox row was written.
+    """
     per_mailbox = _by_mailbox(cycles)
     told: dict[int, list[Email]] = defaultdict(list)
     for email in sorted(emails, key=lambda e: e.created):
@@ -127,9 +131,9 @@ def email_delays(
         if first is None:
             continue
         failed += 1
-        found = next((e for e in told[mailbox_id] if e.created >= first - tolerance), None)
-        if found is not None:
-            delays.append(max(0.0, (found.sent if found.sent is not None else found.created) - first))
+        found = next((e for e in told[mailbox_id] if e.created >= first - tolerance and e.delivered is not None), None)
+        if found is not None and found.delivered is not None:
+            delays.append(max(0.0, found.delivered - first))
     return failed, delays
 
 
@@ -222,6 +226,7 @@ def ours(
         revoked_emailed=len(delays),
         email_minutes_p50=percentile(delays, 0.5),
         email_minutes_p95=percentile(delays, 0.95),
+        email_minutes_max=max(delays, default=None),
         episodes=len(found),
         emails=len(emails),
         emails_per_episode=ratio(assigned, len(found)),
@@ -261,6 +266,7 @@ def naive(cycles: Sequence[Cycle], truth: Truth) -> Metrics:
         revoked_emailed=0,
         email_minutes_p50=None,
         email_minutes_p95=None,
+        email_minutes_max=None,
         episodes=len(disabled),
         emails=0,
         emails_per_episode=ratio(0, len(disabled)),

@@ -46,12 +46,12 @@ class Change:
 
 @dataclass(frozen=True)
 class Email:
-    """One outbox row: `sent` is None while it is not delivered."""
+    """One outbox row: `delivered` is when the SMTP server accepted it, None if it never did."""
 
     mailbox_id: int
     kind: str
     created: float
-    sent: float | None = None
+    delivered: float | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ is the only place that knows the tables and turns timestamps into minutes since 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,8 +86,8 @@ async def due_next(session: AsyncSession, ids: Collection[int], now: datetime, u
     return await session.scalar(statement)
 
 
-async def collect(session: AsyncSession, clock: Clock) -> Record:
-    """The whole scenario's history, read after the worker stopped."""
+async def collect(session: AsyncSession, clock: Clock, delivered: Mapping[str, datetime]) -> Record:
+    """The whole scenario's history, read after the worker stopped; `delivered`: Message-ID -> SMTP acceptance."""
     record = Record()
     outcomes = select(RefreshOutcome.mailbox_id, RefreshOutcome.at, RefreshOutcome.outcome)
     for mailbox_id, at, outcome in await session.execute(outcomes.order_by(RefreshOutcome.at, RefreshOutcome.id)):
@@ -98,15 +98,17 @@ async def collect(session: AsyncSession, clock: Clock) -> Record:
     ).order_by(StateTransition.at, StateTransition.id)  # fmt: skip
     for mailbox_id, at, event, from_state, to_state in await session.execute(history):
         record.changes.append(Change(mailbox_id, clock.minutes(at), event, from_state, to_state))
-    outbox = select(Notification.mailbox_id, Notification.kind, Notification.created_at, Notification.sent_at)
-    for mailbox_id, kind, created, sent in await session.execute(outbox.order_by(Notification.id)):
-        sent_minute = None if sent is None else clock.minutes(sent)
-        record.emails.append(Email(mailbox_id, kind, clock.minutes(created), sent_minute))
+    outbox = select(Notification.mailbox_id, Notification.kind, Notification.created_at, Notification.message_id)
+    for mailbox_id, kind, created, message_id in await session.execute(outbox.order_by(Notification.id)):
+        arrived = delivered.get(message_id)
+        minute = None if arrived is None else clock.minutes(arrived)
+        record.emails.append(Email(mailbox_id, kind, clock.minutes(created), minute))
     record.final_states = dict((await session.execute(select(Mailbox.id, Mailbox.state))).all())
-    incidents = select(Incident.cause, Incident.code, Incident.opened_at, Incident.closed_at).order_by(Incident.id)
-    for cause, code, opened, closed in await session.execute(incidents):
+    incidents = select(Incident.provider, Incident.cause, Incident.code, Incident.opened_at, Incident.closed_at)
+    for provider, cause, code, opened, closed in await session.execute(incidents.order_by(Incident.id)):
         record.incidents.append(
             {
+                "provider": provider,
                 "code": code,
                 "cause": cause,
                 "opened_minute": round(clock.minutes(opened), 1),

@@ -21,14 +21,14 @@ import httpx
 from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 
-from devkit.sandbox import create_sandbox_app, sandbox_state
+from devkit.sandbox import DIALECT_MOUNTS, create_sandboxes, sandbox_states, sandboxes_environment
 from devkit.serving import serve_in_thread
 from devkit.simulate import metrics
 from devkit.simulate.driver import Driver, GroundTruth
 from devkit.simulate.model import Truth
 from devkit.simulate.records import Clock, Record, collect
 from devkit.simulate.scenarios import Plan
-from devkit.simulate.services import SimulationError, fresh_database, fresh_redis
+from devkit.simulate.services import SimulationError, SmtpSink, fresh_database, fresh_redis
 from devkit.simulate.timing import Compression, token_lifetime, worker_environment
 from devkit.worker_process import WorkerProcess
 from statemachine.core.secrets import TokenCipher
@@ -47,7 +47,7 @@ class Services:
     """What every scenario of a run shares."""
 
     admin_url: str
-    smtp_url: str
+    smtp: SmtpSink
     encryption_key: str
     workdir: Path
     environ: Mapping[str, str]  # the caller's environment: REDIS_URL, and TOKENWARDEN_* values to scale
@@ -73,19 +73,20 @@ def address(number: int) -> str:
 
 
 def _sandbox_app(plan: Plan, c: Compression) -> Starlette:
-    app = create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token_lifetime=token_lifetime(c))
-    state = sandbox_state(app)
+    """Every sandbox provider in one server, each knowing the accounts and tokens of its mailboxes."""
+    app = create_sandboxes(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token_lifetime=token_lifetime(c))
+    states = sandbox_states(app)
     for number in range(plan.mailboxes):
-        account = state.add_account(address(number), sub=str(100000 + number))
+        state = states[plan.provider_of(number)]
+        account = state.add_account(address(number))
         state.add_grant(account.sub, refresh_token=token(number))
     return app
 
 
 def _environment(services: Services, database: str, redis: str, sandbox: str, c: Compression) -> dict[str, str]:
     base = {k: v for k, v in services.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env = {**base, "DATABASE_URL": database, "REDIS_URL": redis, "SMTP_URL": services.smtp_url}
-    env |= {"GOOGLE_CLIENT_ID": CLIENT_ID, "GOOGLE_CLIENT_SECRET": CLIENT_SECRET}
-    env |= {"GOOGLE_TOKEN_URL": f"{sandbox}/token", "GOOGLE_AUTH_URL": f"{sandbox}/authorize"}
+    env = {**base, "DATABASE_URL": database, "REDIS_URL": redis, "SMTP_URL": services.smtp.url}
+    env |= sandboxes_environment(sandbox, CLIENT_ID, CLIENT_SECRET)
     env["TOKENWARDEN_ENCRYPTION_KEYS"] = services.encryption_key
     env |= worker_environment(load_settings(services.environ), c)
     return env
@@ -96,7 +97,12 @@ async def _populate(sessionmaker: Sessionmaker, env: Mapping[str, str], plan: Pl
     settings = load_settings(env)
     lines = (
         json.dumps(
-            {"user": f"owner-{address(n)}", "provider": "google", "address": address(n), "refresh_token": token(n)}
+            {
+                "user": f"owner-{address(n)}",
+                "provider": plan.provider_of(n),
+                "address": address(n),
+                "refresh_token": token(n),
+            }
         )
         for n in range(plan.mailboxes)
     )
@@ -144,12 +150,13 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
         driver = Driver(
             plan, c, clock, sessionmaker, http, worker,
             tokens={mailbox_id: token(n) for n, mailbox_id in ids.items()},
+            mounts={mailbox_id: DIALECT_MOUNTS[plan.provider_of(n)] for n, mailbox_id in ids.items()},
             untouched=set(ids.values()),
             stall_seconds=3 * settings.http_timeout_seconds, say=say,
         )  # fmt: skip
         truth = await driver.run()
         await asyncio.to_thread(worker.stop)
         async with sessionmaker() as session:
-            record = await collect(session, clock)
+            record = await collect(session, clock, services.smtp.delivered)
     ours, naive = _metrics(plan, c, truth, record)
     return ScenarioResult(plan, c, ours, naive, truth, record.incidents, time.monotonic() - began)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from devkit.simulate.model import Window
+from statemachine.providers import registry
 
 SCENARIOS = ("transient-bursts", "revocations", "provider-outage", "misconfiguration", "combined")
 BURST_SHARE, REVOKED_SHARE = 0.20, 0.01
@@ -45,9 +46,23 @@ class Plan:
     mailboxes: int
     bursts: tuple[Burst, ...] = ()
     revocations: tuple[float, ...] = ()  # when a mailbox's grant is revoked (for good)
-    outage: Window | None = None  # every token request answers 503
+    outage: Window | None = None  # every token request to `outage_provider` answers 503
     misconfig: Window | None = None  # every token request answers invalid_client (our rotated secret)
     seed: int = 0  # also picks the revoked mailboxes
+    providers: tuple[tuple[str, float], ...] = (("google", 1.0),)  # the mix: (provider, share), shares sum to 1
+    outage_provider: str = "google"  # an outage is one provider's: Microsoft's when the mix has it
+
+    def provider_of(self, number: int) -> str:
+        """Mailbox `number`'s provider: the mix's shares, as consecutive ranges of the numbers."""
+        position, total = (number + 0.5) / self.mailboxes, 0.0
+        for name, share in self.providers:
+            total += share
+            if position < total:
+                return name
+        return self.providers[-1][0]
+
+    def mix(self) -> str:
+        return ", ".join(f"{registry.label(name)} {share:.0%}" for name, share in self.providers)
 
     def describe(self) -> str:
         parts = []
@@ -57,7 +72,7 @@ class Plan:
         if self.revocations:
             parts.append(f"{len(self.revocations)} revoked grant(s)")
         if self.outage:
-            parts.append(f"provider outage (503) {_span(self.outage)}")
+            parts.append(f"{registry.label(self.outage_provider)}-only outage (503) {_span(self.outage)}")
         if self.misconfig:
             parts.append(f"invalid_client (rotated secret) {_span(self.misconfig)}")
         return "; ".join(parts) or "no faults"
@@ -109,7 +124,30 @@ def _windows(scenario: str, minutes: float) -> tuple[Window | None, Window | Non
     return outage, misconfig
 
 
-def plan(scenario: str, mailboxes: int, minutes: float, seed: int) -> Plan:
+def parse_providers(text: str) -> tuple[tuple[str, float], ...]:
+    """`google=0.6,microsoft=0.4` -> the mix; the shares must be registered providers' and add up to 1."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, share = part.strip().partition("=")
+        try:
+            value = float(share) if sep else float("nan")
+        except ValueError:
+            value = float("nan")
+        if registry.find(name) is None or not 0 < value <= 1 or name in mix:
+            raise ValueError(f"expected registered providers with shares, like google=0.6,microsoft=0.4: {part!r}")
+        mix[name] = value
+    if abs(sum(mix.values()) - 1) > 1e-6:
+        raise ValueError(f"the shares must add up to 1, not {sum(mix.values()):g}")
+    return tuple(mix.items())
+
+
+def plan(
+    scenario: str,
+    mailboxes: int,
+    minutes: float,
+    seed: int,
+    providers: tuple[tuple[str, float], ...] = (("google", 1.0),),
+) -> Plan:
     """The scenario's faults for `mailboxes` over `minutes`; the same seed gives the same plan."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
@@ -131,4 +169,6 @@ def plan(scenario: str, mailboxes: int, minutes: float, seed: int) -> Plan:
         outage=outage,
         misconfig=misconfig,
         seed=seed,
+        providers=providers,
+        outage_provider="microsoft" if "microsoft" in dict(providers) else providers[0][0],
     )

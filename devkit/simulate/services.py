@@ -12,6 +12,9 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from redis.asyncio import Redis
@@ -80,25 +83,29 @@ async def fresh_redis(env: Mapping[str, str]) -> AsyncIterator[str]:
     yield url
 
 
-class _Sink:
-    """Accepts every message and keeps only a count: the outbox row records the delivery."""
+@dataclass
+class SmtpSink:
+    """Accepts every message and notes when each Message-ID first arrived: the user's notice time ends there."""
 
-    def __init__(self) -> None:
-        self.accepted = 0
+    url: str = ""
+    delivered: dict[str, datetime] = field(default_factory=dict)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.accepted += 1
+        headers = BytesHeaderParser().parsebytes(envelope.original_content or b"")
+        if message_id := headers.get("Message-ID"):
+            self.delivered.setdefault(str(message_id).strip(), datetime.now(UTC))
         return "250 OK"
 
 
 @contextlib.asynccontextmanager
-async def smtp_sink() -> AsyncIterator[str]:
-    """An SMTP server on 127.0.0.1 (a free port) that accepts all mail; yields its smtp:// URL."""
+async def smtp_sink() -> AsyncIterator[SmtpSink]:
+    """An SMTP server on 127.0.0.1 (a free port) that accepts all mail; `url` is its smtp:// URL."""
     loop = asyncio.get_running_loop()
-    sink = _Sink()
+    sink = SmtpSink()
     server = await loop.create_server(lambda: SMTP(sink, hostname="smtp.simulate.test", loop=loop), "127.0.0.1", 0)
+    sink.url = f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
-        yield f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        yield sink
     finally:
         server.close()
         with contextlib.suppress(TimeoutError):

@@ -106,6 +106,7 @@ def scaled_settings(settings: Settings, c: Compression) -> list[Scaled]:
         _scale(c, "TOKENWARDEN_HTTP_TIMEOUT_SECONDS", settings.http_timeout_seconds, HTTP_TIMEOUT_FLOOR),
         _scale(c, "TOKENWARDEN_LEASE_SECONDS", settings.lease_seconds, LEASE_FLOOR),
         _scale(c, "TOKENWARDEN_OUTBOX_INTERVAL_SECONDS", settings.outbox_interval_seconds, 1.0),
+        _scale(c, "TOKENWARDEN_EXACT_TIMING_SECONDS", settings.exact_timing_seconds),
         _scale(c, "TOKENWARDEN_OUTBOX_RETRY_BASE_SECONDS", settings.outbox_retry_base_seconds),
     ]
 

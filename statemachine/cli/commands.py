@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.fernet import Fernet
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.cli.output import print_json, print_table
 from statemachine.core.states import Event
@@ -19,9 +21,11 @@ from statemachine.services.config_check import production_findings, shown_settin
 from statemachine.services.cycle import CycleResult, run_cycle
 from statemachine.services.importer import ImportReport, import_mailboxes
 from statemachine.services.operations import operator_action
+from statemachine.services.removal import rotate_revocation_keys
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings, read_settings
 from statemachine.services.unit_of_work import Outcome
+from statemachine.services.webhook_endpoints import rotate_endpoint_keys
 from statemachine.store import queries
 from statemachine.store.db import open_sessionmaker
 from statemachine.store.migrations import migrate as run_migrations
@@ -52,7 +56,7 @@ async def migrate(args: argparse.Namespace, env: Env) -> int:
 async def user_add(args: argparse.Namespace, env: Env) -> int:
     settings = _database_settings(env)
     assert settings.database_url is not None
-    async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session, session.begin():
+    async with database_session(env) as session, session.begin():
         user = await accounts.add_user(session, args.email, args.name, admin=args.admin)
     print(user.id)
     return 0
@@ -102,10 +106,17 @@ async def _import(settings: Settings, lines: Iterable[str]) -> ImportReport:
         return await import_mailboxes(rt.sessionmaker, lines, rt.cipher, rt.settings.policy, lambda: datetime.now(UTC))
 
 
-async def _read(env: Env, query: Any, *args: Any) -> Any:
+@asynccontextmanager
+async def database_session(env: Env) -> AsyncIterator[AsyncSession]:
+    """A session on DATABASE_URL alone (no encryption key needed), for commands that only read or write rows."""
     settings = _database_settings(env)
     assert settings.database_url is not None
     async with open_sessionmaker(settings.database_url) as sessionmaker, sessionmaker() as session:
+        yield session
+
+
+async def _read(env: Env, query: Any, *args: Any) -> Any:
+    async with database_session(env) as session:
         return await query(session, *args)
 
 
@@ -252,7 +263,11 @@ async def rotate_keys(args: argparse.Namespace, env: Env) -> int:
             if not batch:
                 break
             done, after = done + len(batch), batch[-1].id
-    print(f"re-encrypted the tokens of {done} mailbox(es) under the first key")
+        async with rt.sessionmaker() as session, session.begin():
+            endpoints = await rotate_endpoint_keys(session, rt.cipher)
+            revocations = await rotate_revocation_keys(session, rt.cipher)
+    print(f"re-encrypted the tokens of {done} mailbox(es), {revocations} pending revocation(s) "
+          f"and {endpoints} webhook secret(s) under the first key")  # fmt: skip
     return 0
 
 

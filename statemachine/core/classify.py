@@ -79,6 +79,8 @@ _REASONS: Mapping[str, str] = {
     "invalid_request": "{p} says our token request was malformed; operators must fix the token request.",
     "invalid_scope": "{p} rejected the scopes we asked for; operators must check the app's scope list.",
     "invalid_resource": "{p} says the resource is not set up in this tenant; operators must check the app setup.",
+    "client_secret_expired": "{p} says our app's client secret expired or was replaced; operators must install the "
+    "current secret.",
     # permanent
     "invalid_grant": "{p} says access was revoked or has expired; the mailbox owner needs to reconnect.",
     "interaction_required": "{p} needs the mailbox owner to sign in again (e.g. for multi-factor) and reconnect.",
@@ -90,6 +92,14 @@ _REASONS: Mapping[str, str] = {
     "policy_enforced": "{p} blocked access by an account security setting (e.g. Advanced Protection) on the mailbox.",
     "admin_block": "{p} blocked access by a security policy; the mailbox owner needs their administrator's help.",
     "account_disabled": "{p} says the account is disabled; an administrator must re-enable it before reconnecting.",
+    "signin_again": "{p} says your organisation requires you to sign in again; reconnect to continue.",
+    "mfa_required": "{p} says your organisation now requires multi-factor sign-in; reconnect and complete it.",
+    "conditional_access": "{p} blocked access under your organisation's Conditional Access policy (for example the "
+    "device or location); your IT administrator must allow it before you reconnect.",
+    "inactive_grant": "{p} ended the connection after a long time without use; reconnect to continue.",
+    "sessions_revoked": "{p} ended the connection after a security change (a password reset or a sign-out of every "
+    "session); reconnect to continue.",
+    "account_not_found": "{p} says the account no longer exists; it cannot be reconnected unless it is restored.",
 }
 
 
@@ -109,7 +119,7 @@ class ProviderRules:
     transient_codes: frozenset[int] = frozenset()  # rule 5: throttling or retryable failures sent as a 4xx
     config_codes: frozenset[int] = frozenset()  # rule 6: our own malformed request, whatever `error` says
     admin_codes: frozenset[int] = frozenset()  # rule 7: PERMANENT-admin, the owner cannot fix it alone
-    wording_by_code: Mapping[int, str] = field(default_factory=dict)  # rule 7, before the detail's wording
+    wording_by_code: Mapping[int, str] = field(default_factory=dict)  # rules 6 and 7, before the detail's wording
     detail_field: str | None = None
     admin_details: frozenset[str] = frozenset()
     wording_by_detail: Mapping[str, str] = field(default_factory=dict)
@@ -268,7 +278,7 @@ def _with_error(answer: _Answer) -> _Outcome:
     if rules.transient_codes.intersection(codes):
         return _Outcome(TRANSIENT, answer.code("unknown_error"), "throttled")
     if error in _CONFIG_ERRORS or rules.config_codes.intersection(codes):
-        wording = error if error in _CONFIG_ERRORS else "invalid_request"
+        wording = _code_wording(answer) or (error if error in _CONFIG_ERRORS else "invalid_request")
         return _Outcome(CONFIG, answer.code("unknown_error"), str(wording))
     if error in _PERMANENT_ERRORS:
         admin = _is_admin(answer)
@@ -286,9 +296,14 @@ def _is_admin(answer: _Answer) -> bool:
     )
 
 
+def _code_wording(answer: _Answer) -> str | None:
+    rules = answer.rules
+    return next((rules.wording_by_code[c] for c in answer.codes if c in rules.wording_by_code), None)
+
+
 def _permanent_wording(answer: _Answer, admin: bool) -> str:
     rules = answer.rules
-    by_code = next((rules.wording_by_code[c] for c in answer.codes if c in rules.wording_by_code), None)
+    by_code = _code_wording(answer)
     if by_code is not None:
         return by_code
     if admin:

@@ -7,6 +7,11 @@ many mailboxes at once (a Google app left in "Testing" expires every refresh tok
 and transient failures (an outage). Each needs both the failure share of the window's cycles and
 the number of distinct mailboxes to cross the thresholds, so one user revoking access, or a blip
 on a quiet provider, never opens one.
+
+An incident holds only the failures it is about (`holds`): a transient one holds transient failures,
+a config one config failures, a permanent one its own code. A lone `invalid_grant` during an outage
+of 503s is that user's own and follows its normal schedule. So a provider may have one open incident
+per cause at once: an `invalid_grant` storm can begin while an outage is open.
 """
 
 from __future__ import annotations
@@ -52,6 +57,14 @@ class WindowCounts:
 
 
 @dataclass(frozen=True)
+class Cause:
+    """What an incident is about: its failure kind, and its code (None for transient: any code)."""
+
+    kind: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
 class Opening:
     """Why to open an incident: `cause` is for operators, in plain words."""
 
@@ -59,6 +72,26 @@ class Opening:
     code: str | None
     failure_ratio: float
     mailboxes: int
+    kind: str = TRANSIENT
+
+    @property
+    def about(self) -> Cause:
+        return Cause(self.kind, self.code)
+
+
+def holds(incident: Cause, kind: str, code: str | None) -> bool:
+    """Whether an open incident about `incident` holds back a failure of `kind` and `code`.
+
+    Transient and config incidents hold every failure of their kind (an outage's codes vary; any
+    config failure is ours); a permanent one only its own code, so other users' revoked grants are told.
+    """
+    if incident.kind != kind:
+        return False
+    return kind != PERMANENT or incident.code == code
+
+
+def _held(open_causes: frozenset[Cause], kind: str, code: str | None) -> bool:
+    return any(holds(cause, kind, code) for cause in open_causes)
 
 
 def _share(cycles: int, counts: WindowCounts) -> float:
@@ -109,31 +142,44 @@ def should_open(
     provider: str,
     counts: WindowCounts,
     rules: IncidentThresholds,
+    already_open: frozenset[Cause] = frozenset(),
     *,
     secret_setting: str | None = None,
 ) -> Opening | None:
     """The incident these counts call for, or None. Order: config code, permanent code, transient failures.
 
+    Failures an incident in `already_open` holds are passed over (a config incident holds every config code),
+    so the next cause may open its own but no two open incidents hold the same failures.
     `secret_setting` names where operators set the provider's client secret (its environment variable).
     """
     secret_setting = secret_setting or "the provider's client secret setting"
     for kind in (CONFIG, PERMANENT):
         candidates = sorted((c for c in counts.codes if c.kind == kind), key=lambda c: (-c.mailboxes, c.code or ""))
         for item in candidates:
-            if _crosses(item.cycles, item.mailboxes, counts, rules):
+            if not _held(already_open, kind, item.code) and _crosses(item.cycles, item.mailboxes, counts, rules):
                 cause = _code_cause(item, provider, counts, rules, secret_setting)
-                return Opening(cause, item.code, _share(item.cycles, counts), item.mailboxes)
-    if _crosses(counts.transient_cycles, counts.transient_mailboxes, counts, rules):
+                return Opening(cause, item.code, _share(item.cycles, counts), item.mailboxes, kind)
+    transient = not _held(already_open, TRANSIENT, None)
+    if transient and _crosses(counts.transient_cycles, counts.transient_mailboxes, counts, rules):
         cause = _transient_cause(provider, counts, rules)
         return Opening(cause, None, _share(counts.transient_cycles, counts), counts.transient_mailboxes)
     return None
 
 
-def should_close(counts: WindowCounts, rules: IncidentThresholds) -> bool:
-    """Close when failures fall back under the ratio with at least one success.
+def _cycles_of(cause: Cause, counts: WindowCounts) -> int:
+    """The window's failed cycles an incident about `cause` is about."""
+    if cause.kind == TRANSIENT:
+        return counts.transient_cycles
+    same = (c for c in counts.codes if c.kind == cause.kind and (cause.kind == CONFIG or c.code == cause.code))
+    return sum(c.cycles for c in same)
 
-    A quiet window says nothing about the provider (held-back mailboxes wait the longest rung), so it
+
+def should_close(counts: WindowCounts, rules: IncidentThresholds, cause: Cause) -> bool:
+    """Close when the failures of the incident's cause fall back under the ratio, with at least one success.
+
+    Failures of another cause (an outage during an `invalid_grant` storm) do not keep it open. A quiet
+    window says nothing about the provider (held-back mailboxes wait the longest rung), so it
     keeps the incident open: closing then would pull every held mailbox forward into a provider that
     may still be down, and reopen a moment later (seen in `tokenwarden simulate`).
     """
-    return counts.successes >= 1 and counts.failure_ratio < rules.failure_ratio
+    return counts.successes >= 1 and _share(_cycles_of(cause, counts), counts) < rules.failure_ratio

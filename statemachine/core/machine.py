@@ -30,6 +30,7 @@ FAILURE_KINDS = {
     Event.REFRESH_FAILED_PERMANENT: FailureKind.PERMANENT,
     Event.REFRESH_FAILED_CONFIG: FailureKind.CONFIG,
 }
+REMOVED_REASON = "Removed by the host app."
 
 
 class InvalidEventError(Exception):
@@ -126,7 +127,8 @@ def _count_failure(ev: EventData) -> None:
         lc.config_failure_count += 1
     else:
         lc.attempt_count += 1
-    lc.failure_kind = kind
+    if not (kind is FailureKind.TRANSIENT and lc.failure_kind == FailureKind.PERMANENT):
+        lc.failure_kind = kind  # a transient answer to the confirming cycle keeps the mailbox confirming
     lc.last_error = occ.verdict.summary if occ.verdict else kind.value
 
 
@@ -163,6 +165,8 @@ def _enter_disconnected(ev: EventData) -> None:
     if ev.event.name == Event.REFRESH_FAILED_PERMANENT:
         _email(ev, EmailKind.TOKEN_REFRESH_PERMANENT_FAILURE)
     elif ev.event.name == Event.REFRESH_FAILED_TRANSIENT:
+        lc = _lifecycle(ev)
+        lc.failure_kind = FailureKind.TRANSIENT  # even one still confirming a permanent error: it is re-probed
         _email(ev, EmailKind.TOKEN_REFRESH_FINAL_FAILURE)
 
 
@@ -173,6 +177,13 @@ def _enter_healthy(ev: EventData) -> None:
     lc.attempt_count = lc.config_failure_count = 0
     lc.failed_at = lc.last_error = lc.failure_kind = None
     lc.user_notified = lc.confirming = False
+
+
+def _mark_removed(ev: EventData) -> None:
+    """The reason the dashboard and the API show; no reminder is due for a mailbox nobody wants back."""
+    lc = cast(Lifecycle, ev.model)
+    lc.last_error = f"{Event.REMOVED.value}: {REMOVED_REASON}"
+    lc.user_notified = False
 
 
 def _email(ev: EventData, kind: EmailKind) -> None:
@@ -194,20 +205,23 @@ def _next_refresh_at(ev: EventData) -> datetime | None:
         return occ.at
     if event is Event.RECONNECT_REJECTED:
         return lc.next_refresh_at
-    if event is Event.OPS_DISCONNECT:
+    if event in (Event.OPS_DISCONNECT, Event.REMOVED):
         return None
     if lc.state == H:
         return policy.next_refresh_at(occ.at, occ.expires_in, occ.jitter)
     if lc.state == X:
-        return occ.at + timedelta(seconds=policy.reprobe_seconds) if lc.failure_kind == FailureKind.TRANSIENT else None
+        # a dead grant is not hammered; anything else (transient, or our own config failing on a re-probe) may
+        # pass, so the mailbox keeps being re-probed and recovers on its own
+        dead = lc.failure_kind == FailureKind.PERMANENT
+        return None if dead else occ.at + timedelta(seconds=policy.reprobe_seconds)
     retry_after = occ.verdict.retry_after if occ.verdict else None
     if occ.incident and occ.verdict:
         # held back: wait the longest rung, not hammering a provider that is down; healthy mailboxes'
         # refreshes keep sampling it, and the incident's close pulls this one forward
         rung = len(policy.cycle_delays_seconds)
         return occ.at + timedelta(seconds=policy.retry_delay_seconds(rung, occ.jitter, retry_after))
-    if lc.failure_kind == FailureKind.PERMANENT and not lc.confirming:
-        return occ.at + timedelta(seconds=policy.confirm_permanent_seconds)
+    if lc.failure_kind == FailureKind.PERMANENT and not lc.confirming:  # the confirming cycle, or its retry
+        return occ.at + timedelta(seconds=max(policy.confirm_permanent_seconds, retry_after or 0.0))
     failures = lc.config_failure_count if lc.failure_kind == FailureKind.CONFIG else lc.attempt_count
     return occ.at + timedelta(seconds=policy.retry_delay_seconds(failures, occ.jitter, retry_after))
 
@@ -248,6 +262,7 @@ _DEFAULT_REASONS = {
     Event.RECONNECT_REJECTED: "The consenting account is not this mailbox's account; nothing was stored.",
     Event.OPS_RETRY_NOW: "An operator asked for a refresh now.",
     Event.OPS_DISCONNECT: "An operator disconnected the mailbox.",
+    Event.REMOVED: REMOVED_REASON,
     Event.REFRESH_FAILED_TRANSIENT: "Temporary failure.",
     Event.REFRESH_FAILED_PERMANENT: "Access revoked or expired.",
     Event.REFRESH_FAILED_CONFIG: "Our OAuth client configuration was rejected.",
@@ -274,6 +289,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": Event.OPS_RETRY_NOW.value, "source": X, "dest": R},
     {"trigger": Event.OPS_RETRY_NOW.value, "source": [H, R, D], "dest": None},
     {"trigger": Event.OPS_DISCONNECT.value, "source": [H, R, D], "dest": X},
+    {"trigger": Event.REMOVED.value, "source": [H, R, D], "dest": X, "before": [_mark_removed]},
+    {"trigger": Event.REMOVED.value, "source": X, "dest": None, "before": [_mark_removed]},
 ]  # fmt: skip
 
 STATES: list[dict[str, Any]] = [

@@ -22,6 +22,7 @@ class Event(StrEnum):
     RECONNECT_REJECTED = "reconnect_rejected"
     OPS_RETRY_NOW = "ops_retry_now"
     OPS_DISCONNECT = "ops_disconnect"
+    REMOVED = "removed"  # the host app removed the mailbox: disconnected for good, until connected again
 
 
 class FailureKind(StrEnum):

@@ -22,10 +22,11 @@ SPEC = ProviderSpec(
     classification=CLASSIFICATION,
     token_url=Endpoint(env="GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token"),
     auth_url=Endpoint(env="GOOGLE_AUTH_URL", default="https://accounts.google.com/o/oauth2/v2/auth"),
+    revoke_url=Endpoint(env="GOOGLE_REVOKE_URL", default="https://oauth2.googleapis.com/revoke"),
     client_id_env="GOOGLE_CLIENT_ID",
     client_secret_env="GOOGLE_CLIENT_SECRET",
     scopes=("openid", "email", "https://mail.google.com/"),
-    subject_claim="sub",
+    subject_claims=("sub",),
     # offline access and a forced consent screen, so every consent returns a refresh token
     consent_params={
         "response_type": "code",

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import logging
 import random
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ _KIND_BY_EXCEPTION: tuple[tuple[type[BaseException], str], ...] = (
     (TimeoutError, "read_timeout"),
 )
 _NO_RESPONSE_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 def make_http_client(timeout_seconds: float) -> httpx.AsyncClient:
@@ -88,14 +90,14 @@ class RetryPolicy:
 
 @dataclass(frozen=True, kw_only=True)
 class TokenGrant:
-    """A successful token response; the claims come from an id_token checked in `exchange_code`."""
+    """A successful token response; the claims come from an id_token checked by `id_token_claims`."""
 
     access_token: str = field(repr=False)
     expires_in: int | None = None
     refresh_token: str | None = field(default=None, repr=False)  # None: keep the one we have
     refresh_token_expires_in: int | None = None  # a time-based grant (Google) says when it ends
     scope: str | None = None
-    subject: str | None = None  # the spec's subject_claim of the id_token
+    subject: str | None = None  # the spec's subject_claims of the id_token, joined with "/"
     email: str | None = None
     email_verified: bool | None = None
 
@@ -119,6 +121,8 @@ class OAuthProvider:
         client_secret: str | Secret,
         token_url: str,
         auth_url: str,
+        scopes: Sequence[str] | None = None,
+        tenant: str | None = None,
         retry: RetryPolicy | None = None,
         max_body_bytes: int = 65536,
         deadline_seconds: float = 30.0,
@@ -128,6 +132,8 @@ class OAuthProvider:
         self.client_id = client_id
         self.token_url = token_url
         self.auth_url = auth_url
+        self.scopes = tuple(scopes or spec.scopes)  # what the consent URL asks for
+        self.tenant = tenant
         self.retry = retry or RetryPolicy()
         self.max_body_bytes = max_body_bytes
         self.deadline_seconds = deadline_seconds  # the aiohttp transport has no write or total timeout
@@ -138,15 +144,24 @@ class OAuthProvider:
         """Exchange a refresh token, retrying transient failures per `self.retry`; raises the last OAuthError."""
         form = {**self.spec.refresh_params, "grant_type": "refresh_token", "refresh_token": refresh_token}
         payload = await self._retrying(self._attempt)(form)
-        return _grant(payload)
+        try:  # an id_token here names the account of a mailbox added by the CLI or an import (no consent yet)
+            claims = self._claims(payload.get("id_token"))
+        except OAuthError:
+            logger.warning("ignoring an id_token from %s that failed validation in a refresh answer", self.name)
+            claims = None
+        return _grant(payload, claims, self.spec.subject_claims)
 
     async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenGrant:
         """Redeem an authorization code; only failures without a response are retried (a code is single use)."""
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         form["code_verifier"] = code_verifier
         payload = self._check(*await self._retrying(self._send)(form))
-        claims = _id_token_claims(payload.get("id_token"), self.client_id, datetime.now(UTC))
-        return _grant(payload, claims, self.spec.subject_claim)
+        return _grant(payload, self._claims(payload.get("id_token")), self.spec.subject_claims)
+
+    def _claims(self, id_token: object) -> dict[str, Any] | None:
+        return id_token_claims(
+            id_token, client_id=self.client_id, issuer=self.spec.issuer, tenant=self.tenant, now=datetime.now(UTC)
+        )
 
     def authorization_url(
         self,
@@ -257,27 +272,33 @@ def _log_retry(details: Any) -> None:
     logger.info("token request failed with %s; retrying in %.1f s", code, details["wait"])
 
 
-def _grant(
-    payload: Mapping[str, Any], claims: Mapping[str, Any] | None = None, subject_claim: str = "sub"
-) -> TokenGrant:
+def _grant(payload: Mapping[str, Any], claims: Mapping[str, Any] | None, subject_claims: Sequence[str]) -> TokenGrant:
     claims = claims or {}
+    parts = [_text(claims.get(claim)) for claim in subject_claims]
     return TokenGrant(
         access_token=payload["access_token"],
         expires_in=_seconds(payload.get("expires_in")),
         refresh_token=_text(payload.get("refresh_token")),
         refresh_token_expires_in=_seconds(payload.get("refresh_token_expires_in")),
         scope=_text(payload.get("scope")),
-        subject=_text(claims.get(subject_claim)),
+        subject="/".join(part for part in parts if part) if all(parts) else None,
         email=_text(claims.get("email")),
         email_verified=claims["email_verified"] in (True, "true") if "email_verified" in claims else None,
     )
 
 
-def _id_token_claims(id_token: object, client_id: str, now: datetime) -> dict[str, Any] | None:
-    """Read the id_token payload without checking its signature.
+def id_token_claims(
+    id_token: object, *, client_id: str, issuer: str | None, tenant: str | None, now: datetime
+) -> dict[str, Any] | None:
+    """Validate an id_token's payload and return it (None when there is no id_token); the one place that does.
 
-    OIDC Core 3.1.3.7 allows that for a token received directly from the token endpoint over TLS; the
-    audience and expiry are still ours to check.
+    The signature is not checked: OIDC Core 3.1.3.7 allows that for a token received directly from the token
+    endpoint over TLS. The audience, expiry and issuer are ours to check: `issuer` may name the token's own
+    `{tid}` (a multi-tenant authority), and a `tenant` given as a GUID pins that claim.
+
+    Raises:
+        OAuthError: a CONFIG verdict, for a token not issued for our app, by the provider or for our tenant,
+            or expired.
     """
     if id_token is None:
         return None
@@ -286,12 +307,19 @@ def _id_token_claims(id_token: object, client_id: str, now: datetime) -> dict[st
         claims = parse_json_object(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (IndexError, ValueError):
         claims = None
-    aud = claims.get("aud") if claims else None
-    audiences = aud if isinstance(aud, list) else [aud]
-    exp = claims.get("exp") if claims else None
-    if claims is None or client_id not in audiences or not isinstance(exp, int | float) or not exp > now.timestamp():
+    if claims is None or not _is_valid(claims, client_id, issuer, tenant, now):
         raise error_for(_BAD_ID_TOKEN)
     return claims
+
+
+def _is_valid(claims: Mapping[str, Any], client_id: str, issuer: str | None, tenant: str | None, now: datetime) -> bool:
+    aud, exp, tid = claims.get("aud"), claims.get("exp"), _text(claims.get("tid"))
+    audiences = aud if isinstance(aud, list) else [aud]
+    if client_id not in audiences or not isinstance(exp, int | float) or not exp > now.timestamp():
+        return False
+    if issuer is not None and (("{tid}" in issuer and tid is None) or claims.get("iss") != issuer.format(tid=tid)):
+        return False
+    return not (tenant is not None and _GUID.fullmatch(tenant) and tid is not None and tid.lower() != tenant.lower())
 
 
 def _text(value: object) -> str | None:

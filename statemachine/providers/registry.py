@@ -7,10 +7,10 @@ constraint, the settings, the callback routes). docs/providers.md says what addi
 
 from __future__ import annotations
 
-from statemachine.providers import google
+from statemachine.providers import google, microsoft
 from statemachine.providers.spec import ProviderSpec
 
-PROVIDERS: tuple[ProviderSpec, ...] = (google.SPEC,)
+PROVIDERS: tuple[ProviderSpec, ...] = (google.SPEC, microsoft.SPEC)
 NAMES: tuple[str, ...] = tuple(spec.name for spec in PROVIDERS)
 _BY_NAME = {spec.name: spec for spec in PROVIDERS}
 if len(_BY_NAME) != len(PROVIDERS):

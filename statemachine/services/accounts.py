@@ -14,6 +14,7 @@ from statemachine.core.access_tokens import seal_access_token
 from statemachine.core.policy import Policy
 from statemachine.core.secrets import TokenCipher
 from statemachine.providers import registry
+from statemachine.store import webhooks
 from statemachine.store.models import Mailbox, User
 
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -143,9 +144,13 @@ def row_values(
 
 
 async def insert_mailboxes(session: AsyncSession, rows: list[dict[str, object]]) -> set[int]:
-    """Insert rows, skipping ones that duplicate (user, provider, address); return the inserted ids."""
+    """Insert rows, skipping ones that duplicate (user, provider, address); return the inserted ids.
+
+    Each new mailbox's `mailbox.connected` webhook is written in the same transaction.
+    """
     if not rows:
         return set()
     statement = insert(Mailbox).on_conflict_do_nothing(constraint="uq_mailboxes_user_provider_address")
-    inserted = await session.execute(statement.returning(Mailbox.id), rows)
-    return set(inserted.scalars().all())
+    inserted = set((await session.execute(statement.returning(Mailbox.id), rows)).scalars().all())
+    await webhooks.queue_connected(session, sorted(inserted))
+    return inserted

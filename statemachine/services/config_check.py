@@ -28,7 +28,9 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 DEMO_SCALE = 10  # a delay shortened more than tenfold below its default is the demo's or the tests', not production's
 DATABASE_CHECK_SECONDS = 5.0
 # every provider endpoint a setting may point elsewhere (a sandbox or a test stand-in)
-ENDPOINT_ENVS = frozenset(env for spec in PROVIDERS for env in (spec.token_url.env, spec.auth_url.env))
+ENDPOINT_ENVS = frozenset(
+    endpoint.env for spec in PROVIDERS for endpoint in (spec.token_url, spec.auth_url, spec.revoke_url) if endpoint
+)
 
 
 @dataclass(frozen=True)

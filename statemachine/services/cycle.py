@@ -2,10 +2,10 @@
 
 1. Lease the mailbox (a short transaction), so no other cycle refreshes it meanwhile.
 2. Call the provider outside any transaction (retries of transient failures happen in there).
-3. A rotated refresh token is committed at once, in its own one-row transaction.
+3. A rotated refresh token (Microsoft: every refresh) is committed at once, in its own one-row transaction.
 4. One transaction: lock the row, re-check that nothing else changed it since the lease (a
-   reconnect or an operator's action wins over a stale outcome), fire the event, write the row,
-   history and outbox, release the lease. Commit.
+   reconnect or an operator's action wins over a stale outcome), fire the event, write the row
+   (and the account the id_token names, if none is known yet), history and outbox, release the lease. Commit.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ EVENT_FOR_KIND = {
 
 
 class Grant(Protocol):
-    """What a successful token response carries (read-only: providers hand out frozen grants)."""
+    """What a cycle reads of a refresh answer (read-only: the adapter's TokenGrant is frozen)."""
 
     @property
     def access_token(self) -> str: ...
@@ -50,6 +50,8 @@ class Grant(Protocol):
     def expires_in(self) -> int | None: ...
     @property
     def refresh_token(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...  # from the refresh answer's id_token, if it had one
 
 
 class TokenRefresher(Protocol):
@@ -62,7 +64,7 @@ class OutcomeObserver(Protocol):
     async def observe(
         self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
     ) -> bool:
-        """Record one cycle's outcome; return True while a provider incident is open (no escalation)."""
+        """Record one cycle's outcome; return True when an open provider incident holds this failure back."""
         ...
 
 
@@ -96,17 +98,20 @@ class CycleResult:
     provider: str | None = None
 
 
-async def run_cycle(deps: CycleDeps, mailbox_id: int, *, actor: str, claim: uuid.UUID | None = None) -> CycleResult:
+async def run_cycle(
+    deps: CycleDeps, mailbox_id: int, *, actor: str, claim: uuid.UUID | None = None, revision: int | None = None
+) -> CycleResult:
     """Run one refresh cycle; raise UnknownMailboxError for an id that does not exist.
 
     `claim` is the due-scan's lease on the mailbox: a worker job takes the mailbox over only from it
     (status "busy" when that claim is finished or taken); without it (the CLI) any free mailbox is leased.
+    `revision` (the API): run only if the row is still at that revision, else "busy" with no provider call.
     """
     started = time.perf_counter()
     owner = uuid.uuid4()
     async with deps.sessionmaker() as session, session.begin():
         lease = await repository.take_lease(
-            session, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim
+            session, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim, revision=revision
         )
     if lease is None:
         return CycleResult(mailbox_id, "busy")
@@ -152,17 +157,19 @@ async def _apply_outcome(
             _release(mailbox, lease)
             return CycleResult(mailbox.id, "stale", verdict=verdict)
         now = deps.clock()
-        incident = await _observe(deps, session, mailbox, verdict, now)
+        held = await _observe(deps, session, mailbox, verdict, now)
         occurrence = Occurrence(
             at=now,
             actor=actor,
             verdict=verdict,
             expires_in=grant.expires_in if grant else None,
-            incident=incident and verdict is not None,
+            incident=held,
             jitter=deps.jitter(),
         )
         if grant is not None:
             _store_access_token(deps.cipher, mailbox, grant, now)
+            # a mailbox added by the CLI or an import learns its account here, for the reconnect check
+            mailbox.provider_subject = mailbox.provider_subject or grant.subject
         event = Event.REFRESH_SUCCEEDED if verdict is None else EVENT_FOR_KIND[verdict.kind]
         outcome = await apply_event(session, mailbox, event, occurrence, deps.events)
         _release(mailbox, lease)

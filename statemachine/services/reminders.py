@@ -96,6 +96,7 @@ async def candidates(session: AsyncSession, days: Sequence[float], now: datetime
         .where(
             Mailbox.state == State.DISCONNECTED.value,
             Mailbox.user_notified.is_(True),
+            Mailbox.removed_at.is_(None),
             Mailbox.state_changed_at <= now - timedelta(days=min(days)),
             Mailbox.state_changed_at >= now - timedelta(days=max(days) * STALE_FACTOR),
             ~incident,
@@ -171,7 +172,7 @@ async def queue_due_reminders(
     session: AsyncSession, events: EventContext, days: Sequence[float], now: datetime
 ) -> list[tuple[int, str]]:
     """Write the outbox rows of every reminder due at `now`; return (mailbox id, occasion) of each queued."""
-    if not days:
+    if not days or not events.user_emails:
         return []
     found = await candidates(session, days, now)
     sent = await sent_occasions(session, found, days)

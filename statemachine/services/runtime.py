@@ -61,6 +61,8 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
             client_secret=client.client_secret,
             token_url=client.token_url,
             auth_url=client.auth_url,
+            scopes=client.scopes,
+            tenant=client.tenant,
             retry=retry,
             deadline_seconds=settings.http_timeout_seconds * 2,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,6 +26,8 @@ from statemachine.providers.spec import ProviderSpec
 
 T = TypeVar("T")
 
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")  # a name, a GUID or a verified domain: one path segment
+
 
 class SettingsError(Exception):
     """One or more environment variables are missing or invalid; the message lists each one."""
@@ -38,6 +41,9 @@ class ProviderClient:
     client_secret: Secret | None
     token_url: str
     auth_url: str
+    scopes: tuple[str, ...]
+    tenant: str | None = None  # the spec's tenant setting, already filled into the default URLs
+    revoke_url: str | None = None  # None: the provider cannot revoke one grant
 
     @property
     def configured(self) -> bool:
@@ -46,7 +52,13 @@ class ProviderClient:
 
     @classmethod
     def defaults(cls, spec: ProviderSpec) -> ProviderClient:
-        return cls(None, None, spec.token_url.default, spec.auth_url.default)
+        tenant = spec.tenant.default if spec.tenant else None
+        return cls(None, None, _in_tenant(spec.token_url.default, tenant), _in_tenant(spec.auth_url.default, tenant),
+                   spec.scopes, tenant, spec.revoke_url.default if spec.revoke_url else None)  # fmt: skip
+
+
+def _in_tenant(url: str, tenant: str | None) -> str:
+    return url.replace("{tenant}", tenant) if tenant is not None else url
 
 
 def _default_clients() -> dict[str, ProviderClient]:
@@ -69,6 +81,7 @@ class Settings:
     http_timeout_seconds: float = 10.0
     lease_seconds: float = 300.0
     scan_interval_seconds: float = 60.0
+    exact_timing_seconds: float = 600.0  # a next attempt due within this gets its own deferred job
     smtp_timeout_seconds: float = 30.0
     smtp_retry_tries: int = 3
     smtp_retry_base_seconds: float = 1.0
@@ -81,6 +94,13 @@ class Settings:
     scan_batch_size: int = 500
     shutdown_grace_seconds: float = 20.0
     redis_outage_seconds: float = 120.0
+    auth_failure_min_interval_seconds: float = 60.0
+    user_emails: bool = True
+    allowed_return_urls: tuple[str, ...] = ()  # where connect sessions may send the browser back to
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_base_seconds: float = 30.0
+    webhook_disable_after_days: float = 5.0
     incidents: IncidentThresholds = field(default_factory=IncidentThresholds)
     policy: Policy = field(default_factory=Policy)
 
@@ -170,6 +190,16 @@ def _ratio(raw: str) -> float:
     return value
 
 
+def _switch(raw: str) -> bool:
+    """on/off (also true/false, yes/no, 1/0)."""
+    value = raw.lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"expected on or off, got {raw!r}")
+
+
 def _port(raw: str) -> int:
     value = _whole(0)(raw)
     if value > 65535:
@@ -185,6 +215,16 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs, each with a host."""
+    parse = _url("https", "http")
+    urls = tuple(parse(part.strip()) for part in raw.split(",") if part.strip())
+    for url in urls:
+        if not urlsplit(url).hostname:
+            raise ValueError(f"{url!r} has no host")
+    return urls
 
 
 def database_url(raw: str) -> str:
@@ -239,16 +279,39 @@ def _policy(env: _Reader) -> Policy:
 
 def _provider_clients(env: _Reader) -> dict[str, ProviderClient]:
     """Each registered provider's client, from the environment variables its module names."""
+    return {spec.name: _provider_client(env, spec) for spec in PROVIDERS}
+
+
+def _provider_client(env: _Reader, spec: ProviderSpec) -> ProviderClient:
     url = _url("https", "http")
-    return {
-        spec.name: ProviderClient(
-            client_id=env.get(spec.client_id_env, None, str),
-            client_secret=env.get(spec.client_secret_env, None, Secret),
-            token_url=env.get(spec.token_url.env, spec.token_url.default, url),
-            auth_url=env.get(spec.auth_url.env, spec.auth_url.default, url),
-        )
-        for spec in PROVIDERS
-    }
+    tenant = env.get(spec.tenant.env, spec.tenant.default, _tenant) if spec.tenant else None
+    scopes = env.get(spec.scopes_env, spec.scopes, _scopes(spec)) if spec.scopes_env else spec.scopes
+    return ProviderClient(
+        client_id=env.get(spec.client_id_env, None, str),
+        client_secret=env.get(spec.client_secret_env, None, Secret),
+        token_url=env.get(spec.token_url.env, _in_tenant(spec.token_url.default, tenant), url),
+        auth_url=env.get(spec.auth_url.env, _in_tenant(spec.auth_url.default, tenant), url),
+        scopes=scopes,
+        tenant=tenant,
+        revoke_url=env.get(spec.revoke_url.env, spec.revoke_url.default, url) if spec.revoke_url else None,
+    )
+
+
+def _tenant(raw: str) -> str:
+    if not _TENANT.fullmatch(raw):
+        raise ValueError("expected common, organizations, consumers, a tenant id or a domain name")
+    return raw
+
+
+def _scopes(spec: ProviderSpec) -> Callable[[str], tuple[str, ...]]:
+    def parse(raw: str) -> tuple[str, ...]:
+        scopes = tuple(dict.fromkeys(raw.split()))
+        missing = [scope for scope in spec.oidc_scopes if scope not in scopes]
+        if missing:
+            raise ValueError(f"must keep {' '.join(missing)} (no id_token or refresh token without them)")
+        return scopes
+
+    return parse
 
 
 def _incidents(env: _Reader) -> IncidentThresholds:
@@ -299,6 +362,7 @@ def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[Reading, 
         http_timeout_seconds=env.get("TOKENWARDEN_HTTP_TIMEOUT_SECONDS", 10.0, _number(0.1)),
         lease_seconds=env.get("TOKENWARDEN_LEASE_SECONDS", 300.0, _number(1)),
         scan_interval_seconds=env.get("TOKENWARDEN_SCAN_INTERVAL_SECONDS", 60.0, _number(1)),
+        exact_timing_seconds=env.get("TOKENWARDEN_EXACT_TIMING_SECONDS", 600.0, _number(0)),
         smtp_timeout_seconds=env.get("TOKENWARDEN_SMTP_TIMEOUT_SECONDS", 30.0, _number(0.1)),
         smtp_retry_tries=env.get("TOKENWARDEN_SMTP_RETRY_TRIES", 3, _whole(1)),
         smtp_retry_base_seconds=env.get("TOKENWARDEN_SMTP_RETRY_BASE_SECONDS", 1.0, _number(0)),
@@ -311,6 +375,13 @@ def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[Reading, 
         scan_batch_size=env.get("TOKENWARDEN_SCAN_BATCH_SIZE", 500, _whole(1)),
         shutdown_grace_seconds=env.get("TOKENWARDEN_SHUTDOWN_GRACE_SECONDS", 20.0, _number(0)),
         redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),
+        auth_failure_min_interval_seconds=env.get("TOKENWARDEN_AUTH_FAILURE_MIN_INTERVAL_SECONDS", 60.0, _number(1)),
+        user_emails=env.get("TOKENWARDEN_USER_EMAILS", True, _switch),
+        allowed_return_urls=env.get("TOKENWARDEN_ALLOWED_RETURN_URLS", (), _urls),
+        webhook_allow_private=env.get("TOKENWARDEN_WEBHOOK_ALLOW_PRIVATE", False, _switch),
+        webhook_timeout_seconds=env.get("TOKENWARDEN_WEBHOOK_TIMEOUT_SECONDS", 10.0, _number(0.1)),
+        webhook_retry_base_seconds=env.get("TOKENWARDEN_WEBHOOK_RETRY_BASE_SECONDS", 30.0, _number(0)),
+        webhook_disable_after_days=env.get("TOKENWARDEN_WEBHOOK_DISABLE_AFTER_DAYS", 5.0, _number(0.00001)),
         incidents=_incidents(env),
         policy=_policy(env),
     )

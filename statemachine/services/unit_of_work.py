@@ -16,7 +16,7 @@ from statemachine.core.machine import Occurrence, Record, fire
 from statemachine.core.policy import Policy
 from statemachine.core.states import EmailKind, Event
 from statemachine.services.settings import Settings
-from statemachine.store import outbox, repository
+from statemachine.store import outbox, repository, webhooks
 from statemachine.store.models import Mailbox
 
 
@@ -27,11 +27,12 @@ class EventContext:
     policy: Policy
     base_url: str
     mail_domain: str
+    user_emails: bool = True  # TOKENWARDEN_USER_EMAILS=off: the host app tells its users itself
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventContext:
         address = settings.mail_from.rsplit("<", 1)[-1].rstrip(">")
-        return cls(settings.policy, settings.base_url, address.rpartition("@")[2] or "localhost")
+        return cls(settings.policy, settings.base_url, address.rpartition("@")[2] or "localhost", settings.user_emails)
 
     def reconnect_url(self, mailbox_id: int) -> str:
         return f"{self.base_url}/mailboxes/{mailbox_id}/reconnect"
@@ -47,6 +48,7 @@ class Outcome:
     to_state: str
     records: tuple[Record, ...]
     emails: tuple[str, ...]
+    notifications: tuple[int, ...]  # the outbox rows of `emails`, to hand to delivery once committed
     next_refresh_at: datetime | None
     error: str | None
     attempt: int  # failed cycles in the current episode after this event (0 once healthy)
@@ -62,6 +64,7 @@ async def apply_event(
     repository.write_lifecycle(mailbox, lifecycle, occurrence.at)
     session.add_all(repository.history_rows(mailbox.id, lifecycle.records))
     await session.flush()
+    await _queue_webhooks(session, mailbox, lifecycle.records)
     queued = await _queue_emails(session, mailbox, lifecycle.emails, occurrence, context)
     return Outcome(
         mailbox_id=mailbox.id,
@@ -69,17 +72,25 @@ async def apply_event(
         from_state=from_state,
         to_state=mailbox.state,
         records=tuple(lifecycle.records),
-        emails=tuple(queued),
+        emails=tuple(kind for _, kind in queued),
+        notifications=tuple(notification_id for notification_id, _ in queued),
         next_refresh_at=mailbox.next_refresh_at,
         error=mailbox.token_refresh_error,
         attempt=mailbox.token_refresh_attempt_count + mailbox.config_failure_count,
     )
 
 
+async def _queue_webhooks(session: AsyncSession, mailbox: Mailbox, records: list[Record]) -> None:
+    """The webhooks of the history rows that change the state (or remove the mailbox), in this same transaction."""
+    if webhooks.announced(records):
+        user = await repository.owner_of(session, mailbox)
+        await webhooks.queue_history(session, mailbox, user.email, records)
+
+
 async def _queue_emails(
     session: AsyncSession, mailbox: Mailbox, kinds: list[EmailKind], occurrence: Occurrence, context: EventContext
-) -> list[str]:
-    if not kinds:
+) -> list[tuple[int, str]]:
+    if not kinds or not context.user_emails:
         return []
     user = await repository.owner_of(session, mailbox)
     facts = outbox.EmailFacts(context.reconnect_url(mailbox.id), occurrence.verdict, mailbox.next_refresh_at)

@@ -1,10 +1,12 @@
 """The provider-incident guard: records every cycle's outcome, opens and closes incidents, lists them.
 
 `IncidentGuard.observe` runs inside each cycle's transaction (the `OutcomeObserver` of cycle.py), so
-the outcome row, the incident and the mailbox's event commit together. Opening races between
-workers are settled by the partial unique index (one open incident per provider) with ON CONFLICT
-DO NOTHING: the loser sees an incident open, which is all it needs. Closing is a cron's job
-(`close_recovered`), which also pulls the waiting mailboxes forward with jitter.
+the outcome row, the incident and the mailbox's event commit together. An incident holds back only
+the failures it is about (`incident_rules.holds`), so a provider may have one open incident per
+cause. Opening races between workers are settled by the partial unique indexes (one open transient
+incident per provider, one per provider and code) with ON CONFLICT DO NOTHING: the loser sees the
+incident open, which is all it needs. Closing is a cron's job (`close_recovered`), which also pulls
+the mailboxes it held forward with jitter.
 """
 
 from __future__ import annotations
@@ -19,22 +21,26 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, delete, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from statemachine.core.errors import Verdict
 from statemachine.core.incident_rules import (
     SUCCESS,
     TRANSIENT,
+    Cause,
     CodeCount,
     IncidentThresholds,
     Opening,
     WindowCounts,
+    holds,
     should_close,
     should_open,
 )
 from statemachine.core.states import FailureKind, State
 from statemachine.providers import registry
+from statemachine.store import webhooks
 from statemachine.store.db import Sessionmaker
-from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
+from statemachine.store.models import OPEN_CODE, OPEN_TRANSIENT, Incident, Mailbox, RefreshOutcome, StateTransition
 from statemachine.store.queries import json_row
 
 logger = logging.getLogger(__name__)
@@ -57,15 +63,35 @@ class OpenedIncident:
     opening: Opening
 
 
-def _failing(provider: str) -> Any:
-    """Mailboxes an incident holds back: retrying/degraded, and those disconnected by transient failures."""
+@dataclass(frozen=True)
+class Closed:
+    """A closed incident and the mailboxes it held, now due again soon: (mailbox id, due)."""
+
+    id: int
+    pulled: list[tuple[int, datetime]]
+
+
+def _failing(provider: str, cause: Cause, *, beyond: datetime | None = None) -> Any:
+    """Mailboxes an incident about `cause` holds back: those failing with its kind (and code, for a permanent one).
+
+    That is retrying/degraded ones, and those disconnected by transient failures (which are re-probed).
+    With `beyond` (closing an outage), also those confirming a permanent error whose confirming cycle met
+    the outage and now waits the longest rung: due later than `beyond`, so no confirmation comes early.
+    """
     disconnected_transient = and_(
         Mailbox.state == State.DISCONNECTED.value,
         Mailbox.failure_kind == FailureKind.TRANSIENT.value,
         Mailbox.next_refresh_at.is_not(None),
     )
+    same_cause = Mailbox.failure_kind == cause.kind
+    if cause.kind == FailureKind.PERMANENT and cause.code is not None:
+        same_cause = and_(same_cause, Mailbox.token_refresh_error.startswith(f"{cause.code}: ", autoescape=True))
+    if cause.kind == FailureKind.TRANSIENT and beyond is not None:
+        confirming = and_(Mailbox.failure_kind == FailureKind.PERMANENT.value, Mailbox.next_refresh_at > beyond)
+        same_cause = or_(same_cause, confirming)
     return and_(
         Mailbox.provider == provider,
+        same_cause,
         or_(Mailbox.state.in_([State.RETRYING.value, State.DEGRADED.value]), disconnected_transient),
     )
 
@@ -108,7 +134,7 @@ def _history_from(rows: Any, event: str, reason: str, at: datetime) -> Any:
     return insert(StateTransition).from_select(HISTORY_COLUMNS, values)
 
 
-def _failing_rows(provider: str, *, update: bool) -> Any:
+def _failing_rows(provider: str, cause: Cause, *, update: bool, beyond: datetime | None = None) -> Any:
     """The held-back mailboxes, locked without waiting: SKIP LOCKED passes over rows a cycle holds right now.
 
     Never waiting is what keeps this deadlock-free next to concurrent cycles (each holds its own row
@@ -117,30 +143,33 @@ def _failing_rows(provider: str, *, update: bool) -> Any:
     """
     columns = (Mailbox.id, Mailbox.state, Mailbox.token_refresh_attempt_count)
     # FOR KEY SHARE (read) / FOR NO KEY UPDATE
-    locked = (
-        select(*columns).where(_failing(provider)).with_for_update(key_share=True, skip_locked=True, read=not update)
-    )
-    return locked.cte("failing")
+    failing = select(*columns).where(_failing(provider, cause, beyond=beyond))
+    return failing.with_for_update(key_share=True, skip_locked=True, read=not update).cte("failing")
 
 
-async def _record_opened(session: AsyncSession, provider: str, reason: str, at: datetime) -> None:
-    await session.execute(_history_from(_failing_rows(provider, update=False), OPENED_EVENT, reason, at))
+async def _record_opened(session: AsyncSession, provider: str, cause: Cause, reason: str, at: datetime) -> None:
+    await session.execute(_history_from(_failing_rows(provider, cause, update=False), OPENED_EVENT, reason, at))
 
 
 async def _pull_forward(
-    session: AsyncSession, provider: str, now: datetime, spread_seconds: float, reason: str
-) -> None:
-    """Retry the held-back mailboxes soon, spread over `spread_seconds`, and record it in their history."""
-    locked = _failing_rows(provider, update=True)
+    session: AsyncSession, provider: str, cause: Cause, now: datetime, spread_seconds: float, reason: str
+) -> list[tuple[int, datetime]]:
+    """Retry the held-back mailboxes soon, spread over `spread_seconds`, and record it in their history.
+
+    Returns each pulled mailbox with its new due time, for the caller to schedule exactly.
+    """
+    locked = _failing_rows(provider, cause, update=True, beyond=now + timedelta(seconds=spread_seconds))
     soon = literal(now) + func.make_interval(0, 0, 0, 0, 0, 0, func.random() * spread_seconds)
     pulled = (
         update(Mailbox)
         .where(Mailbox.id == locked.c.id)
         .values(next_refresh_at=func.least(func.coalesce(Mailbox.next_refresh_at, soon), soon))
-        .returning(Mailbox.id, Mailbox.state, Mailbox.token_refresh_attempt_count)
+        .returning(Mailbox.id, Mailbox.state, Mailbox.token_refresh_attempt_count, Mailbox.next_refresh_at)
         .cte("pulled")
     )
-    await session.execute(_history_from(pulled, CLOSED_EVENT, reason, now))
+    history = _history_from(pulled, CLOSED_EVENT, reason, now).cte("history")
+    rows = await session.execute(select(pulled.c.id, pulled.c.next_refresh_at).add_cte(history))
+    return [(mailbox_id, due) for mailbox_id, due in rows]
 
 
 @dataclass
@@ -156,25 +185,28 @@ class IncidentGuard:
     async def observe(
         self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
     ) -> bool:
-        """Record the outcome; return True while an incident is open for the provider (opening one if due)."""
+        """Record the outcome; return True when an open incident holds this failure back (opening one if due)."""
         outcome = SUCCESS if verdict is None else verdict.kind.value
         code = None if verdict is None else verdict.code
         values = {"provider": provider, "mailbox_id": mailbox_id, "outcome": outcome, "code": code, "at": at}
-        open_id = select(Incident.id).where(Incident.provider == provider, Incident.status == "open").scalar_subquery()
+        open_count = select(func.count()).where(Incident.provider == provider, Incident.status == "open")
         # one round trip per cycle for the common case: record the outcome and read whether an incident is open
-        if await session.scalar(insert(RefreshOutcome).values(**values).returning(open_id)) is not None:
-            return True
+        any_open = await session.scalar(insert(RefreshOutcome).values(**values).returning(open_count.scalar_subquery()))
         if verdict is None:
             return False
+        already = await open_causes(session, provider) if any_open else frozenset()
+        if any(holds(cause, verdict.kind.value, verdict.code) for cause in already):
+            return True
         counts = await self._window(session, provider, at)
         if counts is None:
             return False
         spec = registry.find(provider)
-        opening = should_open(provider, counts, self.rules, secret_setting=spec.client_secret_env if spec else None)
+        secret_setting = spec.client_secret_env if spec else None
+        opening = should_open(provider, counts, self.rules, already, secret_setting=secret_setting)
         if opening is None:
             return False
         await self._open(session, provider, opening, at)
-        return True
+        return holds(opening.about, verdict.kind.value, verdict.code)
 
     async def _window(self, session: AsyncSession, provider: str, at: datetime) -> WindowCounts | None:
         """The provider's window, or None when this process counted it too recently for what it costs."""
@@ -189,24 +221,30 @@ class IncidentGuard:
         return counts
 
     async def _open(self, session: AsyncSession, provider: str, opening: Opening, at: datetime) -> None:
-        statement = (
-            insert(Incident)
-            .values(
-                provider=provider,
-                cause=opening.cause,
-                code=opening.code,
-                failure_ratio=opening.failure_ratio,
-                mailboxes_affected=opening.mailboxes,
-                opened_at=at,
-            )
-            .on_conflict_do_nothing(index_elements=[Incident.provider], index_where=Incident.status == "open")
-            .returning(Incident.id)
+        statement = insert(Incident).values(
+            provider=provider,
+            kind=opening.kind,
+            cause=opening.cause,
+            code=opening.code,
+            failure_ratio=opening.failure_ratio,
+            mailboxes_affected=opening.mailboxes,
+            opened_at=at,
         )
-        incident_id = await session.scalar(statement)
+        # the conflict target is the cause's partial unique index (models.Incident)
+        target: list[InstrumentedAttribute[Any]]
+        if opening.code is None:
+            target, where = [Incident.provider], OPEN_TRANSIENT
+        else:
+            target, where = [Incident.provider, Incident.code], OPEN_CODE
+        returning = statement.on_conflict_do_nothing(index_elements=target, index_where=where).returning(Incident.id)
+        incident_id = await session.scalar(returning)
         if incident_id is None:
             return  # another cycle opened it first; it wrote the rows and raised the alert
-        reason = f"Provider incident opened: {opening.cause}. Failures are not escalated and no email is sent."
-        await _record_opened(session, provider, reason, at)
+        reason = f"Provider incident opened: {opening.cause}. These failures are not escalated and cause no email."
+        await _record_opened(session, provider, opening.about, reason, at)
+        await webhooks.queue_incident(
+            session, incident_id=incident_id, provider=provider, cause=opening.cause, code=opening.code, opened_at=at
+        )
         logger.error(
             "provider incident opened",
             extra={"incident_id": incident_id, "provider": provider, "cause": opening.cause, "code": opening.code,
@@ -216,37 +254,49 @@ class IncidentGuard:
             listener(OpenedIncident(incident_id, provider, opening))
 
 
-async def close_recovered(sessionmaker: Sessionmaker, rules: IncidentThresholds, now: datetime) -> list[int]:
-    """Close every open incident whose provider recovered; return the closed incidents' ids."""
+async def open_causes(session: AsyncSession, provider: str) -> frozenset[Cause]:
+    """What the provider's open incidents are about."""
+    statement = select(Incident.kind, Incident.code).where(Incident.provider == provider, Incident.status == "open")
+    return frozenset(Cause(kind, code) for kind, code in await session.execute(statement))
+
+
+async def close_recovered(sessionmaker: Sessionmaker, rules: IncidentThresholds, now: datetime) -> list[Closed]:
+    """Close every open incident whose cause has passed; return them with the mailboxes they held."""
     async with sessionmaker() as session:
         candidates = (await session.execute(select(Incident.id).where(Incident.status == "open"))).scalars().all()
     closed = []
     for incident_id in candidates:
         async with sessionmaker() as session, session.begin():
-            if await _close_if_recovered(session, incident_id, rules, now):
-                closed.append(incident_id)
+            pulled = await _close_if_recovered(session, incident_id, rules, now)
+        if pulled is not None:
+            closed.append(Closed(incident_id, pulled))
     return closed
 
 
 async def _close_if_recovered(
     session: AsyncSession, incident_id: int, rules: IncidentThresholds, now: datetime
-) -> bool:
+) -> list[tuple[int, datetime]] | None:
     statement = select(Incident).where(Incident.id == incident_id, Incident.status == "open")
     incident = (await session.execute(statement.with_for_update(skip_locked=True))).scalar_one_or_none()
     if incident is None:
-        return False
+        return None
+    cause = Cause(incident.kind, incident.code)
     counts = await window_counts(session, incident.provider, now - timedelta(seconds=rules.window_seconds))
-    if not should_close(counts, rules):
-        return False
+    if not should_close(counts, rules, cause):
+        return None
     incident.status, incident.closed_at = "closed", now
+    await webhooks.queue_incident(
+        session, incident_id=incident.id, provider=incident.provider, cause=incident.cause, code=incident.code,
+        opened_at=incident.opened_at, closed_at=now,
+    )  # fmt: skip
     reason = "Provider incident closed: the provider answers again; retrying soon."
-    await _pull_forward(session, incident.provider, now, rules.recovery_spread_seconds, reason)
+    pulled = await _pull_forward(session, incident.provider, cause, now, rules.recovery_spread_seconds, reason)
     logger.warning(
         "provider incident closed",
         extra={"incident_id": incident.id, "provider": incident.provider, "cause": incident.cause,
                "open_seconds": round((now - incident.opened_at).total_seconds(), 1)},
     )  # fmt: skip
-    return True
+    return pulled
 
 
 async def prune_outcomes(sessionmaker: Sessionmaker, now: datetime) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from alembic.config import Config
@@ -9,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from alembic import command
+from alembic import command, op
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
@@ -18,6 +19,17 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     return config
+
+
+def set_provider_check(providers: Sequence[str]) -> None:
+    """Inside a migration: let `mailboxes.provider` take exactly these names (the migrations that follow the
+    registry, docs/providers.md). Fails, changing nothing, while a row names another provider."""
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    names = ", ".join(f"'{name}'" for name in providers)
+    op.execute(
+        "ALTER TABLE mailboxes DROP CONSTRAINT ck_mailboxes_provider, "
+        f"ADD CONSTRAINT ck_mailboxes_provider CHECK (provider IN ({names}))"
+    )
 
 
 def _run(connection: Connection, direction: str, revision: str) -> None:

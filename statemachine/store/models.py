@@ -19,19 +19,29 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statemachine.core.states import FailureKind, State
 from statemachine.providers import registry
 
 OUTBOX_STATUSES = ("pending", "sent", "failed")
+WEBHOOK_EVENT_TYPES = (
+    "mailbox.state_changed",
+    "mailbox.connected",
+    "mailbox.removed",
+    "provider_incident.opened",
+    "provider_incident.closed",
+)
+WEBHOOK_DELIVERY_STATUSES = ("pending", "delivered", "failed")
+REVOCATION_STATUSES = ("pending", "revoked", "failed")
 FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
 
 
@@ -92,6 +102,8 @@ class Mailbox(Base):
     state_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    removed_at: Mapped[datetime | None]  # the host app removed it (DELETE /v1/mailboxes/{id}); kept for history
+    auth_failure_reported_at: Mapped[datetime | None]  # the last 401 a host app reported that was acted on
 
     __table_args__ = (
         CheckConstraint(one_of("state", tuple(s.value for s in State)), name="state"),
@@ -112,7 +124,7 @@ class Mailbox(Base):
 
 
 class MailboxCount(Base):
-    """Signed mailbox counts per (provider, state): their sums are the fleet's counts (migration 0005).
+    """Signed mailbox counts per (provider, state): their sums are the fleet's counts (migration 0008).
 
     A trigger on `mailboxes` appends +1/-1 rows in the changing transaction; `store.counts.fold`
     sums them into one row per (provider, state) now and then.
@@ -194,8 +206,12 @@ class RefreshOutcome(Base):
     )
 
 
+OPEN_TRANSIENT = text("status = 'open' AND code IS NULL")
+OPEN_CODE = text("status = 'open' AND code IS NOT NULL")
+
+
 class Incident(Base):
-    """A provider-wide failure: while open, failures do not escalate and users get no email."""
+    """A provider-wide failure: while open, the failures it is about do not escalate and cause no user email."""
 
     __tablename__ = "incidents"
 
@@ -203,7 +219,8 @@ class Incident(Base):
     provider: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(8), server_default="open")
     cause: Mapped[str] = mapped_column(Text)
-    code: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), server_default="transient")  # what it holds (incident_rules.holds)
+    code: Mapped[str | None] = mapped_column(Text)  # None for a transient incident
     failure_ratio: Mapped[float | None]
     mailboxes_affected: Mapped[int] = mapped_column(server_default=text("0"))
     opened_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -212,5 +229,87 @@ class Incident(Base):
     __table_args__ = (
         CheckConstraint("status IN ('open', 'closed')", name="status"),
         CheckConstraint("(status = 'open') = (closed_at IS NULL)", name="closed_when_closed"),
-        Index("uq_incidents_one_open_per_provider", "provider", unique=True, postgresql_where=text("status = 'open'")),
+        CheckConstraint(one_of("kind", FAILURE_KINDS), name="kind"),
+        CheckConstraint("(kind = 'transient') = (code IS NULL)", name="code_unless_transient"),
+        # one open incident per cause: a provider's transient one, and one per code
+        Index("uq_incidents_one_open_transient", "provider", unique=True, postgresql_where=OPEN_TRANSIENT),
+        Index("uq_incidents_one_open_per_code", "provider", "code", unique=True, postgresql_where=OPEN_CODE),
+    )
+
+
+class RetriedRow:
+    """The columns of an outbox row that the worker tries until it is done or `give_up_at` has passed."""
+
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    give_up_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
+# Per-mailbox event order for webhook receivers: taken under the mailbox's row lock, so it increases per mailbox.
+WEBHOOK_SEQUENCE = Sequence("webhook_event_sequence", metadata=Base.metadata)
+
+
+class WebhookEndpoint(Base):
+    """A host app's receiver: its URL, the exact event types it wants, and its signing secret (encrypted)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    failing_since: Mapped[datetime | None]  # the first failed delivery since the last success
+    disabled_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(RetriedRow, Base):
+    """The webhook outbox: one event for one endpoint, written in the transaction of the change it reports.
+
+    `message_id` is the `webhook-id` header, the same on every retry; `body` is stored as sent, so a
+    retry carries the same bytes (and a receiver can de-duplicate on the id).
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(40))
+    mailbox_id: Mapped[int | None] = mapped_column(BigInteger)
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(one_of("status", WEBHOOK_DELIVERY_STATUSES), name="status"),
+        CheckConstraint(one_of("type", WEBHOOK_EVENT_TYPES), name="type"),
+        UniqueConstraint("endpoint_id", "message_id", name="uq_webhook_deliveries_endpoint_message"),
+        Index("ix_webhook_deliveries_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class Revocation(RetriedRow, Base):
+    """The revocation outbox: a removed mailbox's grant, revoked at the provider by the worker until it works.
+
+    The encrypted refresh token moves here from the mailbox (never into a Redis job) and is erased
+    once the grant is revoked or given up on.
+    """
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(one_of("status", REVOCATION_STATUSES), name="status"),
+        CheckConstraint("(status = 'pending') = (token_ciphertext IS NOT NULL)", name="token_only_while_pending"),
+        Index("ix_revocations_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )

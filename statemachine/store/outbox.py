@@ -76,14 +76,14 @@ def notification_values(
     )
 
 
-async def queue(session: AsyncSession, rows: list[dict[str, Any]]) -> list[str]:
-    """Insert outbox rows, skipping any whose dedupe key exists; return the kinds actually queued."""
+async def queue(session: AsyncSession, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Insert outbox rows, skipping any whose dedupe key exists; return (id, kind) of those actually queued."""
     queued = []
     for row in rows:
         statement = (
             insert(Notification).values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        ).returning(Notification.kind)
-        kind = (await session.execute(statement)).scalar_one_or_none()
-        if kind is not None:
-            queued.append(kind)
+        ).returning(Notification.id, Notification.kind)
+        found = (await session.execute(statement)).one_or_none()
+        if found is not None:
+            queued.append((found.id, found.kind))
     return queued

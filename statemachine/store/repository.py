@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.machine import Lifecycle, Record
@@ -34,17 +34,25 @@ class Lease:
 
 async def take_lease(
     session: AsyncSession, mailbox_id: int, owner: uuid.UUID, now: datetime, seconds: float,
-    *, takeover_from: uuid.UUID | None = None,
+    *, takeover_from: uuid.UUID | None = None, revision: int | None = None,
 ) -> Lease | None:  # fmt: skip
     """Lease the mailbox to `owner` unless another live lease holds it (then None).
 
     With `takeover_from` (a scan's claim), take it over only from that claim, live or not: a job
     whose claim is finished, or was taken by a copy of the same job, gets None and does nothing.
+    With `revision`, only while the row is still at that revision: a caller that decided to refresh
+    from what it read gets None when another cycle changed the row since (the API's single flight).
     """
     free = or_(Mailbox.lease_until.is_(None), Mailbox.lease_until <= now)
+    unchanged = Mailbox.revision == revision if revision is not None else true()
     statement = (
         update(Mailbox)
-        .where(Mailbox.id == mailbox_id, free if takeover_from is None else Mailbox.lease_owner == takeover_from)
+        .where(
+            Mailbox.id == mailbox_id,
+            free if takeover_from is None else Mailbox.lease_owner == takeover_from,
+            unchanged,
+            Mailbox.removed_at.is_(None),  # a removed mailbox has no tokens left to refresh
+        )
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
         .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext)
     )

@@ -55,7 +55,7 @@ def schedules(settings: Settings) -> dict[str, tuple[object, object]]:
 
 
 def test_settings_given_in_code_set_every_schedule() -> None:
-    """Not only the environment: a Settings built in code moves the scan, the outbox and the reminders."""
+    """Not only the environment: a Settings built in code moves the scan, the outboxes and the reminders."""
     settings = dataclasses.replace(load_settings({}), scan_interval_seconds=15, outbox_interval_seconds=120)
     every_15_seconds, every_2_minutes = (None, {0, 15, 30, 45}), (set(range(0, 60, 2)), 0)
     assert schedules(settings) == {
@@ -65,6 +65,9 @@ def test_settings_given_in_code_set_every_schedule() -> None:
         "prune_outcomes": ({7}, 0),
         "sweep_outbox": every_2_minutes,
         "queue_reminders": every_2_minutes,
+        "sweep_webhooks": every_2_minutes,
+        "sweep_revocations": every_2_minutes,
     }
-    quicker = dataclasses.replace(settings, outbox_interval_seconds=5)
-    assert schedules(quicker)["sweep_outbox"] == schedules(quicker)["queue_reminders"] == (None, set(range(0, 60, 5)))
+    quicker = schedules(dataclasses.replace(settings, outbox_interval_seconds=5))
+    sweeps = ("sweep_outbox", "queue_reminders", "sweep_webhooks", "sweep_revocations")
+    assert all(quicker[name] == (None, set(range(0, 60, 5))) for name in sweeps)

@@ -57,9 +57,12 @@ async def csrf_of(client: httpx.AsyncClient, path: str = "/") -> str:
     return found.group(1)
 
 
-async def mailbox(web: WebContext, *, user: str = OWNER, address: str = "ana@gmail.test", **state: Any) -> int:
+async def mailbox(
+    web: WebContext, *, user: str = OWNER, address: str = "ana@gmail.test", provider: str = "google", **state: Any
+) -> int:
     """Connect a mailbox for `user`, then set its row's state columns as given."""
-    mailbox_id = await add_mailbox(web.runtime, "1//refresh-SECRET-" + address, user=user, address=address)
+    token = "1//refresh-SECRET-" + address
+    mailbox_id = await add_mailbox(web.runtime, token, user=user, address=address, provider=provider)
     if state:
         if "state" in state:
             state.setdefault("is_active", state["state"] != "disconnected")

@@ -63,6 +63,10 @@ def test_the_emoji_are_the_real_characters_not_mojibake() -> None:
 def test_the_provider_name_is_the_one_users_know() -> None:
     assert banner_for("disconnected", None, None, NOW, provider="google").title == "🔴 Gmail connection lost"
     assert banner_for("disconnected", None, None, NOW, provider="yahoo").title == "🔴 Yahoo connection lost"
+    outlook = banner_for("disconnected", None, None, NOW, provider="microsoft")
+    assert outlook.title == "🔴 Outlook / Microsoft 365 connection lost"
+    waiting = banner_for("retrying", None, None, NOW, provider="microsoft", incident=True)
+    assert waiting.title == "Waiting for Outlook / Microsoft 365 to recover"
 
 
 @pytest.mark.parametrize(
@@ -79,12 +83,17 @@ def test_next_try_text(next_at: datetime | None, text: str) -> None:
     assert next_try_text(next_at, NOW) == text
 
 
+SIGN_IN_AGAIN = "Microsoft says your organisation requires you to sign in again; reconnect to continue."
+
+
 @pytest.mark.parametrize(
     ("error", "kind", "reason"),
     [
         (REVOKED, "permanent", REVOKED.split(": ", 1)[1]),
         ("Plain words without a code.", "transient", "Plain words without a code."),
         ("invalid_grant", "permanent", "The connection stopped working."),
+        ("invalid_grant/AADSTS50076", "permanent", "The connection stopped working."),
+        (f"interaction_required/AADSTS70043: {SIGN_IN_AGAIN}", "permanent", SIGN_IN_AGAIN),
         ("", "permanent", "The connection stopped working."),
         (None, None, "It was disconnected by an administrator."),
     ],

@@ -75,6 +75,22 @@ async def test_an_open_incident_shows_one_calm_notice_instead_of_alarms(web: Web
     assert "⚠️" not in page
 
 
+async def test_during_an_outage_a_revoked_grant_being_confirmed_is_not_dressed_as_the_outage(
+    web: WebContext, sign_in: SignIn
+) -> None:
+    client = await sign_in()
+    outage = await mailbox(web, state="retrying", token_refresh_failed_at=now(), failure_kind="transient")
+    confirming = await mailbox(  # an invalid_grant during the outage: the user's own, not held (docs/incidents.md)
+        web, address="ana.work@gmail.test", state="retrying", token_refresh_failed_at=now(),
+        failure_kind="permanent", token_refresh_error=REVOKED,
+    )  # fmt: skip
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(insert(Incident).values(provider="google", kind="transient", cause="503s"))
+    page = (await client.get("/")).text
+    assert 'data-banner="incident"' in card(page, outage)
+    assert 'data-banner="trouble"' in card(page, confirming)
+
+
 async def test_a_user_sees_only_their_own_mailboxes(web: WebContext, sign_in: SignIn) -> None:
     client = await sign_in()
     await mailbox(web, user=OTHER, address="someone.else@gmail.test")

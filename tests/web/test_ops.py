@@ -64,7 +64,8 @@ async def test_overview_counts_rate_and_incidents(web: WebContext, sign_in: Sign
         ("?q=%25", set()),  # a LIKE wildcard is searched for literally
         ("?failing=24h", {"c@gmail.test"}),
         ("?provider=google", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),
-        ("?provider=microsoft", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),  # not registered: ignored
+        ("?provider=microsoft", set()),
+        ("?provider=yahoo", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),  # not registered: ignored
         ("?state=bogus&failing=forever", {"a@gmail.test", "b@gmail.test", "c@gmail.test"}),
     ],
 )
@@ -201,3 +202,19 @@ async def test_a_mailbox_page_draws_its_timeline(web: WebContext, sign_in: SignI
     drawn = re.findall(r'data-kind="(\w+)"', timeline.group(0))
     assert drawn == ["healthy", "disconnected", "retrying", "event", "event"]
     assert "ops_disconnect: healthy → disconnected" in timeline.group(0)
+
+
+async def test_microsoft_mailboxes_and_incidents_are_shown_in_microsoft_words(web: WebContext, sign_in: SignIn) -> None:
+    await mailbox(web)
+    outlook = await mailbox(web, address="ana@contoso.test", provider="microsoft", state="degraded")
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(insert(Incident).values(provider="microsoft", cause="outage"))
+    admin = await sign_in(ADMIN, admin=True)
+    page = (await admin.get("/ops")).text
+    assert re.search(r'<tr data-provider="microsoft"><td>Outlook / Microsoft 365</td>', page)
+    assert re.search(r'data-incident="\d+"><strong>Outlook / Microsoft 365</strong>', page)
+    filtered = (await admin.get("/ops?provider=microsoft")).text
+    assert "ana@contoso.test" in filtered
+    assert "ana@gmail.test" not in filtered
+    detail = (await admin.get(f"/ops/mailboxes/{outlook}")).text
+    assert "Outlook / Microsoft 365" in detail

@@ -97,6 +97,19 @@ def break_and_watch(client: httpx.Client, data: Path, log: Path) -> None:
     assert "access to your Gmail account" in client.get(f"/dev/mail/{key.group(1)}").text
 
 
+def break_a_microsoft_mailbox(client: httpx.Client, data: Path) -> None:
+    """The demo has Outlook / Microsoft 365 mailboxes in several states; `tokenwarden sandbox fault` breaks them too."""
+    mailboxes = client.get("/api/mailboxes?all=1").json()["mailboxes"]
+    outlook = {m["address"]: m for m in mailboxes if m["provider"] == "microsoft"}
+    assert {m["state"] for m in outlook.values()} >= {"healthy", "disconnected"}
+    mailbox = outlook["ana@contoso.test"]
+    command = [*SANDBOX, "fault", str(mailbox["id"]), "--mode", "revoke", "--count", "1", "--data-dir", str(data)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Mailbox {mailbox['id']}: the sandbox Microsoft now answers access revoked")
+    assert "0.AX-sandbox-" not in done.stdout + done.stderr
+
+
 def test_the_demo_starts_everything_shows_a_breakage_and_stops_cleanly(tmp_path: Path) -> None:
     data, log, port = tmp_path / "demo-data", tmp_path / "demo.out", free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
@@ -113,6 +126,7 @@ def test_the_demo_starts_everything_shows_a_breakage_and_stops_cleanly(tmp_path:
         client = sign_in(base, found["operator"])
         try:
             break_and_watch(client, data, log)
+            break_a_microsoft_mailbox(client, data)
         finally:
             client.close()
     finally:

@@ -1,4 +1,4 @@
-"""The demo-only pages on the real app, database and a served sandbox Google: /dev/mail and /dev/sandbox.
+"""The demo-only pages on the real app, database and the served sandbox providers: /dev/mail and /dev/sandbox.
 
 They must exist only when `create_app` is given a `DemoConfig` (what `tokenwarden demo` does), and
 never show a refresh token. The panel's controls go through the sandbox's real fault API.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import mailbox as maildir_lib
 import re
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,18 @@ import pytest
 from starlette.applications import Starlette
 
 from devkit.demo.config import DemoConfig
+from devkit.demo.host import HostApp
 from devkit.demo.pages import extension
-from devkit.serving import RunningServer
+from devkit.sandbox import create_sandboxes
+from devkit.serving import RunningServer, serve_in_thread
 from statemachine.store import queries
+from tests.database import CLIENT_ID, CLIENT_SECRET
 from tests.web.support import ADMIN, Browser, SignIn, csrf_of, mailbox
 from web.app import create_app
 from web.pages import WebContext
 
-DEV_PAGES = ["/dev/mail", "/dev/mail/anything", "/dev/mail/anything/html", "/dev/sandbox"]
-DEV_POSTS = ["/dev/sandbox/mailboxes/1/break", "/dev/sandbox/provider/outage"]
+DEV_PAGES = ["/dev/mail", "/dev/mail/anything", "/dev/mail/anything/html", "/dev/sandbox", "/dev/host"]
+DEV_POSTS = ["/dev/sandbox/mailboxes/1/break", "/dev/sandbox/provider/outage", "/dev/host/webhooks"]
 TOKEN_PREFIX = "1//refresh-SECRET-"  # tests.web.support.mailbox's refresh tokens
 
 
@@ -36,14 +40,22 @@ def maildir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def sandbox() -> Iterator[RunningServer]:
+    """The demo's sandbox: both providers in one server (Microsoft under /microsoft)."""
+    with serve_in_thread(create_sandboxes(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)) as running:
+        yield running
+
+
+@pytest.fixture
 def app(web: WebContext, sandbox: RunningServer, maildir: Path) -> Starlette:
     """This module's app is the demo's: the shared `browser` and `sign_in` fixtures use it."""
-    return create_app(web.runtime.settings, context=web, extension=extension(DemoConfig(maildir, sandbox.url)))
+    host = HostApp(web.base_url, sandbox.url)
+    return create_app(web.runtime.settings, context=web, extension=extension(DemoConfig(maildir, sandbox.url), host))
 
 
-async def faults(sandbox: RunningServer) -> dict[str, Any]:
+async def faults(sandbox: RunningServer, mount: str = "") -> dict[str, Any]:
     async with httpx.AsyncClient() as client:
-        body: dict[str, Any] = (await client.get(f"{sandbox.url}/_sandbox/faults")).json()
+        body: dict[str, Any] = (await client.get(f"{sandbox.url}{mount}/_sandbox/faults")).json()
         return body
 
 
@@ -121,6 +133,20 @@ async def test_breaking_a_mailbox_sets_the_fault_and_asks_for_a_refresh_now(
     clear = await admin.post(f"/dev/sandbox/mailboxes/{mailbox_id}/clear", data={"csrf_token": form["csrf_token"]})
     assert clear.status_code == 303
     assert (await faults(sandbox))["tokens"] == {}
+
+
+async def test_breaking_a_microsoft_mailbox_sets_the_fault_at_the_sandbox_microsoft(
+    web: WebContext, sign_in: SignIn, sandbox: RunningServer
+) -> None:
+    mailbox_id = await mailbox(web, address="ana@contoso.test", provider="microsoft")
+    admin = await sign_in(ADMIN, admin=True)
+    form = {"csrf_token": await csrf_of(admin, "/dev/sandbox"), "mode": "mfa"}
+    await admin.post(f"/dev/sandbox/mailboxes/{mailbox_id}/break", data=form)
+    assert (await faults(sandbox, "/microsoft"))["tokens"][TOKEN_PREFIX + "ana@contoso.test"]["mode"] == "mfa_required"
+    assert (await faults(sandbox))["tokens"] == {}  # not the sandbox Google's
+    page = (await admin.get("/dev/sandbox")).text
+    assert "the sandbox Microsoft now answers a fresh multi-factor sign-in required" in page
+    assert re.search(rf'data-mailbox="{mailbox_id}".*?data-fault="mfa_required"', page, re.S)
 
 
 async def test_provider_wide_controls(web: WebContext, sign_in: SignIn, sandbox: RunningServer) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devkit.simulate.model import Window
-from devkit.simulate.scenarios import FAULTS_FROM, FAULTS_UNTIL, SCENARIOS, allowed, plan
+from devkit.simulate.scenarios import FAULTS_FROM, FAULTS_UNTIL, SCENARIOS, allowed, parse_providers, plan
 from devkit.simulate.timing import Compression, CompressionError, describe, token_lifetime, worker_environment
 from statemachine.services.settings import load_settings
 
@@ -36,6 +36,21 @@ def test_the_combined_plan_has_every_fault_of_the_issue() -> None:
     assert all(2 <= b.minutes <= 8 and b.mode in {"http_5xx", "timeout", "rate_limit"} for b in combined.bursts)
     assert {b.mode for b in combined.bursts} == {"http_5xx", "timeout", "rate_limit"}
     assert all(60 <= b.retry_after_seconds <= 300 for b in combined.bursts if b.mode == "rate_limit")
+
+
+def test_a_provider_mix_assigns_mailboxes_by_share_and_makes_the_outage_microsofts() -> None:
+    mix = parse_providers("google=0.6, microsoft=0.4")
+    mixed = plan("combined", mailboxes=10, minutes=120, seed=1, providers=mix)
+    assert [mixed.provider_of(n) for n in range(10)] == ["google"] * 6 + ["microsoft"] * 4
+    assert (mixed.outage_provider, mixed.mix()) == ("microsoft", "Gmail 60%, Outlook / Microsoft 365 40%")
+    assert "Outlook / Microsoft 365-only outage" in mixed.describe()
+    assert plan("combined", mailboxes=10, minutes=120, seed=1).outage_provider == "google"
+
+
+@pytest.mark.parametrize("text", ["google=0.6", "google=0.6,yahoo=0.4", "google", "google=x,microsoft=0.5"])
+def test_a_provider_mix_must_name_registered_providers_adding_up_to_one(text: str) -> None:
+    with pytest.raises(ValueError, match=r"google=0\.6,microsoft=0\.4|add up to 1"):
+        parse_providers(text)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +147,8 @@ def test_a_small_combined_run_keeps_the_invariants(postgres_admin_url: str, redi
         "TOKENWARDEN_INCIDENT_MIN_MAILBOXES": "3",
         "TW_SIMULATE_TEST_MARK": mark,
     }
-    args = ["simulate", "--scenario", "combined", "--mailboxes", "40", "--hours", "0.75", "--minute-seconds", "0.5"]
+    args = ["simulate", "--scenario", "combined", "--mailboxes", "40", "--hours", "0.75", "--minute-seconds", "0.5",
+            "--providers", "google=0.6,microsoft=0.4"]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "statemachine.cli.main", *args, "--json"],
         env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
@@ -155,5 +171,9 @@ def test_a_small_combined_run_keeps_the_invariants(postgres_admin_url: str, redi
     assert ours["revoked_emailed"] <= ours["revoked_failed"]  # one revoked late, or during an incident, may wait
     assert ours["disabled"] <= result["applied"]["revoked"]  # nobody else loses their mailbox
     assert naive["emails"] == 0
-    assert any(incident["code"] is None for incident in result["incidents"])  # the outage was recognised
+    assert result["providers"] == {"google": 0.6, "microsoft": 0.4}
+    window = result["applied"]["outage"]
+    outages = [i for i in result["incidents"] if i["provider"] == "microsoft" and i["code"] is None]
+    assert outages  # the Microsoft-only outage was recognised as Microsoft's
+    assert any(i["opened_minute"] <= window["end"] and (i["closed_minute"] or 1e9) >= window["start"] for i in outages)
     assert _processes_marked(mark) == []

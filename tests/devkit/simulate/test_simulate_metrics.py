@@ -91,8 +91,8 @@ def test_naive_replay_of_a_run_without_failures_disables_nobody() -> None:
 @pytest.mark.parametrize(
     ("revoked", "record", "emails", "expected"),
     [
-        ({1: 10.0}, "s0 p12 p13", [Email(1, PERMANENT_EMAIL, 13.0, 14.5)], (1, [2.5])),  # sent_at wins
-        ({1: 10.0}, "s0 p12 p13", [Email(1, PERMANENT_EMAIL, 13.0)], (1, [1.0])),  # else created_at
+        ({1: 10.0}, "s0 p12 p13", [Email(1, PERMANENT_EMAIL, 13.0, 14.5)], (1, [2.5])),  # until SMTP accepted it
+        ({1: 10.0}, "s0 p12 p13", [Email(1, PERMANENT_EMAIL, 13.0)], (1, [])),  # written but never delivered
         ({1: 10.0}, "s0 p12", [], (1, [])),  # met invalid_grant, never told
         ({1: 10.0}, "s0", [], (0, [])),  # revoked but never refreshed since
         ({1: 10.0}, "p5 s6 p12 p13", [Email(1, PERMANENT_EMAIL, 6.5)], (1, [])),  # an older episode's email
@@ -149,5 +149,6 @@ def test_ours_counts_recovery_disconnects_and_emails() -> None:
     assert (result.transient_episodes, result.recovered, result.unsettled, result.recovery_rate) == (3, 1, 1, 0.5)
     assert (result.disabled, result.disabled_share, result.false_disconnects) == (3, 0.6, 1)
     assert (result.revoked_failed, result.revoked_emailed, result.email_minutes_p50) == (2, 1, 2.0)
+    assert (result.email_minutes_p95, result.email_minutes_max) == (2.0, 2.0)
     assert (result.episodes, result.emails, result.emails_per_episode, result.duplicate_emails) == (5, 3, 0.6, 0)
     assert (result.outage_emails, result.outage_emails_caused, result.misconfig_emails) == (1, 0, None)

@@ -25,6 +25,7 @@ from tests.database import service_environment
 
 CASES = json.loads((Path(__file__).resolve().parents[4] / "shared" / "oauth-error-cases.json").read_text())
 HTTP_CASES = [c for c in CASES if c["provider"] in ("google", "generic") and not c.get("transport")]
+MICROSOFT_CASES = [c for c in CASES if c["provider"] == "microsoft" and not c.get("transport")]
 ACCOUNT = {"email": "ana@gmail.test", "sub": "104400000000000000001"}
 
 
@@ -142,9 +143,37 @@ def test_unreachable_token_endpoint_is_transient(cli: Cli, control: httpx.Client
     assert (result["to_state"], result["error"].split(":")[0]) == ("retrying", "connect_error")
 
 
+@pytest.fixture
+def microsoft(cli: Cli, microsoft_sandbox: RunningServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
+    """The sandbox Microsoft, with one account, as the CLI's Microsoft token endpoint."""
+    monkeypatch.setenv("MICROSOFT_TOKEN_URL", f"{microsoft_sandbox.url}/common/oauth2/v2.0/token")
+    with httpx.Client(base_url=microsoft_sandbox.url, timeout=5) as client:
+        client.post("/_sandbox/accounts", json={"email": "ana@contoso.test", "sub": ACCOUNT["sub"]}).raise_for_status()
+        yield client
+
+
+def connect_microsoft(cli: Cli, control: httpx.Client) -> tuple[int, str]:
+    token = control.post("/_sandbox/tokens", json={"sub": ACCOUNT["sub"]}).json()["refresh_token"]
+    out = cli("mailbox", "add", "--user", "owner@example.test", "--provider", "microsoft", "--address",
+              "ana@contoso.test", "--refresh-token", token)  # fmt: skip
+    return int(out), token
+
+
 @pytest.mark.parametrize("case", HTTP_CASES, ids=[c["id"] for c in HTTP_CASES])
 def test_any_documented_response_lands_where_design_says(cli: Cli, control: httpx.Client, case: dict) -> None:
     mailbox_id, token = connect(cli, control)
+    _lands_where_design_says(cli, control, case, mailbox_id, token)
+
+
+@pytest.mark.parametrize("case", MICROSOFT_CASES, ids=[c["id"] for c in MICROSOFT_CASES])
+def test_any_documented_microsoft_response_lands_where_design_says(
+    cli: Cli, microsoft: httpx.Client, case: dict
+) -> None:
+    mailbox_id, token = connect_microsoft(cli, microsoft)
+    _lands_where_design_says(cli, microsoft, case, mailbox_id, token)
+
+
+def _lands_where_design_says(cli: Cli, control: httpx.Client, case: dict, mailbox_id: int, token: str) -> None:
     fault(control, token, mode="raw", status=case["status"], headers=case["headers"], body=case["body"])
     first = cli.json("refresh", str(mailbox_id))
     second = cli.json("refresh", str(mailbox_id))
@@ -170,7 +199,7 @@ def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Pa
     problems = cli("mailbox", "import", str(path), code=1)
     assert problems.splitlines() == [
         "line 11: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
-        "line 21: provider must be one of: google",
+        "line 21: provider must be one of: google, microsoft",
         "line 31: missing key(s): refresh_token",
         "line 1501: m0@gmail.test is already connected for u0@example.test",
     ]
@@ -258,3 +287,25 @@ def test_unmigrated_database_says_to_migrate(make_database, cli_env: dict[str, s
         1,
         "tokenwarden: error: the database schema is missing or old: run `tokenwarden migrate`\n",
     )
+
+
+def test_an_imported_microsoft_mailbox_refreshes_and_keeps_the_newest_token(
+    cli: Cli, microsoft: httpx.Client, tmp_path: Path
+) -> None:
+    token = microsoft.post("/_sandbox/tokens", json={"sub": ACCOUNT["sub"]}).json()["refresh_token"]
+    line = {
+        "user": "owner@example.test",
+        "provider": "microsoft",
+        "address": "ana@contoso.test",
+        "refresh_token": token,
+    }
+    path = tmp_path / "mailboxes.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    cli("mailbox", "import", str(path))
+    [listed] = cli.json("mailbox", "list")
+    assert (listed["provider"], listed["address"]) == ("microsoft", "ana@contoso.test")
+    for _ in range(3):
+        assert cli.json("refresh", str(listed["id"]))["to_state"] == "healthy"
+    sent = microsoft.get("/_sandbox/requests").json()["by_refresh_token"]
+    assert len(sent) == 3  # each refresh sent the token the one before it stored
+    assert next(iter(sent)) == token

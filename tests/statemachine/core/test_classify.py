@@ -26,8 +26,7 @@ CASES: list[dict[str, Any]] = json.loads(CASES_FILE.read_text())
 NOW = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 T, P, C = FailureKind.TRANSIENT, FailureKind.PERMANENT, FailureKind.CONFIG
-# the shared cases name a provider; "generic" rows need nothing beyond the generic rules. Microsoft is not
-# registered yet (no adapter), but its overrides module is what classifies its rows.
+# the shared cases name a provider; "generic" rows need nothing beyond the generic rules
 RULES: dict[str, ProviderRules] = {
     "google": google.CLASSIFICATION,
     "microsoft": microsoft.CLASSIFICATION,
@@ -273,3 +272,53 @@ def test_parse_json_object() -> None:
     assert parse_json_object(b"\xef\xbb\xbf{}") == {}
     for body in (b"", b"null", b"[]", b'"x"', b"{", b"\xff", b"[" * 100_000):
         assert parse_json_object(body) is None
+
+
+def _aadsts(error: str, code: int, suberror: str | None = None) -> dict[str, Any]:
+    """A body shaped like Microsoft's (oauth-errors.md §4.1); its description is never read."""
+    body: dict[str, Any] = {
+        "error": error,
+        "error_description": f"AADSTS{code}: revoked. Trace ID: 0 Correlation ID: 1 Timestamp: 2026-11-28 14:00:00Z",
+        "error_codes": [code],
+        "timestamp": "2026-11-28 14:00:00Z",
+        "trace_id": "0000",
+        "correlation_id": "1111",
+    }
+    return body | ({"suberror": suberror} if suberror else {})
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "admin", "words"),
+    [
+        (_aadsts("interaction_required", 50076), P, False, "multi-factor"),
+        (_aadsts("invalid_grant", 50079, "basic_action"), P, False, "multi-factor"),
+        (_aadsts("interaction_required", 70043), P, False, "your organisation requires you to sign in again"),
+        (_aadsts("invalid_grant", 70043, "token_expired"), P, False, "your organisation requires you to sign in again"),
+        (_aadsts("invalid_grant", 50089, "basic_action"), P, False, "your organisation requires you to sign in again"),
+        (_aadsts("interaction_required", 53003, "message_only"), P, True, "Conditional Access"),
+        (_aadsts("invalid_grant", 530032), P, True, "Conditional Access"),
+        (_aadsts("invalid_grant", 65001, "consent_required"), P, False, "permission"),
+        (_aadsts("invalid_grant", 700082, "bad_token"), P, False, "without use"),
+        (_aadsts("invalid_grant", 50173), P, False, "security change"),
+        (_aadsts("invalid_grant", 50034), P, False, "no longer exists"),
+        (_aadsts("invalid_grant", 50057), P, True, "disabled"),
+        (_aadsts("invalid_grant", 70000, "bad_token"), P, False, "revoked"),
+        (_aadsts("invalid_client", 7000215), C, False, "client secret"),
+        (_aadsts("invalid_client", 7000222), C, False, "client secret"),
+        (_aadsts("invalid_grant", 9002313), C, False, "malformed"),
+        (_aadsts("invalid_grant", 50196), T, False, "throttling"),
+        (_aadsts("interaction_required", 50196), T, False, "throttling"),  # error first, then the narrow override
+        (_aadsts("some_new_error", 12345, "basic_action"), T, False, "do not recognise"),
+    ],
+    ids=lambda value: value["error_description"][:13] + "/" + value["error"] if isinstance(value, dict) else None,
+)
+def test_microsoft_words_per_class_of_aadsts_error(
+    body: dict[str, Any], kind: FailureKind, admin: bool, words: str
+) -> None:
+    verdict = _classify(401 if body["error"] == "invalid_client" else 400, body, provider="microsoft")
+    assert (verdict.kind, verdict.admin) == (kind, admin)
+    assert words.lower() in verdict.reason.lower()
+    assert "Microsoft" in verdict.reason
+    if kind is P and "revoked" not in words:
+        assert "revoked" not in verdict.reason  # "your organisation requires you to sign in again" is not revocation
+    assert "Trace ID" not in verdict.reason  # our words, never the description

@@ -41,22 +41,31 @@ E = Event
 EXPECTED = {
     H: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: R, E.REFRESH_FAILED_PERMANENT: R,
         E.REFRESH_FAILED_CONFIG: R, E.RECONNECTED: H, E.RECONNECT_REJECTED: H, E.OPS_RETRY_NOW: H,
-        E.OPS_DISCONNECT: X},
+        E.OPS_DISCONNECT: X, E.REMOVED: X},
     R: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: D, E.REFRESH_FAILED_PERMANENT: R,
         E.REFRESH_FAILED_CONFIG: R, E.RECONNECTED: H, E.RECONNECT_REJECTED: R, E.OPS_RETRY_NOW: R,
-        E.OPS_DISCONNECT: X},
+        E.OPS_DISCONNECT: X, E.REMOVED: X},
     D: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: X, E.REFRESH_FAILED_PERMANENT: D,
         E.REFRESH_FAILED_CONFIG: D, E.RECONNECTED: H, E.RECONNECT_REJECTED: D, E.OPS_RETRY_NOW: D,
-        E.OPS_DISCONNECT: X},
+        E.OPS_DISCONNECT: X, E.REMOVED: X},
     X: {E.REFRESH_SUCCEEDED: H, E.REFRESH_FAILED_TRANSIENT: X, E.REFRESH_FAILED_PERMANENT: X,
         E.REFRESH_FAILED_CONFIG: X, E.RECONNECTED: H, E.RECONNECT_REJECTED: X, E.OPS_RETRY_NOW: R,
-        E.OPS_DISCONNECT: None},
+        E.OPS_DISCONNECT: None, E.REMOVED: X},
 }  # fmt: skip
 PAIRS = [(state, event, dest) for state, row in EXPECTED.items() for event, dest in row.items()]
 
 
 def test_the_table_covers_every_state_and_event() -> None:
     assert {(s, e) for s, e, _ in PAIRS} == {(s, e) for s in State for e in Event}
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_removal_disconnects_for_good_with_no_email_no_schedule_and_its_reason(state: State) -> None:
+    lifecycle = fire(lifecycle_in(state), E.REMOVED, occurrence(E.REMOVED), NO_AGES)
+    assert (lifecycle.state, lifecycle.next_refresh_at, lifecycle.emails) == (X, None, [])
+    assert lifecycle.last_error == "removed: Removed by the host app."
+    (record,) = lifecycle.records
+    assert (record.event, record.reason) == ("removed", "Removed by the host app.")
 
 
 @pytest.mark.parametrize(("state", "event", "dest"), PAIRS, ids=[f"{s}-{e}" for s, e, _ in PAIRS])
@@ -110,6 +119,37 @@ def test_permanent_error_is_confirmed_once_before_disconnecting() -> None:
     assert lifecycle.state == "disconnected"
     assert lifecycle.emails == [EmailKind.TOKEN_REFRESH_PERMANENT_FAILURE]
     assert lifecycle.next_refresh_at is None  # a dead grant is not hammered
+
+
+def test_a_transient_answer_to_the_confirming_cycle_keeps_the_mailbox_confirming() -> None:
+    lifecycle = fail(Lifecycle(state="healthy"), E.REFRESH_FAILED_PERMANENT, T0, Policy())
+    fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(seconds=60), Policy())
+    assert (lifecycle.state, lifecycle.failure_kind) == ("retrying", "permanent")
+    assert lifecycle.next_refresh_at == T0 + timedelta(seconds=120)  # tried again at the confirming pace
+    fail(lifecycle, E.REFRESH_FAILED_PERMANENT, T0 + timedelta(seconds=120), Policy())
+    assert lifecycle.state == "disconnected"  # confirmed now, not started over
+    assert lifecycle.emails == [EmailKind.TOKEN_REFRESH_PERMANENT_FAILURE]
+
+
+def test_a_mailbox_disconnected_by_transient_failures_while_confirming_is_reprobed() -> None:
+    lifecycle = fail(Lifecycle(state="healthy"), E.REFRESH_FAILED_PERMANENT, T0, NO_AGES)
+    for seconds in (60, 120):
+        fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(seconds=seconds), NO_AGES)
+    assert (lifecycle.state, lifecycle.failure_kind) == ("disconnected", "transient")
+    assert lifecycle.next_refresh_at == T0 + timedelta(seconds=120 + NO_AGES.reprobe_seconds)
+    assert lifecycle.emails == [EmailKind.TOKEN_REFRESH_RETRY, EmailKind.TOKEN_REFRESH_FINAL_FAILURE]
+
+
+def test_a_config_failure_on_a_reprobe_keeps_the_disconnected_mailbox_reprobed() -> None:
+    lifecycle = Lifecycle(state="healthy")
+    for minutes in range(3):
+        fail(lifecycle, E.REFRESH_FAILED_TRANSIENT, T0 + timedelta(minutes=minutes))
+    reprobe = T0 + timedelta(minutes=2, seconds=NO_AGES.reprobe_seconds)
+    fail(lifecycle, E.REFRESH_FAILED_CONFIG, reprobe)  # e.g. our client secret rotated meanwhile
+    assert lifecycle.state == "disconnected"
+    assert lifecycle.next_refresh_at == reprobe + timedelta(seconds=NO_AGES.reprobe_seconds)
+    fail(lifecycle, E.REFRESH_SUCCEEDED, lifecycle.next_refresh_at)
+    assert lifecycle.state == "healthy"  # recovered on its own once the configuration was fixed
 
 
 def test_confirming_cycle_can_be_switched_off() -> None:

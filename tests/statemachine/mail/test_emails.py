@@ -286,11 +286,11 @@ def test_other_kinds_never_mention_the_administrator(kind: EmailKind) -> None:
 
 @pytest.mark.parametrize(
     ("provider", "expected"),
-    # Microsoft is not registered yet (no adapter): like any unknown name it is title-cased
+    # an unregistered name is title-cased
     [
         ("google", "Gmail"),
         ("Google", "Gmail"),
-        ("microsoft", "Microsoft"),
+        ("microsoft", "Outlook / Microsoft 365"),
         ("yahoo", "Yahoo"),
         ("big_mail", "Big Mail"),
     ],
@@ -311,6 +311,10 @@ def test_emails_name_the_provider(kind: EmailKind) -> None:
     assert "Yahoo" in other_page.text
     assert "Gmail" not in other.text
     assert "Gmail" not in other_page.text
+    outlook, outlook_page = render(kind, provider="microsoft")
+    assert "Outlook / Microsoft 365" in outlook.subject
+    assert "Outlook / Microsoft 365" in outlook.text
+    assert "Outlook / Microsoft 365" in outlook_page.text
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,hi", "//evil.test/x"])

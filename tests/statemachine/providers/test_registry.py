@@ -18,7 +18,7 @@ from statemachine.providers import microsoft, registry
 from statemachine.providers.spec import ProviderSpec
 from statemachine.services.settings import SettingsError, load_settings
 from statemachine.store.models import Mailbox, one_of
-from web import oauth
+from web import connect
 from web.app import security_headers
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -40,7 +40,8 @@ def test_every_registered_provider_declares_everything(spec: ProviderSpec) -> No
         assert urlsplit(url).netloc
     assert spec.scopes
     assert all(scope and " " not in scope for scope in spec.scopes)
-    assert spec.subject_claim
+    assert spec.subject_claims
+    assert "openid" in spec.oidc_scopes  # the id_token names the account
     assert spec.consent_params.get("response_type") == "code"
     assert registry.get(spec.name) is spec
     assert registry.label(spec.name) == provider_display_name(spec.name) == spec.label
@@ -50,8 +51,10 @@ def test_environment_variable_names_are_distinct() -> None:
     names = [
         env
         for spec in SPECS
-        for env in (spec.token_url.env, spec.auth_url.env, spec.client_id_env, spec.client_secret_env)
-    ]
+        for env in (spec.token_url.env, spec.auth_url.env, spec.client_id_env, spec.client_secret_env,
+                    spec.tenant.env if spec.tenant else None, spec.scopes_env)
+        if env is not None
+    ]  # fmt: skip
     assert len(names) == len(set(names))
 
 
@@ -85,17 +88,28 @@ def test_settings_read_each_provider_from_its_own_variables_and_report_every_bad
 
 
 def test_an_unregistered_provider_is_refused_with_the_accepted_ones() -> None:
-    with pytest.raises(registry.UnknownProviderError, match="must be one of: google"):
-        registry.get("microsoft")
+    with pytest.raises(registry.UnknownProviderError, match="must be one of: google, microsoft"):
+        registry.get("yahoo")
     assert registry.find("yahoo") is None
     assert registry.label("yahoo") == "Yahoo"
 
 
-def test_microsoft_has_overrides_but_is_not_registered_yet() -> None:
-    """Its adapter, sandbox and scopes come with the issue that adds it; until then nothing accepts it."""
-    assert microsoft.NAME not in registry.NAMES
-    assert microsoft.CLASSIFICATION.codes_field == "error_codes"
-    assert 50196 in microsoft.CLASSIFICATION.transient_codes
+def test_microsoft_is_registered_with_its_tenant_in_the_default_urls() -> None:
+    assert registry.get("microsoft") is microsoft.SPEC
+    defaults = load_settings({}).providers["microsoft"]
+    assert defaults.token_url == "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+    chosen = load_settings({"MICROSOFT_TENANT": "organizations"}).providers["microsoft"]
+    assert chosen.auth_url == "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
+    assert chosen.tenant == "organizations"
+
+
+def test_microsoft_scopes_may_be_replaced_but_keep_the_openid_ones() -> None:
+    graph = "openid profile offline_access https://graph.microsoft.com/Mail.ReadWrite"
+    assert load_settings({"MICROSOFT_SCOPES": graph}).providers["microsoft"].scopes == tuple(graph.split())
+    with pytest.raises(SettingsError, match="MICROSOFT_SCOPES: must keep offline_access"):
+        load_settings({"MICROSOFT_SCOPES": "openid profile https://graph.microsoft.com/Mail.Read"})
+    with pytest.raises(SettingsError, match="MICROSOFT_TENANT"):
+        load_settings({"MICROSOFT_TENANT": "../evil"})
 
 
 def test_the_check_constraint_lists_the_registered_providers() -> None:
@@ -116,14 +130,14 @@ async def test_the_migrated_database_accepts_exactly_the_registered_providers(da
 
 
 def test_the_cli_refuses_an_unknown_provider_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["mailbox", "add", "--user", "o@example.test", "--provider", "microsoft", "--address", "a@b.test"]
+    argv = ["mailbox", "add", "--user", "o@example.test", "--provider", "yahoo", "--address", "a@b.test"]
     assert main([*argv, "--refresh-token", "x"]) == 1
     out, err = capsys.readouterr()
     assert (out, err) == ("", f"tokenwarden: error: provider must be one of: {', '.join(registry.NAMES)}\n")
 
 
 def test_one_callback_route_per_registered_provider() -> None:
-    paths = {route.path for route in oauth.routes if route.path.startswith("/auth/")}  # type: ignore[attr-defined]
+    paths = {route.path for route in connect.routes if route.path.startswith("/auth/")}  # type: ignore[attr-defined]
     assert paths == {f"/auth/{name}/callback" for name in registry.NAMES}
 
 

@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
+import respx
 from sqlalchemy import text
 
 from statemachine.core.errors import Verdict
@@ -15,10 +17,13 @@ from statemachine.services.cycle import run_cycle
 from statemachine.services.runtime import Runtime
 from statemachine.store import incidents
 from statemachine.store.incidents import IncidentGuard, close_recovered, prune_outcomes, window_counts
+from tests.database import MICROSOFT_TOKEN_URL, TOKEN_URL
 from tests.factories import add_mailbox
 
 INVALID_CLIENT = httpx.Response(401, json={"error": "invalid_client", "error_description": "Unauthorized"})
 OUTAGE = Verdict(FailureKind.TRANSIENT, "http_503", "Google is unavailable.")
+REVOKED = Verdict(FailureKind.PERMANENT, "invalid_grant", "Google says access was revoked.")
+CONSENT = Verdict(FailureKind.PERMANENT, "consent_required", "Google says permission was withdrawn.")
 
 
 async def mailboxes(runtime: Runtime, count: int) -> list[int]:
@@ -68,11 +73,33 @@ async def test_two_cycles_opening_at_once_make_one_incident_and_both_see_it(runt
     assert len(await rows(runtime, "select 1 from incidents")) == 1
 
 
+async def test_an_outage_holds_transient_failures_only_and_an_invalid_grant_storm_opens_its_own(runtime) -> None:
+    ids = await mailboxes(runtime, 12)
+    guard, now = runtime.incidents, datetime.now(UTC)
+
+    async def held(mailbox_id: int, verdict: Verdict) -> bool:
+        async with runtime.sessionmaker() as session, session.begin():
+            return await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=verdict, at=now)
+
+    assert [await held(m, OUTAGE) for m in ids[:5]] == [False] * 4 + [True]  # the fifth opens the outage
+    assert [await held(m, REVOKED) for m in ids[5:9]] == [False] * 4  # users' own: told on schedule
+    assert await held(ids[9], REVOKED) is True  # half the window now: an invalid_grant storm of its own
+    assert (await held(ids[10], OUTAGE), await held(ids[11], CONSENT)) == (True, False)
+    assert await rows(runtime, "select kind, code from incidents where status = 'open' order by id") == [
+        ("transient", None),
+        ("permanent", "invalid_grant"),
+    ]
+
+
 async def test_closing_retries_the_waiting_mailboxes_soon_and_writes_history(runtime, provider) -> None:
+    provider.return_value = httpx.Response(400, json={"error": "invalid_grant"})
+    confirming = await add_mailbox(runtime, "1//revoked-SECRET", address="revoked@gmail.test")
+    await run_cycle(runtime.cycle_deps(), confirming, actor="worker")
     provider.return_value = httpx.Response(503)
     ids = await mailboxes(runtime, 6)
-    for mailbox_id in ids:
+    for mailbox_id in [*ids, confirming]:  # the confirming cycle meets the outage: held, still confirming
         await run_cycle(runtime.cycle_deps(), mailbox_id, actor="worker")
+    assert await rows(runtime, f"select failure_kind from mailboxes where id = {confirming}") == [("permanent",)]
     async with runtime.sessionmaker() as session, session.begin():  # they had climbed to long delays
         await session.execute(text("update mailboxes set next_refresh_at = now() + interval '2 hours'"))
     later = datetime.now(UTC) + timedelta(minutes=11)
@@ -81,13 +108,14 @@ async def test_closing_retries_the_waiting_mailboxes_soon_and_writes_history(run
         await runtime.incidents.observe(
             session, provider="google", mailbox_id=ids[0], verdict=None, at=later - timedelta(minutes=1)
         )
-    assert await close_recovered(runtime.sessionmaker, runtime.settings.incidents, later) != []
-    waiting = await rows(runtime, "select next_refresh_at from mailboxes where state = 'retrying'")
-    assert len(waiting) == 6
-    assert all(later <= due <= later + timedelta(seconds=60) for (due,) in waiting)
+    [incident] = await close_recovered(runtime.sessionmaker, runtime.settings.incidents, later)
+    waiting = await rows(runtime, "select id, next_refresh_at from mailboxes where state = 'retrying'")
+    assert sorted(incident.pulled) == sorted(waiting)  # each with its new due time, to be timed exactly
+    assert len(waiting) == 7
+    assert all(later <= due <= later + timedelta(seconds=60) for _, due in waiting)
     closed = await rows(runtime, "select from_state, to_state, actor from mailbox_state_transitions "
                                  "where event = 'provider_incident_closed'")  # fmt: skip
-    assert closed == [("retrying", "retrying", "system")] * 6
+    assert closed == [("retrying", "retrying", "system")] * 7
     ((status, closed_at),) = await rows(runtime, "select status, closed_at from incidents")
     assert (status, closed_at) == ("closed", later)
 
@@ -101,6 +129,34 @@ async def test_outcomes_older_than_48_hours_are_pruned(runtime) -> None:
             await runtime.incidents.observe(session, provider="google", mailbox_id=mailbox_id, verdict=None, at=at)
     assert await prune_outcomes(runtime.sessionmaker, now) == 2
     assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 2
+
+
+@pytest.mark.parametrize(("down", "up"), [("microsoft", "google"), ("google", "microsoft")])
+async def test_one_providers_outage_opens_its_own_incident_and_the_other_keeps_escalating(
+    runtime: Runtime, down: str, up: str
+) -> None:
+    """Six mailboxes of the provider that is down open an incident and wait; two failing mailboxes of the other
+    one are not covered by it: they climb the ladder and are told, as on any other day."""
+    urls = {"google": TOKEN_URL, "microsoft": MICROSOFT_TOKEN_URL}
+    domains = {"google": "gmail.test", "microsoft": "contoso.test"}
+    waiting = [
+        await add_mailbox(runtime, f"tok-{down}-{i}", address=f"w{i}@{domains[down]}", provider=down) for i in range(6)
+    ]
+    escalating = [
+        await add_mailbox(runtime, f"tok-{up}-{i}", address=f"e{i}@{domains[up]}", provider=up) for i in range(2)
+    ]
+    with respx.mock(using="httpx", assert_all_mocked=True) as mock:
+        mock.post(urls[down]).respond(503)
+        mock.post(urls[up]).respond(503)
+        for _ in range(3):
+            for mailbox_id in waiting + escalating:
+                await run_cycle(runtime.cycle_deps(), mailbox_id, actor="worker")
+    assert await rows(runtime, "select provider, status from incidents") == [(down, "open")]
+    states = dict(await rows(runtime, "select id, state from mailboxes"))
+    assert {states[m] for m in waiting} == {"retrying"}  # frozen while their provider is down
+    assert {states[m] for m in escalating} == {"disconnected"}  # the whole ladder in three failed cycles
+    told = await rows(runtime, "select distinct mailbox_id from notifications")
+    assert {m for (m,) in told} == set(escalating)
 
 
 async def test_a_costly_window_is_counted_at_most_once_per_twenty_times_its_cost(runtime, monkeypatch) -> None:

@@ -1,0 +1,127 @@
+"""POST /v1/mailboxes/{id}/access-token against the sandbox Google over real HTTP.
+
+A valid token costs no token request; an expiring one costs exactly one however many callers ask at
+once, in this process and in a `tokenwarden serve` subprocess; failures answer 409 or 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from statemachine.store import queries
+from tests.web.support import now, row, start_serving, stop_serving
+from tests.web.v1.conftest import KEY_NAME, Api
+from tests.web.v1.support import granted_mailbox, token_requests
+from web.pages import WebContext
+from web.tables import AccessTokenAudit
+
+CALLERS = 50
+
+
+async def audit(web: WebContext) -> list[tuple[str, int, bool]]:
+    async with web.runtime.sessionmaker() as session:
+        rows = await session.execute(select(AccessTokenAudit.key_name, AccessTokenAudit.mailbox_id,
+                                            AccessTokenAudit.cycle_ran).order_by(AccessTokenAudit.id))  # fmt: skip
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+async def test_a_valid_token_is_returned_without_a_token_request(
+    web: WebContext, api: Api, google: httpx.AsyncClient
+) -> None:
+    mailbox_id = await granted_mailbox(web, google, token_seconds=3000)
+    response = await api().post(f"/v1/mailboxes/{mailbox_id}/access-token", json={"min_valid_seconds": 600})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["access_token"] == "ya29.stored-SECRET"
+    assert datetime.fromisoformat(body["expires_at"]) > now() + timedelta(seconds=2900)
+    assert await token_requests(google) == 0
+    assert await audit(web) == [(KEY_NAME, mailbox_id, False)]
+
+
+async def test_an_expiring_token_costs_one_token_request_for_50_callers_in_two_processes(
+    web: WebContext, web_env: dict[str, str], api: Api, api_key: str, google: httpx.AsyncClient, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG)
+    mailbox_id = await granted_mailbox(web, google, rotate=True, token_seconds=60)
+    old_refresh = (await row(web, mailbox_id)).refresh_token_ciphertext
+    # the token endpoint answers after half a second, so the callers really overlap
+    fault = {"mode": "timeout", "refresh_token": "1//refresh-SECRET-ana@gmail.test", "seconds": 0.5, "count": 1}
+    (await google.post("/_sandbox/faults", json=fault)).raise_for_status()
+    url, process = start_serving(web_env, tmp_path / "serve.log")
+    try:
+        async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {api_key}"}, timeout=30) as other:
+            clients = [api(), other]
+            path = f"/v1/mailboxes/{mailbox_id}/access-token"
+            responses = await asyncio.gather(*(clients[n % 2].post(path) for n in range(CALLERS)))
+    finally:
+        stop_serving(process)
+    assert [r.status_code for r in responses] == [200] * CALLERS, [r.text for r in responses if r.status_code != 200]
+    tokens = {r.json()["access_token"] for r in responses}
+    assert len(tokens) == 1
+    assert tokens != {"ya29.stored-SECRET"}
+    assert await token_requests(google) == 1
+    mailbox = await row(web, mailbox_id)
+    assert mailbox.refresh_token_ciphertext != old_refresh  # the rotated refresh token was kept
+    audit_rows = await audit(web)
+    assert len(audit_rows) == CALLERS
+    assert sum(cycle_ran for _, _, cycle_ran in audit_rows) == 1
+    secret = tokens.pop()
+    assert secret not in caplog.text
+    assert secret not in (tmp_path / "serve.log").read_text()
+    async with web.runtime.sessionmaker() as session:
+        assert secret not in str(await queries.history(session, mailbox_id))
+
+
+async def test_a_disconnected_mailbox_gets_409_with_its_reason_and_reconnect_link(
+    web: WebContext, api: Api, google: httpx.AsyncClient
+) -> None:
+    mailbox_id = await granted_mailbox(
+        web, google, token_seconds=3000, state="disconnected", token_refresh_error="invalid_grant: Access was revoked.",
+        failure_kind="permanent",
+    )  # fmt: skip
+    response = await api().post(f"/v1/mailboxes/{mailbox_id}/access-token")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "mailbox_disconnected"
+    assert error["reason"] == "Access was revoked."
+    assert error["reconnect_url"].endswith(f"/mailboxes/{mailbox_id}/reconnect")
+    assert "ya29" not in response.text
+    assert await token_requests(google) == 0
+
+
+async def test_a_transient_failure_with_an_expired_token_is_503_with_retry_after_and_not_retried_early(
+    web: WebContext, api: Api, google: httpx.AsyncClient
+) -> None:
+    mailbox_id = await granted_mailbox(web, google, token_seconds=-10)
+    fault = {"mode": "http_5xx", "refresh_token": "1//refresh-SECRET-ana@gmail.test"}
+    (await google.post("/_sandbox/faults", json=fault)).raise_for_status()
+    client = api()
+    response = await client.post(f"/v1/mailboxes/{mailbox_id}/access-token")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "refresh_failed"
+    assert int(response.headers["retry-after"]) >= 1
+    requests = await token_requests(google)
+    assert requests >= 1  # the cycle's own retries
+    assert (await row(web, mailbox_id)).state == "retrying"
+    again = await client.post(f"/v1/mailboxes/{mailbox_id}/access-token")
+    assert again.status_code == 503
+    assert await token_requests(google) == requests  # a failing mailbox waits for its next_refresh_at
+
+
+async def test_min_valid_seconds_outside_0_to_1800_and_bad_bodies_get_422(web: WebContext, api: Api) -> None:
+    client = api()
+    for body in ({"min_valid_seconds": 1801}, {"min_valid_seconds": -1}, {"min_valid_seconds": "60"},
+                 {"min_valid_seconds": True}, [1]):  # fmt: skip
+        response = await client.post("/v1/mailboxes/1/access-token", json=body)
+        assert response.status_code == 422, body
+    broken = await client.post("/v1/mailboxes/1/access-token", content=b"{not json", headers={"content-type": "x"})
+    assert broken.json()["error"]["code"] == "invalid_request"
+    assert (await client.post("/v1/mailboxes/999/access-token")).status_code == 404
