@@ -29,7 +29,7 @@ from statemachine.core.states import Event, FailureKind
 from statemachine.services import metrics
 from statemachine.services.unit_of_work import EventContext, Outcome, apply_event
 from statemachine.store import repository
-from statemachine.store.db import Sessionmaker
+from statemachine.store.db import Sessionmaker, autocommit
 from statemachine.store.models import Mailbox
 
 logger = logging.getLogger(__name__)
@@ -109,9 +109,9 @@ async def run_cycle(
     """
     started = time.perf_counter()
     owner = uuid.uuid4()
-    async with deps.sessionmaker() as session, session.begin():
+    async with autocommit(deps.sessionmaker) as conn:  # one UPDATE: it commits alone
         lease = await repository.take_lease(
-            session, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim, revision=revision
+            conn, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim, revision=revision
         )
     if lease is None:
         return CycleResult(mailbox_id, "busy")
@@ -144,8 +144,8 @@ async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Gran
 
 async def _keep_rotated_token(deps: CycleDeps, lease: repository.Lease, refresh_token: str) -> None:
     ciphertext = deps.cipher.encrypt(refresh_token, mailbox_id=lease.mailbox_id, role="refresh")
-    async with deps.sessionmaker() as session, session.begin():
-        await repository.store_rotated_refresh_token(session, lease, ciphertext)
+    async with autocommit(deps.sessionmaker) as conn:  # one UPDATE, committed the moment it runs
+        await repository.store_rotated_refresh_token(conn, lease, ciphertext)
 
 
 async def _apply_outcome(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, true, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from statemachine.core.machine import Lifecycle, Record
 from statemachine.store.models import Mailbox, StateTransition, User
@@ -33,7 +33,7 @@ class Lease:
 
 
 async def take_lease(
-    session: AsyncSession, mailbox_id: int, owner: uuid.UUID, now: datetime, seconds: float,
+    conn: AsyncConnection, mailbox_id: int, owner: uuid.UUID, now: datetime, seconds: float,
     *, takeover_from: uuid.UUID | None = None, revision: int | None = None,
 ) -> Lease | None:  # fmt: skip
     """Lease the mailbox to `owner` unless another live lease holds it (then None).
@@ -56,19 +56,19 @@ async def take_lease(
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
         .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext)
     )
-    row = (await session.execute(statement)).one_or_none()
+    row = (await conn.execute(statement)).one_or_none()
     if row is None:
-        await ensure_exists(session, mailbox_id)
+        await ensure_exists(conn, mailbox_id)
         return None
     return Lease(mailbox_id, owner, row.revision, row.provider, row.refresh_token_ciphertext)
 
 
-async def ensure_exists(session: AsyncSession, mailbox_id: int) -> None:
-    if await session.scalar(select(Mailbox.id).where(Mailbox.id == mailbox_id)) is None:
+async def ensure_exists(conn: AsyncConnection, mailbox_id: int) -> None:
+    if await conn.scalar(select(Mailbox.id).where(Mailbox.id == mailbox_id)) is None:
         raise UnknownMailboxError(mailbox_id)
 
 
-async def store_rotated_refresh_token(session: AsyncSession, lease: Lease, ciphertext: bytes) -> bool:
+async def store_rotated_refresh_token(conn: AsyncConnection, lease: Lease, ciphertext: bytes) -> bool:
     """Keep a newly issued refresh token at once, while our lease still holds (RFC 9700 §4.14.2)."""
     statement = (
         update(Mailbox)
@@ -76,7 +76,7 @@ async def store_rotated_refresh_token(session: AsyncSession, lease: Lease, ciphe
         .values(refresh_token_ciphertext=ciphertext)
         .returning(Mailbox.id)
     )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    return (await conn.execute(statement)).scalar_one_or_none() is not None
 
 
 async def lock_mailbox(session: AsyncSession, mailbox_id: int) -> Mailbox:
