@@ -95,7 +95,8 @@ async def mailbox_add(args: argparse.Namespace, env: Env) -> int:
 
 def mailbox_import(args: argparse.Namespace, env: Env) -> int:
     settings = load_settings(env)
-    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    # binary: each line is decoded on its own, so one line of bad UTF-8 is reported and skipped
+    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     with stream:
         report = asyncio.run(_import(settings, stream))
     for number, problem in report.problems:
@@ -104,7 +105,7 @@ def mailbox_import(args: argparse.Namespace, env: Env) -> int:
     return 1 if report.problems else 0
 
 
-async def _import(settings: Settings, lines: Iterable[str]) -> ImportReport:
+async def _import(settings: Settings, lines: Iterable[bytes]) -> ImportReport:
     async with open_runtime(settings) as rt:
         return await import_mailboxes(rt.sessionmaker, lines, rt.cipher, rt.settings.policy, lambda: datetime.now(UTC))
 

@@ -15,8 +15,10 @@ from statemachine.core.secrets import TokenCipher
 from statemachine.store.models import Mailbox, User
 
 SUPPORTED_PROVIDERS = ("google",)
-_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ADDRESS = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # PostgreSQL cannot store NUL; no token or address carries these
 MAX_TOKEN_LENGTH = 4096
+MAX_ADDRESS_LENGTH = 320
 
 
 class InvalidInputError(ValueError):
@@ -44,7 +46,7 @@ class NewMailbox:
 
 
 def normalise_email(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+    if not isinstance(value, str) or len(value) > MAX_ADDRESS_LENGTH or not _ADDRESS.match(value.strip()):
         raise InvalidInputError(f"{what} must be an email address")
     return value.strip().lower()
 
@@ -60,6 +62,8 @@ def _token(value: object, what: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TOKEN_LENGTH or value != value.strip():
         raise InvalidInputError(f"{what} must be a non-empty string without surrounding spaces")
+    if _CONTROL.search(value):
+        raise InvalidInputError(f"{what} must not contain control characters")
     return value
 
 

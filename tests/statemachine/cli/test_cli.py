@@ -178,6 +178,24 @@ def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Pa
     assert "imported-" not in problems
 
 
+def test_import_reports_unreadable_lines_by_number_and_keeps_every_good_line(cli: Cli, tmp_path: Path) -> None:
+    good = [json.dumps({"user": "u@example.test", "provider": "google", "address": f"m{i}@gmail.test",
+                        "refresh_token": f"1//imported-{i}"}).encode() for i in range(6)]  # fmt: skip
+    nul = json.dumps({"user": "u@example.test", "provider": "google", "address": "n\u0000@gmail.test",
+                      "refresh_token": "1//imported-nul"}).encode()  # fmt: skip
+    lines = [good[0], b"[" * 100000, good[1], b"\xff", good[2], nul, good[3], b'{"user": "\xc3"}', good[4]]
+    path = tmp_path / "mailboxes.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    problems = cli("mailbox", "import", str(path), code=1)
+    assert problems.splitlines() == [
+        "line 2: not valid JSON (nested too deeply)",
+        "line 4: not valid UTF-8 (byte 0xff at column 1)",
+        "line 6: address must be an email address",
+        "line 8: not valid UTF-8 (byte 0xc3 at column 11)",
+    ]
+    assert sorted(m["address"] for m in cli.json("mailbox", "list")) == [f"m{i}@gmail.test" for i in range(5)]
+
+
 def test_rotate_keys_moves_every_token_to_the_new_key(cli: Cli, control: httpx.Client, cli_env, monkeypatch) -> None:
     ids = [connect(cli, control, address)[0] for address in ("ana@gmail.test", "ana.work@gmail.test")]
     old, new = cli_env["TOKENWARDEN_ENCRYPTION_KEYS"], Fernet.generate_key().decode()
