@@ -39,9 +39,12 @@ EXPECTED_ERRORS = (
 )
 
 
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+
+
 def mailbox_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a mailbox id is a positive whole number, not {text!r}")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"a mailbox id is a positive whole number up to {MAX_ID}, not {text[:40]!r}")
     return int(text)
 
 
@@ -121,10 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# SQLSTATE classes whose server message names only the database or role, never data: safe to print
+_LOGIN_FAILURES = ("28", "3D")
+
+
 def _database_error(err: DBAPIError) -> str:
+    sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
+    if sqlstate.startswith(_LOGIN_FAILURES):
+        cause = err.orig.__cause__ or err.orig
+        return f"cannot open the database in DATABASE_URL: {str(cause).splitlines()[0]}"
     if isinstance(err, ProgrammingError) and "does not exist" in str(err.orig):
         return "the database schema is missing or old: run `tokenwarden migrate`"
-    return f"database error: {type(err.orig).__name__}"
+    return f"database error: {type(err.orig).__name__} {sqlstate}".rstrip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+
 from statemachine.core.incident_rules import IncidentThresholds
 from statemachine.core.policy import Policy
 from statemachine.core.secrets import Secret
@@ -157,12 +159,30 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def database_url(raw: str) -> str:
-    """Accept postgres URLs and make them use the asyncpg driver."""
+    """Accept postgres URLs, make them use the asyncpg driver, and take libpq's `sslmode` as asyncpg's `ssl`.
+
+    Errors never repeat the URL: it may carry a password.
+    """
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
         raise ValueError("expected a postgresql:// or postgresql+asyncpg:// URL (the asyncpg driver is used)")
-    return "postgresql+asyncpg://" + rest
+    try:
+        url = make_url("postgresql+asyncpg://" + rest)
+    except ValueError:
+        raise ValueError(
+            "the port is not a number (a password with @, : or / in it must be percent-encoded, e.g. @ as %40)"
+        ) from None
+    query = dict(url.query)
+    if "sslmode" in query:
+        mode = query.pop("sslmode")
+        if mode not in SSL_MODES:
+            raise ValueError(f"sslmode must be one of: {', '.join(SSL_MODES)}")
+        query.setdefault("ssl", mode)
+    return url.set(query=query).render_as_string(hide_password=False)
 
 
 def _fernet_keys(raw: str) -> tuple[Secret, ...]:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
 
 from devkit.serving import RunningServer
 from statemachine.cli import commands
@@ -251,6 +252,47 @@ def test_bad_input_is_one_clear_line(cli: Cli, args: list[str], message: str) ->
     error = cli(*args, code=1)
     assert error.count("\n") == 1
     assert message in error
+
+
+def with_url_part(url: str, **parts: Any) -> str:
+    return make_url(url).set(**parts).render_as_string(hide_password=False)
+
+
+def with_query(url: str, **query: str) -> str:
+    return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda url: url.replace("://", "://app:p@ss:SECRETPW@", 1), "password with @, : or / in it"),
+        (lambda url: "postgresql://app:pw@127.0.0.1:notaport/x", "the port is not a number"),
+        (lambda url: with_query(url, sslmode="sometimes"), "sslmode must be one of: disable, allow, prefer, require"),
+        (lambda url: with_url_part(url, database="nosuchdb"), 'database "nosuchdb" does not exist'),
+        (lambda url: with_url_part(url, username="nosuchrole"), 'role "nosuchrole" does not exist'),
+    ],
+)
+def test_bad_database_url_is_one_clear_line_without_the_password(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, change, message
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", change(cli_env["DATABASE_URL"]))
+    error = Cli(capsys)("mailbox", "list", code=1)
+    assert error.count("\n") == 1
+    assert message in error
+    assert "SECRETPW" not in error
+
+
+def test_libpq_sslmode_is_understood(cli: Cli, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for mode in ("disable", "require"):  # asyncpg needs no TLS on the test server's unix socket
+        monkeypatch.setenv("DATABASE_URL", with_query(cli_env["DATABASE_URL"], sslmode=mode))
+        assert cli.json("mailbox", "list") == []
+
+
+def test_an_id_beyond_bigint_is_a_usage_error(cli: Cli) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli("mailbox", "show", str(2**70))
+    assert exit_.value.code == 2
+    assert "a mailbox id is a positive whole number up to 9223372036854775807" in cli.capsys.readouterr().err
 
 
 def run_console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
