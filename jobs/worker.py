@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from arq import cron
 from arq.connections import RedisSettings
@@ -25,7 +27,7 @@ from jobs.refresh import refresh_mailbox
 from jobs.scan import REFRESH_JOB, scan_due
 from jobs.upkeep import check_incidents, prune_outcomes
 from statemachine.services.runtime import open_runtime
-from statemachine.services.settings import Settings, load_settings
+from statemachine.services.settings import Settings, SettingsError, load_settings
 
 FAILED_RESULT_SECONDS = 2  # a failed refresh's id is blocked this long (arq applies it to every terminal failure)
 HEALTH_CHECK_SECONDS = 10
@@ -57,17 +59,28 @@ async def startup(ctx: dict[str, Any]) -> None:
         return
     settings: Settings = ctx.get("settings") or load_settings(os.environ)
     stack = contextlib.AsyncExitStack()
-    runtime = await stack.enter_async_context(open_runtime(settings, pre_ping=False))  # see make_engine
-    if runtime.incidents is not None:
-        runtime.incidents.listeners.append(metrics.record_incident_opened)
     if settings.metrics_port:
-        server, thread = start_http_server(settings.metrics_port)
+        server, thread = _serve_metrics(settings.metrics_port)
         stack.callback(thread.join, 5)
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
+    runtime = await stack.enter_async_context(open_runtime(settings, pre_ping=False))  # see make_engine
+    if runtime.incidents is not None:
+        runtime.incidents.listeners.append(metrics.record_incident_opened)
     gauges = asyncio.create_task(metrics.refresh_gauges(runtime.sessionmaker), name="tokenwarden-gauges")
     stack.push_async_callback(_cancel, gauges)
     ctx.update(runtime=runtime, exit_stack=stack)
+
+
+def _serve_metrics(port: int) -> tuple[WSGIServer, threading.Thread]:
+    """Start the metrics server first, so a taken port stops the worker before it opens anything else."""
+    try:
+        return start_http_server(port)
+    except OSError as err:
+        raise SettingsError(
+            f"TOKENWARDEN_METRICS_PORT: port {port} cannot be opened ({err.strerror or err}); "
+            "give each worker on this host its own port, or 0 to turn its metrics off"
+        ) from None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
