@@ -130,7 +130,7 @@ _LOGIN_FAILURES = ("28", "3D")
 
 def _database_error(err: DBAPIError) -> str:
     sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
-    if sqlstate.startswith(_LOGIN_FAILURES):
+    if err.orig is not None and sqlstate.startswith(_LOGIN_FAILURES):
         cause = err.orig.__cause__ or err.orig
         return f"cannot open the database in DATABASE_URL: {str(cause).splitlines()[0]}"
     if isinstance(err, ProgrammingError) and "does not exist" in str(err.orig):
