@@ -25,11 +25,17 @@ def _minutes(text: str) -> int:
 
 def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the web app until interrupted; the configuration is checked before the port is opened."""
-    app = create_app(load_settings(env))
+    settings = load_settings(env)
+    app = create_app(settings)
     configure_logging(log_level(env, "INFO"))
     # access_log=False: uvicorn's line includes the query string, where login links and OAuth callbacks
     # carry one-time secrets; web.app logs method, path and status instead.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=True)
+    # X-Forwarded-* only from TOKENWARDEN_TRUSTED_PROXIES: anyone else could claim any client address.
+    proxies = list(settings.trusted_proxies)
+    uvicorn.run(
+        app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )  # fmt: skip
     return 0
 
 

@@ -170,7 +170,7 @@ async def google_callback(request: Request) -> Response:
 
 
 routes = [
-    Route("/mailboxes/{mailbox_id:int}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
-    Route("/mailboxes/{mailbox_id:int}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
+    Route("/mailboxes/{mailbox_id:id}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
+    Route("/mailboxes/{mailbox_id:id}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
     Route("/auth/google/callback", google_callback, methods=["GET"], name="google_callback"),
 ]

@@ -23,7 +23,7 @@ from statemachine.store.models import PROVIDERS
 from statemachine.store.repository import UnknownMailboxError
 from web import reports, store
 from web.auth import checked_form, require_admin
-from web.pages import PageError, context_of, render
+from web.pages import PageError, context_of, render, text_field
 
 MAX_NOTE_LENGTH = 500
 ACTIONS = {
@@ -40,7 +40,7 @@ def mailbox_filter(params: Any) -> reports.MailboxFilter:
     return reports.MailboxFilter(
         state=state if state in {s.value for s in State} else None,
         provider=provider if provider in PROVIDERS else None,
-        search=(params.get("q") or "").strip()[:200] or None,
+        search=text_field(params.get("q"), "search", 200),
         failing_for=failing if failing in reports.FAILING_FOR else None,
     )
 
@@ -96,7 +96,7 @@ async def action(request: Request) -> Response:
     if request.path_params["action"] not in ACTIONS:
         raise PageError(404, "No such action", "Operators can retry now or disconnect.")
     event, done = ACTIONS[request.path_params["action"]]
-    note = str(form.get("reason") or "").strip()[:MAX_NOTE_LENGTH] or None
+    note = text_field(form.get("reason"), "reason", MAX_NOTE_LENGTH)
     runtime, actor = context_of(request).runtime, f"operator:{auth.user.email}"
     try:
         await operator_action(runtime.sessionmaker, runtime.events, mailbox_id, event, actor, note)
@@ -112,6 +112,6 @@ async def action(request: Request) -> Response:
 
 routes = [
     Route("/ops", overview, methods=["GET"], name="ops"),
-    Route("/ops/mailboxes/{mailbox_id:int}", mailbox_page, methods=["GET"], name="ops_mailbox"),
-    Route("/ops/mailboxes/{mailbox_id:int}/{action:str}", action, methods=["POST"], name="ops_action"),
+    Route("/ops/mailboxes/{mailbox_id:id}", mailbox_page, methods=["GET"], name="ops_mailbox"),
+    Route("/ops/mailboxes/{mailbox_id:id}/{action:str}", action, methods=["POST"], name="ops_action"),
 ]

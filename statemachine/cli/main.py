@@ -44,7 +44,9 @@ MAX_ID = 2**63 - 1  # PostgreSQL's bigint
 
 def mailbox_id(text: str) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ID:
-        raise argparse.ArgumentTypeError(f"a mailbox id is a positive whole number up to {MAX_ID}, not {text[:40]!r}")
+        raise argparse.ArgumentTypeError(
+            f"a mailbox id is a positive whole number, not {text[:40]!r} (at most {MAX_ID})"
+        )
     return int(text)
 
 

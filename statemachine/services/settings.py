@@ -44,6 +44,8 @@ class Settings:
     encryption_keys: tuple[Secret, ...] = ()
     secret_key: Secret | None = None
     base_url: str = "http://127.0.0.1:8000"
+    allowed_hosts: tuple[str, ...] = ()  # empty: the base URL's host, localhost and 127.0.0.1
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-* headers are believed
     mail_from: str = "Tokenwarden <tokenwarden@localhost>"
     retry_tries: int = 3
     retry_base_seconds: float = 2.0
@@ -185,6 +187,13 @@ def database_url(raw: str) -> str:
     return url.set(query=query).render_as_string(hide_password=False)
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    if not names or any(not name.isprintable() or " " in name for name in names):
+        raise ValueError("expected a comma-separated list of names or addresses")
+    return names
+
+
 def _fernet_keys(raw: str) -> tuple[Secret, ...]:
     keys = []
     for position, key in enumerate((k.strip() for k in raw.split(",")), start=1):
@@ -266,6 +275,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         encryption_keys=env.get("TOKENWARDEN_ENCRYPTION_KEYS", (), _fernet_keys),
         secret_key=env.get("TOKENWARDEN_SECRET_KEY", None, _secret_key),
         base_url=env.get("TOKENWARDEN_BASE_URL", "http://127.0.0.1:8000", _url("https", "http")).rstrip("/"),
+        allowed_hosts=env.get("TOKENWARDEN_ALLOWED_HOSTS", (), _names),
+        trusted_proxies=env.get("TOKENWARDEN_TRUSTED_PROXIES", (), _names),
         mail_from=env.get("TOKENWARDEN_MAIL_FROM", "Tokenwarden <tokenwarden@localhost>", str),
         retry_tries=env.get("TOKENWARDEN_RETRY_TRIES", 3, _whole(1)),
         retry_base_seconds=env.get("TOKENWARDEN_RETRY_BASE_SECONDS", 2.0, _number(0)),

@@ -163,3 +163,18 @@ async def test_api_operators_read_every_mailbox_and_no_secret(web: WebContext, s
     for body in (everything.text, (await admin.get(f"/api/mailboxes/{second}")).text):
         assert "SECRET" not in body
         assert "ciphertext" not in body
+
+
+async def test_control_characters_and_huge_ids_end_on_a_4xx_page(web: WebContext, sign_in: SignIn) -> None:
+    mailbox_id = await mailbox(web)
+    admin = await sign_in(ADMIN, admin=True)
+    search = await admin.get("/ops", params={"q": "ana\x00"})
+    assert (search.status_code, "contains control characters" in search.text) == (400, True)
+    token = await csrf_of(admin, f"/ops/mailboxes/{mailbox_id}")
+    refused = await admin.post(
+        f"/ops/mailboxes/{mailbox_id}/disconnect", data={"csrf_token": token, "reason": "asked\x00by phone"}
+    )
+    assert refused.status_code == 400
+    assert (await row(web, mailbox_id)).state == "healthy"
+    for path in (f"/ops/mailboxes/{2**70}", f"/api/mailboxes/{2**70}"):
+        assert (await admin.get(path)).status_code == 404

@@ -292,7 +292,10 @@ def test_an_id_beyond_bigint_is_a_usage_error(cli: Cli) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli("mailbox", "show", str(2**70))
     assert exit_.value.code == 2
-    assert "a mailbox id is a positive whole number up to 9223372036854775807" in cli.capsys.readouterr().err
+    assert (
+        f"a mailbox id is a positive whole number, not '{2**70}' (at most 9223372036854775807)"
+        in cli.capsys.readouterr().err
+    )
 
 
 def run_console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
