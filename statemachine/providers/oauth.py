@@ -58,6 +58,10 @@ _KIND_BY_EXCEPTION: tuple[tuple[type[BaseException], str], ...] = (
     (TimeoutError, "read_timeout"),
 )
 _NO_RESPONSE_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
+# failures that certainly happened before any byte of the request left: only these may resend a single-use code
+_UNSENT_KINDS = frozenset({"connect_error", "connect_timeout", "pool_timeout"})
+# the id_token issuers a provider is known to use (OIDC Core 3.1.3.7 item 2); absent: not checked
+ISSUERS: Mapping[str, frozenset[str]] = {"google": frozenset({"https://accounts.google.com", "accounts.google.com"})}
 
 
 def make_http_client(timeout_seconds: float) -> httpx.AsyncClient:
@@ -138,11 +142,12 @@ class OAuthProvider:
         return _grant(payload)
 
     async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenGrant:
-        """Redeem an authorization code; only failures without a response are retried (a code is single use)."""
+        """Redeem an authorization code; retried only when the request certainly never left (a code is single use,
+        and Google may revoke the grant when one is sent twice)."""
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         form["code_verifier"] = code_verifier
-        payload = self._check(*await self._retrying(self._send)(form))
-        claims = _id_token_claims(payload.get("id_token"), self.client_id, datetime.now(UTC))
+        payload = self._check(*await self._retrying(self._send, unsent_only=True)(form))
+        claims = _id_token_claims(payload.get("id_token"), self.client_id, ISSUERS.get(self.name), datetime.now(UTC))
         return _grant(payload, claims)
 
     def authorization_url(
@@ -163,15 +168,22 @@ class OAuthProvider:
             params["login_hint"] = login_hint
         return str(httpx.URL(self.auth_url).copy_merge_params(params))
 
-    def _retrying(self, attempt: Callable[[dict[str, str]], Awaitable[T]]) -> Callable[[dict[str, str]], Awaitable[T]]:
+    def _retrying(
+        self, attempt: Callable[[dict[str, str]], Awaitable[T]], *, unsent_only: bool = False
+    ) -> Callable[[dict[str, str]], Awaitable[T]]:
         """Wrap one attempt in backoff, configured from `self.retry` at call time."""
         policy = self.retry
+
+        def giveup(exc: Exception) -> bool:
+            sent = not (isinstance(exc, OAuthError) and exc.verdict.code in _UNSENT_KINDS)
+            return (unsent_only and sent) or _waits_too_long(exc, policy.max_seconds)
+
         return backoff.on_exception(
             _waits,
             OAuthTransientError,  # permanent and config errors propagate after one request
             max_tries=policy.tries,
             jitter=None,  # _waits jitters itself: a Retry-After must be honoured exactly
-            giveup=lambda exc: _waits_too_long(exc, policy.max_seconds),
+            giveup=giveup,
             on_backoff=_log_retry,
             logger=None,  # backoff's own log lines would print the target's repr and the exception
             base_seconds=policy.base_seconds,
@@ -268,11 +280,13 @@ def _grant(payload: Mapping[str, Any], claims: Mapping[str, Any] | None = None) 
     )
 
 
-def _id_token_claims(id_token: object, client_id: str, now: datetime) -> dict[str, Any] | None:
+def _id_token_claims(
+    id_token: object, client_id: str, issuers: frozenset[str] | None, now: datetime
+) -> dict[str, Any] | None:
     """Read the id_token payload without checking its signature.
 
     OIDC Core 3.1.3.7 allows that for a token received directly from the token endpoint over TLS; the
-    audience and expiry are still ours to check.
+    issuer, the audience (with `azp` when there are several) and the expiry are still ours to check.
     """
     if id_token is None:
         return None
@@ -281,12 +295,21 @@ def _id_token_claims(id_token: object, client_id: str, now: datetime) -> dict[st
         claims = parse_json_object(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (IndexError, ValueError):
         claims = None
-    aud = claims.get("aud") if claims else None
-    audiences = aud if isinstance(aud, list) else [aud]
-    exp = claims.get("exp") if claims else None
-    if claims is None or client_id not in audiences or not isinstance(exp, int | float) or not exp > now.timestamp():
+    if claims is None or not _claims_are_ours(claims, client_id, issuers, now):
         raise error_for(_BAD_ID_TOKEN)
     return claims
+
+
+def _claims_are_ours(claims: Mapping[str, Any], client_id: str, issuers: frozenset[str] | None, now: datetime) -> bool:
+    aud, azp, exp = claims.get("aud"), claims.get("azp"), claims.get("exp")
+    audiences = aud if isinstance(aud, list) else [aud]
+    return (
+        (issuers is None or claims.get("iss") in issuers)
+        and client_id in audiences
+        and (azp == client_id or (azp is None and len(audiences) == 1))  # several audiences: azp says who asked
+        and isinstance(exp, int | float)
+        and exp > now.timestamp()
+    )
 
 
 def _text(value: object) -> str | None:
