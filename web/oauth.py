@@ -153,6 +153,7 @@ async def _callback(request: Request, name: str) -> Response:
     label = provider_display_name(name)
     if not result.accepted:
         RECONNECTS.labels(name, "other_account").inc()
+        await _provider(web, name).revoke(grant.refresh_token or grant.access_token)  # never meant to be given
         other = grant.email or "a different account"
         detail = (f"You signed in to {label} as {other}, but this mailbox is {result.expected_account}. "
                   f"Nothing was changed. Press Reconnect again and choose {result.expected_account}.")  # fmt: skip

@@ -22,7 +22,7 @@ from devkit.sandbox.control import (
     reset_requests,
 )
 from devkit.sandbox.state import ACCESS_TOKEN_LIFETIME, SandboxRequestError, SandboxState
-from devkit.sandbox.token import token_endpoint
+from devkit.sandbox.token import revoke_endpoint, token_endpoint
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -39,6 +39,7 @@ def create_sandbox_app(
         Route("/authorize", authorize_page, methods=["GET"], name="authorize"),
         Route("/authorize", authorize_decision, methods=["POST"], name="authorize_decision"),
         Route("/token", token_endpoint, methods=["POST"], name="token"),
+        Route("/revoke", revoke_endpoint, methods=["POST"], name="revoke"),
         Route("/_sandbox/accounts", post_account, methods=["POST"]),
         Route("/_sandbox/accounts", list_accounts, methods=["GET"]),
         Route("/_sandbox/tokens", post_token, methods=["POST"]),

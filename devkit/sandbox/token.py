@@ -123,3 +123,13 @@ async def token_endpoint(request: Request) -> Response:
     elif fault is not None:
         return FAULT_RESPONSES[fault.mode](fault)
     return _grant(state, form, request.headers)
+
+
+async def revoke_endpoint(request: Request) -> Response:
+    """Like Google's /revoke: the grant behind a refresh token ends (200), an unknown token is 400 invalid_token."""
+    state = sandbox_state(request.app)
+    state.count_request("revoke", None)
+    token = form_field(await request.form(), "token")
+    if state.grants.pop(token, None) is None:
+        return google_error(400, "invalid_token", "Token expired or revoked")
+    return google_json({})

@@ -119,6 +119,7 @@ class OAuthProvider:
         client_secret: str | Secret,
         token_url: str,
         auth_url: str,
+        revoke_url: str | None = None,
         retry: RetryPolicy | None = None,
         max_body_bytes: int = 65536,
         deadline_seconds: float = 30.0,
@@ -129,6 +130,7 @@ class OAuthProvider:
         self.client_id = client_id
         self.token_url = token_url
         self.auth_url = auth_url
+        self.revoke_url = revoke_url
         self.retry = retry or RetryPolicy()
         self.max_body_bytes = max_body_bytes
         self.deadline_seconds = deadline_seconds  # the aiohttp transport has no write or total timeout
@@ -149,6 +151,20 @@ class OAuthProvider:
         payload = self._check(*await self._retrying(self._send, unsent_only=True)(form))
         claims = _id_token_claims(payload.get("id_token"), self.client_id, ISSUERS.get(self.name), datetime.now(UTC))
         return _grant(payload, claims)
+
+    async def revoke(self, token: str) -> bool:
+        """Revoke the grant behind `token` (RFC 7009); best effort: False, logged without the token, on failure."""
+        if self.revoke_url is None:
+            return False
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                response = await self._client.post(self.revoke_url, data={"token": token}, headers=_REQUEST_HEADERS)
+            problem = None if response.status_code == 200 else f"HTTP {response.status_code}"
+        except _NO_RESPONSE_ERRORS as exc:
+            problem = transport_kind(exc)
+        if problem is not None:
+            logger.warning("revoking a grant at %s failed: %s", self.name, problem)
+        return problem is None
 
     def authorization_url(
         self,

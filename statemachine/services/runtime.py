@@ -56,6 +56,7 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
         client_secret=settings.google_client_secret.reveal(),
         token_url=settings.google_token_url,
         auth_url=settings.google_auth_url,
+        revoke_url=settings.google_revoke_url,
         retry=retry,
         deadline_seconds=settings.http_timeout_seconds * 2,
     )

@@ -21,11 +21,13 @@ from statemachine.core.incident_rules import IncidentThresholds
 from statemachine.core.policy import Policy
 from statemachine.core.secrets import Secret
 from statemachine.mail.mailer import validate_smtp_url
+from statemachine.providers.urls import check_provider_url
 
 T = TypeVar("T")
 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+GOOGLE_REVOKE_URL = "https://oauth2.googleapis.com/revoke"
 
 
 class SettingsError(Exception):
@@ -41,6 +43,7 @@ class Settings:
     google_client_secret: Secret | None = None
     google_token_url: str = GOOGLE_TOKEN_URL
     google_auth_url: str = GOOGLE_AUTH_URL
+    google_revoke_url: str = GOOGLE_REVOKE_URL
     encryption_keys: tuple[Secret, ...] = ()
     secret_key: Secret | None = None
     base_url: str = "http://127.0.0.1:8000"
@@ -187,6 +190,12 @@ def database_url(raw: str) -> str:
     return url.set(query=query).render_as_string(hide_password=False)
 
 
+def _flag(raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {raw[:20]!r}")
+    return raw.lower() == "true"
+
+
 def _names(raw: str) -> tuple[str, ...]:
     names = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
     if not names or any(not name.isprintable() or " " in name for name in names):
@@ -264,14 +273,20 @@ def _cross_checks(settings: Settings) -> list[str]:
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Read and validate every variable; raise SettingsError listing all problems."""
     env = _Reader(environ)
+    insecure = env.get("TOKENWARDEN_ALLOW_INSECURE_PROVIDER_URLS", False, _flag)
+
+    def provider_url(raw: str) -> str:
+        return check_provider_url(raw, allow_insecure=insecure)
+
     settings = Settings(
         database_url=env.get("DATABASE_URL", None, database_url),
         redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "unix")),
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:25", validate_smtp_url),
         google_client_id=env.get("GOOGLE_CLIENT_ID", None, str),
         google_client_secret=env.get("GOOGLE_CLIENT_SECRET", None, Secret),
-        google_token_url=env.get("GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL, _url("https", "http")),
-        google_auth_url=env.get("GOOGLE_AUTH_URL", GOOGLE_AUTH_URL, _url("https", "http")),
+        google_token_url=env.get("GOOGLE_TOKEN_URL", GOOGLE_TOKEN_URL, provider_url),
+        google_auth_url=env.get("GOOGLE_AUTH_URL", GOOGLE_AUTH_URL, provider_url),
+        google_revoke_url=env.get("GOOGLE_REVOKE_URL", GOOGLE_REVOKE_URL, provider_url),
         encryption_keys=env.get("TOKENWARDEN_ENCRYPTION_KEYS", (), _fernet_keys),
         secret_key=env.get("TOKENWARDEN_SECRET_KEY", None, _secret_key),
         base_url=env.get("TOKENWARDEN_BASE_URL", "http://127.0.0.1:8000", _url("https", "http")).rstrip("/"),

@@ -537,3 +537,19 @@ async def test_real_sockets_through_the_aiohttp_transport(raw: bytes | None, cod
     finally:
         server.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize("answer", [httpx.Response(200), httpx.Response(503), httpx.ConnectError("refused")])
+async def test_revoke_is_best_effort_and_logs_no_token(
+    answer: Any, http_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    revoke_url = "https://oauth2.test/revoke"
+    provider = OAuthProvider(
+        http_client, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, token_url=TOKEN_URL, auth_url=AUTH_URL,
+        revoke_url=revoke_url,
+    )  # fmt: skip
+    with respx.mock(using="httpx", assert_all_called=True) as router:
+        route = router.post(revoke_url).mock(side_effect=[answer])
+        assert await provider.revoke(REFRESH_TOKEN) is (isinstance(answer, httpx.Response) and answer.is_success)
+    assert parse_qs(route.calls.last.request.content.decode()) == {"token": [REFRESH_TOKEN]}
+    assert not any(secret in caplog.text for secret in SECRETS)

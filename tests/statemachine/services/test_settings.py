@@ -95,3 +95,29 @@ def test_the_minimum_refresh_interval_is_configurable_for_time_compressed_runs()
     assert load_settings(fast).policy.next_refresh_at(now, 30, 0.0) == now + timedelta(seconds=60)
     policy = load_settings({**fast, "TOKENWARDEN_MIN_REFRESH_INTERVAL_SECONDS": "1"}).policy
     assert policy.next_refresh_at(now, 30, 0.0) == now + timedelta(seconds=20)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://oauth2.example/token", True),
+        ("http://127.0.0.1:8080/token", True),
+        ("http://localhost/token", True),
+        ("http://[::1]:9/token", True),
+        ("http://oauth2.example/token", False),
+        ("http://10.0.0.5/token", False),
+        ("ftp://oauth2.example/token", False),
+    ],
+)
+def test_provider_urls_are_https_except_on_this_machine(url: str, allowed: bool) -> None:
+    names = ("GOOGLE_TOKEN_URL", "GOOGLE_AUTH_URL", "GOOGLE_REVOKE_URL")
+    if allowed:
+        settings = load_settings(dict.fromkeys(names, url))
+        assert (settings.google_token_url, settings.google_auth_url, settings.google_revoke_url) == (url,) * 3
+        return
+    with pytest.raises(SettingsError) as caught:
+        load_settings(dict.fromkeys(names, url))
+    assert [line.split(":")[0] for line in str(caught.value).splitlines()] == list(names)
+    if url.startswith("http:"):  # a lab network may lift the rule
+        lab = load_settings({**dict.fromkeys(names, url), "TOKENWARDEN_ALLOW_INSECURE_PROVIDER_URLS": "true"})
+        assert lab.google_token_url == url
