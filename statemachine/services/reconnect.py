@@ -54,6 +54,7 @@ def _store_grant(cipher: TokenCipher, mailbox: Mailbox, grant: ConsentGrant, now
     mailbox.access_token_expires_at = now + timedelta(seconds=grant.expires_in) if grant.expires_in else None
     mailbox.last_refreshed_at = now
     mailbox.provider_subject = mailbox.provider_subject or grant.subject
+    mailbox.grant_generation += 1  # a cycle still refreshing the old grant must not overwrite this one
 
 
 async def complete_reconnect(

@@ -30,6 +30,7 @@ class Lease:
     revision: int
     provider: str
     refresh_token_ciphertext: bytes
+    grant_generation: int
 
 
 async def take_lease(
@@ -46,13 +47,13 @@ async def take_lease(
         update(Mailbox)
         .where(Mailbox.id == mailbox_id, free if takeover_from is None else Mailbox.lease_owner == takeover_from)
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-        .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext)
+        .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext, Mailbox.grant_generation)
     )
     row = (await session.execute(statement)).one_or_none()
     if row is None:
         await ensure_exists(session, mailbox_id)
         return None
-    return Lease(mailbox_id, owner, row.revision, row.provider, row.refresh_token_ciphertext)
+    return Lease(mailbox_id, owner, row.revision, row.provider, row.refresh_token_ciphertext, row.grant_generation)
 
 
 async def ensure_exists(session: AsyncSession, mailbox_id: int) -> None:
@@ -61,10 +62,15 @@ async def ensure_exists(session: AsyncSession, mailbox_id: int) -> None:
 
 
 async def store_rotated_refresh_token(session: AsyncSession, lease: Lease, ciphertext: bytes) -> bool:
-    """Keep a newly issued refresh token at once, while our lease still holds (RFC 9700 §4.14.2)."""
+    """Keep a newly issued refresh token at once (RFC 9700 §4.14.2), while our lease holds and the grant we
+    refreshed is still the mailbox's: a reconnect's newer grant always wins over an old grant's rotated token."""
     statement = (
         update(Mailbox)
-        .where(Mailbox.id == lease.mailbox_id, Mailbox.lease_owner == lease.owner)
+        .where(
+            Mailbox.id == lease.mailbox_id,
+            Mailbox.lease_owner == lease.owner,
+            Mailbox.grant_generation == lease.grant_generation,
+        )
         .values(refresh_token_ciphertext=ciphertext)
         .returning(Mailbox.id)
     )

@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select, text
 
 from statemachine.core.states import Event
+from statemachine.providers.oauth import TokenGrant
 from statemachine.services.cycle import run_cycle
 from statemachine.services.operations import operator_action
+from statemachine.services.reconnect import complete_reconnect
 from statemachine.services.runtime import Runtime
 from statemachine.store import queries
 from statemachine.store.models import Mailbox
@@ -232,3 +234,26 @@ async def test_a_token_copied_from_another_row_does_not_decrypt_and_is_a_config_
         "retrying",
     )
     assert result.outcome.emails == ()
+
+
+async def test_a_reconnect_during_a_refresh_keeps_the_newer_grant(runtime, provider) -> None:
+    mailbox_id = await add_mailbox(runtime, REFRESH_TOKEN)
+    mailbox = await row(runtime, mailbox_id)
+    consent = TokenGrant(
+        access_token="ya29.new-SECRET", expires_in=3599, refresh_token="1//newer-grant-SECRET", subject="42",
+        email=mailbox.address, email_verified=True,
+    )  # fmt: skip
+
+    async def reconnect_meanwhile(request: httpx.Request) -> httpx.Response:
+        result = await complete_reconnect(
+            runtime.sessionmaker, runtime.cipher, runtime.events, mailbox_id, mailbox.user_id, consent, "user:test"
+        )
+        assert result.accepted
+        return httpx.Response(200, json={**ACCESS, "refresh_token": "1//old-grant-rotated-SECRET"})
+
+    provider.side_effect = reconnect_meanwhile
+    assert (await cycle(runtime, mailbox_id)).status == "stale"
+    stored = await row(runtime, mailbox_id)
+    token = runtime.cipher.decrypt(stored.refresh_token_ciphertext, mailbox_id=mailbox_id, role="refresh")
+    assert token == "1//newer-grant-SECRET"
+    assert stored.lease_owner is None
