@@ -138,7 +138,7 @@ def row_values(
     if mailbox.access_token is not None:
         values["access_token_ciphertext"] = cipher.encrypt(mailbox.access_token, mailbox_id=mailbox_id, role="access")
         values["access_token_expires_at"] = now + timedelta(seconds=mailbox.expires_in or 0)
-        values["next_refresh_at"] = policy.next_refresh_at(now, mailbox.expires_in, jitter)
+        values["next_refresh_at"] = policy.next_refresh_at(now, mailbox.expires_in, jitter, just_refreshed=False)
     return values
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,16 @@ def test_import_reports_unreadable_lines_by_number_and_keeps_every_good_line(cli
         "line 8: not valid UTF-8 (byte 0xc3 at column 11)",
     ]
     assert sorted(m["address"] for m in cli.json("mailbox", "list")) == [f"m{i}@gmail.test" for i in range(5)]
+
+
+def test_an_imported_access_token_about_to_expire_is_refreshed_at_once(cli: Cli, tmp_path: Path) -> None:
+    line = {"user": "u@example.test", "provider": "google", "address": "soon@gmail.test",
+            "refresh_token": "1//imported", "access_token": "ya29.imported", "expires_in": 30}  # fmt: skip
+    path = tmp_path / "mailboxes.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    cli("mailbox", "import", str(path))
+    (listed,) = cli.json("mailbox", "list")
+    assert datetime.fromisoformat(listed["next_refresh_at"]) <= datetime.now(UTC)  # due now, not in 1-2 minutes
 
 
 def test_rotate_keys_moves_every_token_to_the_new_key(cli: Cli, control: httpx.Client, cli_env, monkeypatch) -> None:
