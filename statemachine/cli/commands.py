@@ -21,7 +21,7 @@ from statemachine.services.operations import operator_action
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
 from statemachine.services.unit_of_work import Outcome
-from statemachine.store import queries
+from statemachine.store import outbox as outbox_rows, queries
 from statemachine.store.db import make_engine, make_sessionmaker
 from statemachine.store.migrations import migrate as run_migrations
 from statemachine.store.models import Mailbox
@@ -166,6 +166,19 @@ async def history(args: argparse.Namespace, env: Env) -> int:
 
 async def outbox(args: argparse.Namespace, env: Env) -> int:
     return await _rows(args, env, queries.outbox, args.mailbox, ("id", "kind", "mailbox_id", "recipient", "status"))
+
+
+async def outbox_retry(args: argparse.Namespace, env: Env) -> int:
+    settings = _database_settings(env)
+    assert settings.database_url is not None
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            count = await outbox_rows.requeue_failed(session, args.since)
+    finally:
+        await engine.dispose()
+    print(f"re-queued {count} failed email(s); the worker sends them at its next outbox sweep")
+    return 0
 
 
 def describe(outcome: Outcome) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 
 from sqlalchemy.exc import DBAPIError, ProgrammingError
@@ -48,6 +49,14 @@ def mailbox_id(text: str) -> int:
             f"a mailbox id is a positive whole number, not {text[:40]!r} (at most {MAX_ID})"
         )
     return int(text)
+
+
+def moment(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time like 2026-11-30T10:00, not {text[:40]!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mailbox", type=mailbox_id)
     _json_flag(out)
     out.set_defaults(handler=commands.outbox)
+    out_actions = out.add_subparsers(dest="action")
+    retry = out_actions.add_parser("retry", help="send failed emails again (e.g. after fixing the SMTP password)")
+    retry.add_argument("--since", type=moment, help="only emails queued at or after this time (ISO 8601, UTC)")
+    retry.set_defaults(handler=commands.outbox_retry)
     sub.add_parser("rotate-keys", help="re-encrypt every token under the first key").set_defaults(
         handler=commands.rotate_keys
     )

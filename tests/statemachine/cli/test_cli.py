@@ -6,6 +6,7 @@ script in a subprocess to prove that errors end in one line, without a traceback
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -18,7 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from devkit.serving import RunningServer
 from statemachine.cli import commands
@@ -206,6 +210,33 @@ def test_an_imported_access_token_about_to_expire_is_refreshed_at_once(cli: Cli,
     cli("mailbox", "import", str(path))
     (listed,) = cli.json("mailbox", "list")
     assert datetime.fromisoformat(listed["next_refresh_at"]) <= datetime.now(UTC)  # due now, not in 1-2 minutes
+
+
+async def _execute(url: str, statement: str) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def test_outbox_retry_requeues_failed_emails_since_a_time(cli: Cli, control: httpx.Client, cli_env) -> None:
+    for address in ("ana@gmail.test", "ana.work@gmail.test"):
+        mailbox_id, token = connect(cli, control, address)
+        fault(control, token, mode="revoke")
+        cli("refresh", str(mailbox_id))
+        cli("refresh", str(mailbox_id))  # disconnected: one email each
+    failed = "update notifications set status = 'failed', attempts = 40, last_error = 'SMTP 535 auth failed'"
+    asyncio.run(_execute(cli_env["DATABASE_URL"], failed))
+    asyncio.run(_execute(cli_env["DATABASE_URL"], f"{failed}, created_at = '2026-01-01' where id = 1"))
+    assert "re-queued 1 failed email(s)" in cli("outbox", "retry", "--since", "2026-06-01")
+    assert sorted(m["status"] for m in cli.json("outbox")) == ["failed", "pending"]
+    assert "re-queued 1 failed email(s)" in cli("outbox", "retry")
+    assert [m["status"] for m in cli.json("outbox")] == ["pending", "pending"]
+    with pytest.raises(SystemExit):
+        cli("outbox", "retry", "--since", "yesterday")
+    assert "expected a time like 2026-11-30T10:00, not 'yesterday'" in cli.capsys.readouterr().err
 
 
 def test_rotate_keys_moves_every_token_to_the_new_key(cli: Cli, control: httpx.Client, cli_env, monkeypatch) -> None:
