@@ -25,7 +25,7 @@ from prometheus_client import start_http_server
 from jobs import mail, metrics, reminders
 from jobs.refresh import refresh_mailbox
 from jobs.scan import REFRESH_JOB, scan_due
-from jobs.upkeep import check_incidents, prune_outcomes
+from jobs.upkeep import check_incidents, prune_outcomes, purge_expired_web_rows
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, SettingsError, load_settings
 
@@ -104,6 +104,7 @@ def refresh_crons(settings: Settings) -> list[Any]:
         cron(scan_due, name="scan_due", run_at_startup=True, timeout=scan_timeout, **every_scan),
         cron(check_incidents, name="check_incidents", timeout=scan_timeout, **every_scan),
         cron(prune_outcomes, name="prune_outcomes", minute={7}, second=0, timeout=600),
+        cron(purge_expired_web_rows, name="purge_expired_web_rows", minute={17}, second=0, timeout=600),
     ]
 
 
