@@ -27,7 +27,8 @@ async def purge_expired(sessionmaker: Sessionmaker, now: datetime) -> dict[str, 
         deleted[name] = 0
         while True:
             async with sessionmaker() as session, session.begin():
-                count = (await session.execute(delete(rows).where(rows.c.id.in_(batch)))).rowcount
+                purged = await session.execute(delete(rows).where(rows.c.id.in_(batch)).returning(rows.c.id))
+                count = len(purged.all())
             deleted[name] += count
             if count < PURGE_BATCH:
                 break
