@@ -26,6 +26,7 @@ from web.auth import checked_form, require_admin
 from web.pages import PageError, context_of, render, text_field
 
 MAX_NOTE_LENGTH = 500
+MAX_PAGE = 100_000
 ACTIONS = {
     "retry-now": (Event.OPS_RETRY_NOW, "Retry scheduled: the worker will try this mailbox at its next scan."),
     "disconnect": (Event.OPS_DISCONNECT, "Disconnected. The owner sees the red banner and can reconnect."),
@@ -37,11 +38,13 @@ def mailbox_filter(params: Any) -> reports.MailboxFilter:
     state = params.get("state")
     provider = params.get("provider")
     failing = params.get("failing")
+    page = str(params.get("page") or "1")[:8]
     return reports.MailboxFilter(
         state=state if state in {s.value for s in State} else None,
         provider=provider if provider in PROVIDERS else None,
         search=text_field(params.get("q"), "search", 200),
         failing_for=failing if failing in reports.FAILING_FOR else None,
+        page=int(page) if page.isascii() and page.isdigit() and 0 < int(page) <= MAX_PAGE else 1,
     )
 
 
@@ -64,10 +67,17 @@ async def overview(request: Request) -> Response:
         counts = await reports.counts(session)
         rate = await reports.success_rate(session, now)
         incidents = await reports.open_incidents(session)
-        mailboxes, matching = await reports.filtered_mailboxes(session, wanted, now)
+        mailboxes, matching = await reports.filtered_mailboxes(session, wanted, now, reports.LIST_LIMIT)
+    first = (wanted.page - 1) * reports.LIST_LIMIT
+    pages = {
+        "first": first + 1, "last": first + len(mailboxes),
+        "previous": wanted.query(wanted.page - 1) if wanted.page > 1 else None,
+        "next": wanted.query(wanted.page + 1) if first + len(mailboxes) < matching else None,
+    }  # fmt: skip
     context = {
         "counts": pivot(counts), "rate": rate, "incidents": incidents, "mailboxes": mailboxes, "matching": matching,
         "wanted": wanted, "states": [s.value for s in State], "providers": PROVIDERS, "failing": reports.FAILING_FOR,
+        "pages": pages,
     }  # fmt: skip
     return render(request, "ops/index.html", context)
 
