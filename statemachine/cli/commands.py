@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from alembic.util.exc import CommandError
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
@@ -44,7 +45,10 @@ async def migrate(args: argparse.Namespace, env: Env) -> int:
     settings = _database_settings(env)
     assert settings.database_url is not None
     if args.downgrade:
-        await run_migrations(settings.database_url, "downgrade", args.downgrade)
+        try:
+            await run_migrations(settings.database_url, "downgrade", args.downgrade)
+        except CommandError:
+            raise accounts.InvalidInputError(f"no schema revision {args.downgrade[:40]!r} (e.g. base, 0002)") from None
         print(f"database downgraded to {args.downgrade}")
     else:
         await run_migrations(settings.database_url)

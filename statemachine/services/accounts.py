@@ -15,10 +15,11 @@ from statemachine.core.secrets import TokenCipher
 from statemachine.store.models import Mailbox, User
 
 SUPPORTED_PROVIDERS = ("google",)
-_ADDRESS = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # PostgreSQL cannot store NUL; no token or address carries these
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TOKEN = re.compile(r"^[\x20-\x7e]+$")  # OAuth tokens are printable ASCII (RFC 6749 appendix A: VSCHAR)
 MAX_TOKEN_LENGTH = 4096
 MAX_ADDRESS_LENGTH = 320
+MAX_NAME_LENGTH = 200
 
 
 class InvalidInputError(ValueError):
@@ -46,7 +47,10 @@ class NewMailbox:
 
 
 def normalise_email(value: object, what: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_ADDRESS_LENGTH or not _ADDRESS.match(value.strip()):
+    # isprintable: no NUL (PostgreSQL cannot store it), no control character, no undecodable byte (a surrogate)
+    if not isinstance(value, str) or len(value) > MAX_ADDRESS_LENGTH or not value.isprintable():
+        raise InvalidInputError(f"{what} must be an email address")
+    if not _ADDRESS.match(value.strip()):
         raise InvalidInputError(f"{what} must be an email address")
     return value.strip().lower()
 
@@ -62,8 +66,8 @@ def _token(value: object, what: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TOKEN_LENGTH or value != value.strip():
         raise InvalidInputError(f"{what} must be a non-empty string without surrounding spaces")
-    if _CONTROL.search(value):
-        raise InvalidInputError(f"{what} must not contain control characters")
+    if not _TOKEN.match(value):
+        raise InvalidInputError(f"{what} must be printable ASCII, as OAuth tokens are")
     return value
 
 
@@ -96,6 +100,8 @@ def new_mailbox(
 async def add_user(session: AsyncSession, email: str, name: str | None = None, *, admin: bool = False) -> User:
     """Create a user, or raise InvalidInputError if the email is taken."""
     address = normalise_email(email, "email")
+    if name is not None and (len(name) > MAX_NAME_LENGTH or not name.isprintable()):
+        raise InvalidInputError(f"the name must be at most {MAX_NAME_LENGTH} printable characters")
     if await session.scalar(select(User.id).where(User.email == address)) is not None:
         raise InvalidInputError(f"a user {address!r} exists already")
     user = User(email=address, name=name, is_admin=admin)
