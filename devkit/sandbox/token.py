@@ -57,6 +57,7 @@ def _refresh_grant(state: SandboxState, form: FormData) -> Response:
         return google_error(400, "invalid_request", "Missing required parameter: refresh_token")
     grant = state.grants.get(token)
     if grant is None:
+        state.replay_detected(token)
         return invalid_grant()
     body: dict[str, Any] = {"access_token": new_access_token(), "expires_in": state.access_token_lifetime}
     if grant.rotate:
