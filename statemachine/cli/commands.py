@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from alembic.util.exc import CommandError
 from cryptography.fernet import Fernet
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.states import Event
 from statemachine.services import accounts
@@ -56,15 +58,22 @@ async def migrate(args: argparse.Namespace, env: Env) -> int:
     return 0
 
 
-async def user_add(args: argparse.Namespace, env: Env) -> int:
+@asynccontextmanager
+async def _session(env: Env) -> AsyncIterator[AsyncSession]:
+    """One session on a one-connection engine that is disposed afterwards: commands that need no Runtime."""
     settings = _database_settings(env)
     assert settings.database_url is not None
     engine = make_engine(settings.database_url, pool_size=1)
     try:
-        async with make_sessionmaker(engine)() as session, session.begin():
-            user = await accounts.add_user(session, args.email, args.name, admin=args.admin)
+        async with make_sessionmaker(engine)() as session:
+            yield session
     finally:
         await engine.dispose()
+
+
+async def user_add(args: argparse.Namespace, env: Env) -> int:
+    async with _session(env) as session, session.begin():
+        user = await accounts.add_user(session, args.email, args.name, admin=args.admin)
     print(user.id)
     return 0
 
@@ -115,14 +124,8 @@ async def _import(settings: Settings, lines: Iterable[bytes]) -> ImportReport:
 
 
 async def _read(env: Env, query: Any, *args: Any) -> Any:
-    settings = _database_settings(env)
-    assert settings.database_url is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            return await query(session, *args)
-    finally:
-        await engine.dispose()
+    async with _session(env) as session:
+        return await query(session, *args)
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
@@ -173,14 +176,8 @@ async def outbox(args: argparse.Namespace, env: Env) -> int:
 
 
 async def outbox_retry(args: argparse.Namespace, env: Env) -> int:
-    settings = _database_settings(env)
-    assert settings.database_url is not None
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session, session.begin():
-            count = await outbox_rows.requeue_failed(session, args.since)
-    finally:
-        await engine.dispose()
+    async with _session(env) as session, session.begin():
+        count = await outbox_rows.requeue_failed(session, args.since)
     print(f"re-queued {count} failed email(s); the worker sends them at its next outbox sweep")
     return 0
 

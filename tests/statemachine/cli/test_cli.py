@@ -122,6 +122,13 @@ def test_any_documented_response_lands_where_design_says(cli: Cli, control: http
                      "config": []}[case["expected"]]  # fmt: skip
 
 
+def import_file(cli: Cli, tmp_path: Path, lines: list[bytes], code: int = 0) -> str:
+    """`mailbox import` of a file with these lines; returns what it printed (stderr when it failed)."""
+    path = tmp_path / "mailboxes.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return cli("mailbox", "import", str(path), code=code)
+
+
 def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Path) -> None:
     good = [{"user": f"u{i}@example.test", "provider": "google", "address": f"m{i}@gmail.test",
              "refresh_token": f"1//imported-{i}"} for i in range(1500)]  # fmt: skip
@@ -130,9 +137,7 @@ def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Pa
     lines[20] = json.dumps({**good[20], "provider": "yahoo"})
     lines[30] = json.dumps({k: v for k, v in good[30].items() if k != "refresh_token"})
     lines.append(json.dumps(good[0]))  # a duplicate of line 1
-    path = tmp_path / "mailboxes.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    problems = cli("mailbox", "import", str(path), code=1)
+    problems = import_file(cli, tmp_path, [line.encode() for line in lines], code=1)
     assert problems.splitlines() == [
         "line 11: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
         "line 21: provider must be one of: google",
@@ -149,9 +154,7 @@ def test_import_reports_unreadable_lines_by_number_and_keeps_every_good_line(cli
     nul = json.dumps({"user": "u@example.test", "provider": "google", "address": "n\u0000@gmail.test",
                       "refresh_token": "1//imported-nul"}).encode()  # fmt: skip
     lines = [good[0], b"[" * 100000, good[1], b"\xff", good[2], nul, good[3], b'{"user": "\xc3"}', good[4]]
-    path = tmp_path / "mailboxes.jsonl"
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    problems = cli("mailbox", "import", str(path), code=1)
+    problems = import_file(cli, tmp_path, lines, code=1)
     assert problems.splitlines() == [
         "line 2: not valid JSON (nested too deeply)",
         "line 4: not valid UTF-8 (byte 0xff at column 1)",
@@ -164,9 +167,7 @@ def test_import_reports_unreadable_lines_by_number_and_keeps_every_good_line(cli
 def test_an_imported_access_token_about_to_expire_is_refreshed_at_once(cli: Cli, tmp_path: Path) -> None:
     line = {"user": "u@example.test", "provider": "google", "address": "soon@gmail.test",
             "refresh_token": "1//imported", "access_token": "ya29.imported", "expires_in": 30}  # fmt: skip
-    path = tmp_path / "mailboxes.jsonl"
-    path.write_text(json.dumps(line) + "\n")
-    cli("mailbox", "import", str(path))
+    import_file(cli, tmp_path, [json.dumps(line).encode()])
     (listed,) = cli.json("mailbox", "list")
     assert datetime.fromisoformat(listed["next_refresh_at"]) <= datetime.now(UTC)  # due now, not in 1-2 minutes
 
