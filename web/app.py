@@ -165,6 +165,7 @@ def create_app(
     settings = settings or load_settings(os.environ)
     settings.require("database_url", "encryption_keys", "secret_key")
     assert settings.secret_key is not None
+    secret_key = settings.secret_key
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -175,7 +176,7 @@ def create_app(
             runtime = await stack.enter_async_context(open_runtime(settings))
             redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
-            app.state.web = WebContext(runtime, redis, Signing(settings.secret_key.reveal()))
+            app.state.web = WebContext(runtime, redis, Signing(secret_key.reveal()))
             yield
 
     routes: list[BaseRoute] = [

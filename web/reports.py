@@ -42,7 +42,7 @@ def plain(row: Any) -> dict[str, Any]:
     return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
 
 
-def _mailboxes() -> Select[Any]:
+def _mailboxes() -> Select[*tuple[Any, ...]]:
     return select(*MAILBOX_COLUMNS).join(User, User.id == Mailbox.user_id)
 
 

@@ -40,7 +40,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 def parse_fault(data: Mapping[str, Any]) -> tuple[str, Fault]:
     """Validate a POST /_sandbox/faults body; returns the fault's key (a refresh token or PROVIDER_WIDE)."""
     try:
-        mode = FaultMode(data.get("mode"))
+        mode = FaultMode(str(data.get("mode")))
     except ValueError:
         raise SandboxRequestError(f"mode must be one of {[m.value for m in FaultMode]}") from None
     key = _get(data, "refresh_token", str) or PROVIDER_WIDE

@@ -40,9 +40,14 @@ EVENT_FOR_KIND = {
 
 
 class Grant(Protocol):
-    access_token: str
-    expires_in: int | None
-    refresh_token: str | None
+    """A token response, read-only (the provider's TokenGrant is a frozen dataclass)."""
+
+    @property
+    def access_token(self) -> str: ...
+    @property
+    def expires_in(self) -> int | None: ...
+    @property
+    def refresh_token(self) -> str | None: ...
 
 
 class TokenRefresher(Protocol):

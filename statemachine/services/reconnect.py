@@ -15,19 +15,22 @@ from typing import Protocol
 from statemachine.core.machine import Occurrence
 from statemachine.core.secrets import TokenCipher
 from statemachine.core.states import Event
+from statemachine.services.cycle import Grant
 from statemachine.services.unit_of_work import EventContext, Outcome, apply_event
 from statemachine.store import repository
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
 
 
-class ConsentGrant(Protocol):
-    access_token: str
-    expires_in: int | None
-    refresh_token: str | None
-    subject: str | None
-    email: str | None
-    email_verified: bool | None
+class ConsentGrant(Grant, Protocol):
+    """A code exchange's answer, with the consenting account's id_token claims."""
+
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def email_verified(self) -> bool | None: ...
 
 
 class ReconnectError(Exception):
