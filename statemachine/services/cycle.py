@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.errors import OAuthError, Verdict
@@ -31,6 +33,8 @@ from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
 
 logger = logging.getLogger(__name__)
+
+ROTATED_TOKEN_RETRY_WAITS = (0.0, 0.5, 1.0, 2.0, 4.0)  # about 7.5 s: a database restart, well inside a lease
 
 EVENT_FOR_KIND = {
     FailureKind.TRANSIENT: Event.REFRESH_FAILED_TRANSIENT,
@@ -134,9 +138,24 @@ async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Gran
 
 
 async def _keep_rotated_token(deps: CycleDeps, lease: repository.Lease, refresh_token: str) -> None:
+    """Commit the new refresh token, retrying a lost database connection for a few seconds.
+
+    The old token is dead at a rotating provider the moment it answered: a commit lost to a stale pooled
+    connection (after a database restart the worker's pool, without pre-ping, still holds dead ones) or a
+    short outage would lose the mailbox, and a provider with replay detection revokes the whole grant.
+    """
     ciphertext = deps.cipher.encrypt(refresh_token, mailbox_id=lease.mailbox_id, role="refresh")
-    async with deps.sessionmaker() as session, session.begin():
-        await repository.store_rotated_refresh_token(session, lease, ciphertext)
+    for wait in (*ROTATED_TOKEN_RETRY_WAITS, None):
+        try:
+            async with deps.sessionmaker() as session, session.begin():
+                await repository.store_rotated_refresh_token(session, lease, ciphertext)
+            return
+        except (DBAPIError, OSError) as err:
+            lost = isinstance(err, OSError) or err.connection_invalidated
+            if wait is None or not lost:
+                raise
+            logger.warning("keeping a rotated refresh token: database connection lost; retrying in %.1f s", wait)
+            await asyncio.sleep(wait)
 
 
 async def _apply_outcome(
