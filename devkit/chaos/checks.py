@@ -8,6 +8,7 @@ outbox row or email is noise, and an email is a duplicate only if it carries the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ class Facts:
 
     sandbox: SandboxState
     smtp: RecordingSmtp
-    crashes: tuple[float, ...]  # time.time() of each SIGKILL and PostgreSQL restart
+    crashes: tuple[tuple[float, float], ...]  # time.time() spans of each SIGKILL and PostgreSQL restart
     revoked_subs: frozenset[str]
     sub_of_address: dict[str, str]
 
@@ -44,8 +45,9 @@ async def _scalar(sessionmaker: Sessionmaker, sql: str) -> int:
         return int((await session.execute(text(sql))).scalar_one())
 
 
-def _explained(retired_at: float, crashes: Iterable[float]) -> bool:
-    return any(retired_at <= crash <= retired_at + CRASH_WINDOW_SECONDS for crash in crashes)
+def explained(retired_at: float, crashes: Iterable[tuple[float, float]]) -> bool:
+    """A kill or restart that overlaps the moments after the rotation, when the new token was not yet committed."""
+    return any(start <= retired_at + CRASH_WINDOW_SECONDS and retired_at <= end for start, end in crashes)
 
 
 async def check(sessionmaker: Sessionmaker, facts: Facts) -> list[Promise]:
@@ -64,7 +66,7 @@ async def check(sessionmaker: Sessionmaker, facts: Facts) -> list[Promise]:
     dead = [address for address, sub in facts.sub_of_address.items() if sub not in live_subs]
     still_active = [address for address in dead if states.get(address) != "disconnected"]
     reused = dict(facts.sandbox.revoked_by_reuse)
-    unexplained = [sub for sub, at in reused.items() if not _explained(at, facts.crashes)]
+    unexplained = [sub for sub, at in reused.items() if not explained(at, facts.crashes)]
     duplicated_history = await _scalar(
         sessionmaker,
         "select count(*) from (select 1 from mailbox_state_transitions "
@@ -74,9 +76,9 @@ async def check(sessionmaker: Sessionmaker, facts: Facts) -> list[Promise]:
         sessionmaker, "select count(*) from (select 1 from notifications group by dedupe_key having count(*) > 1) d"
     )
     sent = {message_id for status, message_id in outbox if status == "sent"}
-    unsent = len(outbox) - len(sent)
+    unsent = Counter(status for status, _ in outbox if status != "sent")
     received = facts.smtp.received
-    strangers = [message_id for message_id in received if message_id not in sent]
+    strangers = [message_id for message_id in received if message_id not in {m for _, m in outbox}]
     resent = sum(received.values()) - len(received)
     return [
         Promise("every due refresh done (none overdue)", f"{overdue} overdue", overdue == 0),
@@ -99,7 +101,11 @@ async def check(sessionmaker: Sessionmaker, facts: Facts) -> list[Promise]:
         ),
         Promise("duplicated history rows / state changes", f"{duplicated_history}", duplicated_history == 0),
         Promise("duplicated outbox rows", f"{duplicated_outbox}", duplicated_outbox == 0),
-        Promise("every email delivered (outbox rows sent)", f"{len(sent)} of {len(outbox)}", unsent == 0),
+        Promise(
+            "every email delivered (outbox rows sent)",
+            f"{len(sent)} of {len(outbox)}" + "".join(f", {n} {status}" for status, n in sorted(unsent.items())),
+            not unsent,
+        ),
         Promise(
             "each sent email received under its own Message-ID",
             f"{len(set(received) & sent)} of {len(sent)}",

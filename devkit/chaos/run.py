@@ -49,6 +49,9 @@ MAILBOXES = 2000
 WORKERS = 3
 COMPRESSION = Compression(minute_seconds=1.5)  # an access token lives 90 real seconds
 CHECK_EVERY_SECONDS = 5.0
+# An email's claim outlives its send deadline (tries x timeout) by a minute; with the defaults (30 s
+# timeouts) a worker killed mid-delivery would hold its row past the end of the run.
+SMTP_TIMINGS = {"TOKENWARDEN_SMTP_TIMEOUT_SECONDS": "5", "TOKENWARDEN_SMTP_RETRY_BASE_SECONDS": "0.2"}
 
 
 def free_port() -> int:
@@ -115,13 +118,13 @@ class Injector:
                  smtp: RecordingSmtp, redis: EmbeddedRedis, pgdata_dir: Path) -> None:  # fmt: skip
         self.fleet, self.sandbox, self.control, self.proxy, self.smtp = fleet, sandbox, control, proxy, smtp
         self.redis, self.pgdata_dir = redis, pgdata_dir
-        self.crashes: list[float] = []
+        self.crashes: list[tuple[float, float]] = []
         self.revoked: set[str] = set()
 
     async def apply(self, fault: schedule.Fault) -> None:
         name = fault.name
         if name == schedule.KILL:
-            self.crashes.append(time.time())
+            self.crashes.append((time.time(), time.time()))
             await asyncio.to_thread(self.fleet.kill_one)
         elif name.startswith("token endpoint"):
             await self._provider_window(fault)
@@ -142,8 +145,9 @@ class Injector:
         elif name == "Redis restart":
             await asyncio.to_thread(self.redis.restart)
         elif name == "PostgreSQL restart":
-            self.crashes.append(time.time())
+            began = time.time()
             await asyncio.to_thread(restart_embedded_postgres, self.pgdata_dir)
+            self.crashes.append((began, time.time()))
 
     async def _provider_window(self, fault: schedule.Fault) -> None:
         if "resets" in fault.name:
@@ -220,6 +224,7 @@ async def run(say: Callable[[str], None]) -> bool:
         services = Services(admin_url, smtp_url, Fernet.generate_key().decode(), workdir, {})
         env = {**os.environ, **service_environment(services, database, redis.url, served.url, COMPRESSION)}
         env |= {"GOOGLE_TOKEN_URL": f"{proxy_url}/token", "TOKENWARDEN_SECRET_KEY": Fernet.generate_key().decode()}
+        env |= SMTP_TIMINGS
         engine = make_engine(database, pool_size=2)
         stack.push_async_callback(engine.dispose)
         sessionmaker = make_sessionmaker(engine)
@@ -233,6 +238,7 @@ async def run(say: Callable[[str], None]) -> bool:
         control = await stack.enter_async_context(httpx.AsyncClient(base_url=served.url, timeout=10))
         injector = Injector(fleet, sandbox, control, proxy, smtp, redis, workdir)
         say("running the schedule:")
+        began = time.time()
         await replay(injector, say)
         say(f"faults over; settling (at most {schedule.SETTLE_SECONDS:g} s)")
         subs = {address(n): str(100000 + n) for n in range(MAILBOXES)}
@@ -241,6 +247,9 @@ async def run(say: Callable[[str], None]) -> bool:
             return checks.Facts(sandbox, smtp, tuple(injector.crashes), frozenset(injector.revoked), subs)
 
         promises = await settle(sessionmaker, facts, fleet)
+        for sub, retired_at in sorted(sandbox.revoked_by_reuse.items(), key=lambda item: item[1]):
+            why = "a kill or restart in the crash window" if checks.explained(retired_at, injector.crashes) else "NONE"
+            say(f"  grant {sub} revoked for reuse; its token rotated at t+{retired_at - began:.1f} s; cause: {why}")
         healthz = (await control.get(f"{web_url}/healthz")).status_code
     promises.append(checks.Promise("web app /healthz after the faults", str(healthz), healthz == 200))
     promises.append(checks.Promise("worker SIGKILLs / exits restarted", f"{fleet.kills} / {fleet.exits}", True))

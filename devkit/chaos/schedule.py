@@ -39,4 +39,4 @@ SCHEDULE = (
     Fault(215, KILL),
 )
 FAULTS_END = 230.0  # then the suite waits for the fleet to settle, and checks
-SETTLE_SECONDS = 100.0  # at most; it checks every few seconds and stops early once every promise holds
+SETTLE_SECONDS = 120.0  # at most; it checks every few seconds and stops early once every promise holds
