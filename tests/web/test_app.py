@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from devkit.serving import serve_in_thread
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import SettingsError, load_settings
 from tests.web.support import SECRET_KEY, Browser, start_serving, stop_serving
+from web import commands as web_commands
 from web.app import AppExtension, create_app
 from web.pages import WebContext, context_of
 from web.signing import Signing
@@ -126,3 +128,19 @@ async def test_a_foreign_host_header_is_refused_and_redirects_use_the_base_url(b
     for host in ("localhost", "127.0.0.1:8000", "tokenwarden.test"):
         moved = await client.get("/ops/", headers={"host": host})
         assert (moved.status_code, moved.headers["location"]) == (307, "https://tokenwarden.test/ops")
+
+
+@pytest.mark.parametrize(
+    ("proxies", "expected"), [(None, (False, None)), ("10.0.0.5, 10.1.0.0/16", (True, ["10.0.0.5", "10.1.0.0/16"]))]
+)
+def test_proxy_headers_are_believed_only_from_configured_proxies(
+    web_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    proxies: str | None,
+    expected: tuple[bool, list[str] | None],
+) -> None:
+    ran: dict[str, object] = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: ran.update(options))
+    env = {**web_env, **({"TOKENWARDEN_TRUSTED_PROXIES": proxies} if proxies else {})}
+    assert web_commands.serve(argparse.Namespace(host="127.0.0.1", port=0), env) == 0
+    assert (ran["proxy_headers"], ran["forwarded_allow_ips"]) == expected
