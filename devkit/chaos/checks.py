@@ -2,7 +2,7 @@
 
 Why each one: a due refresh not done is a token about to die; a mailbox with a valid grant that is not
 healthy is a false alarm to its owner; a grant revoked for reuse is a lost mailbox (allowed only inside
-the documented crash window, response read -> rotated token committed); a duplicated history row,
+the crash window, refresh request sent -> rotated token committed); a duplicated history row,
 outbox row or email is noise, and an email is a duplicate only if it carries the same Message-ID.
 """
 
@@ -19,7 +19,7 @@ from devkit.sandbox import SandboxState
 from statemachine.store.db import Sessionmaker
 
 OVERDUE_TOLERANCE_SECONDS = 15.0  # a scan interval plus a loaded machine's queueing
-CRASH_WINDOW_SECONDS = 5.0  # a crash this soon after the provider rotated a token may have lost it
+CRASH_WINDOW_SECONDS = 5.0  # a crash this close to the provider's rotation may have lost the new token
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,10 @@ async def _scalar(sessionmaker: Sessionmaker, sql: str) -> int:
 
 
 def explained(retired_at: float, crashes: Iterable[tuple[float, float]]) -> bool:
-    """A kill or restart that overlaps the moments after the rotation, when the new token was not yet committed."""
-    return any(start <= retired_at + CRASH_WINDOW_SECONDS and retired_at <= end for start, end in crashes)
+    """A kill or restart within the window around the rotation: before it, the worker died with its request in
+    flight and the provider answered a dead connection; after it, the response was read but not yet committed."""
+    return any(start <= retired_at + CRASH_WINDOW_SECONDS and retired_at - CRASH_WINDOW_SECONDS <= end
+               for start, end in crashes)  # fmt: skip
 
 
 async def check(sessionmaker: Sessionmaker, facts: Facts) -> list[Promise]:
@@ -95,7 +97,7 @@ async def check(sessionmaker: Sessionmaker, facts: Facts) -> list[Promise]:
         Promise("grants revoked for token reuse outside the crash window", f"{len(unexplained)}", not unexplained),
         Promise(
             "grants revoked for token reuse inside the crash window (a kill or restart within "
-            f"{CRASH_WINDOW_SECONDS:g} s of the rotation)",
+            f"{CRASH_WINDOW_SECONDS:g} s of the rotation: request sent -> rotated token committed)",
             f"{len(reused) - len(unexplained)}",
             True,
         ),
