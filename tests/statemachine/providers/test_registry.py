@@ -18,7 +18,7 @@ from statemachine.providers import microsoft, registry
 from statemachine.providers.spec import ProviderSpec
 from statemachine.services.settings import SettingsError, load_settings
 from statemachine.store.models import Mailbox, one_of
-from web import oauth
+from web import connect
 from web.app import security_headers
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -137,7 +137,7 @@ def test_the_cli_refuses_an_unknown_provider_in_one_line(capsys: pytest.CaptureF
 
 
 def test_one_callback_route_per_registered_provider() -> None:
-    paths = {route.path for route in oauth.routes if route.path.startswith("/auth/")}  # type: ignore[attr-defined]
+    paths = {route.path for route in connect.routes if route.path.startswith("/auth/")}  # type: ignore[attr-defined]
     assert paths == {f"/auth/{name}/callback" for name in registry.NAMES}
 
 

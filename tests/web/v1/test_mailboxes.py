@@ -19,7 +19,7 @@ async def test_a_disconnected_mailbox_shows_the_dashboards_banner_and_a_reconnec
     error = "invalid_grant: Google says the grant was revoked."
     mailbox_id = await mailbox(web, state="disconnected", token_refresh_error=error, failure_kind="permanent")
     body = (await api().get(f"/v1/mailboxes/{mailbox_id}")).json()
-    banner = banner_for("disconnected", error, None, now(), failure_kind="permanent")
+    banner = banner_for("disconnected", error, None, now(), provider="google", failure_kind="permanent")
     assert body["banner"] == {"level": "danger", "title": banner.title, "text": banner.detail}
     assert body["reason"] == "Google says the grant was revoked."
     assert body["reconnect_url"] == f"https://tokenwarden.test/mailboxes/{mailbox_id}/reconnect"

@@ -73,8 +73,8 @@ async def test_a_revocation_that_fails_is_retried_by_the_worker_then_given_up_wi
     web: WebContext, api: Api, google: httpx.AsyncClient
 ) -> None:
     mailbox_id = await granted_mailbox(web, google)
-    google = replace(web.runtime.settings.providers["google"], revoke_url=f"http://127.0.0.1:{free_port()}/revoke")
-    down = replace(web.runtime.settings, providers={**web.runtime.settings.providers, "google": google})
+    unreachable = replace(web.runtime.settings.providers["google"], revoke_url=f"http://127.0.0.1:{free_port()}/revoke")
+    down = replace(web.runtime.settings, providers={**web.runtime.settings.providers, "google": unreachable})
     web = WebContext(replace(web.runtime, settings=down), web.redis, web.signing)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(down, context=web)), base_url=web.base_url,
