@@ -1,4 +1,4 @@
-"""Housekeeping crons: close recovered provider incidents, prune old cycle outcomes."""
+"""Housekeeping crons: close recovered provider incidents, prune old cycle outcomes and expired web rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from jobs import timed
 from statemachine.services.runtime import Runtime
-from statemachine.store import incidents
+from statemachine.store import expired, incidents
 
 
 async def check_incidents(ctx: Mapping[str, Any]) -> dict[str, int]:
@@ -25,3 +25,9 @@ async def prune_outcomes(ctx: Mapping[str, Any]) -> dict[str, int]:
     """Keep 48 h of cycle outcomes: enough for the incident window and the 24 h success rate."""
     runtime: Runtime = ctx["runtime"]
     return {"deleted": await incidents.prune_outcomes(runtime.sessionmaker, datetime.now(UTC))}
+
+
+async def purge_expired_web_rows(ctx: Mapping[str, Any]) -> dict[str, int]:
+    """Delete web sessions, sign-in links and OAuth states a day after they expired."""
+    runtime: Runtime = ctx["runtime"]
+    return await expired.purge_expired(runtime.sessionmaker, datetime.now(UTC))

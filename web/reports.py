@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +31,12 @@ class MailboxFilter:
     provider: str | None = None
     search: str | None = None
     failing_for: str | None = None  # a key of FAILING_FOR
+    page: int = 1  # pages of LIST_LIMIT rows, from 1
+
+    def query(self, page: int) -> str:
+        """The query string of this filter on another page, for the list's previous/next links."""
+        values = {"state": self.state, "provider": self.provider, "q": self.search, "failing": self.failing_for}
+        return urlencode({**{k: v for k, v in values.items() if v}, "page": page})
 
 
 async def owned_mailboxes(session: AsyncSession, user_id: int) -> list[Any]:
@@ -158,7 +165,7 @@ def _escape_like(text: str) -> str:
 async def filtered_mailboxes(
     session: AsyncSession, wanted: MailboxFilter, now: datetime, limit: int = LIST_LIMIT
 ) -> tuple[list[dict[str, Any]], int]:
-    """The operator list: matching mailboxes, longest-failing first, and how many match in all."""
+    """The operator list: one page of matching mailboxes, longest-failing first, and how many match in all."""
     conditions = []
     if wanted.state:
         conditions.append(Mailbox.state == wanted.state)
@@ -173,6 +180,7 @@ async def filtered_mailboxes(
         .where(*conditions)
         .order_by(Mailbox.token_refresh_failed_at.asc().nulls_last(), Mailbox.id)
         .limit(limit)
+        .offset((wanted.page - 1) * limit)
     )
     rows = [json_row(row) for row in await session.execute(statement)]
     total = await session.scalar(select(func.count()).select_from(Mailbox).where(*conditions))

@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 
 from sqlalchemy.exc import DBAPIError, ProgrammingError
@@ -40,10 +41,23 @@ EXPECTED_ERRORS = (
 )
 
 
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+
+
 def mailbox_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a mailbox id is a positive whole number, not {text!r}")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+        raise argparse.ArgumentTypeError(
+            f"a mailbox id is a positive whole number, not {text[:40]!r} (at most {MAX_ID})"
+        )
     return int(text)
+
+
+def moment(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time like 2026-11-30T10:00, not {text[:40]!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mailbox", type=mailbox_id)
     _json_flag(out)
     out.set_defaults(handler=commands.outbox)
+    out_actions = out.add_subparsers(dest="action")
+    retry = out_actions.add_parser("retry", help="send failed emails again (e.g. after fixing the SMTP password)")
+    retry.add_argument("--since", type=moment, help="only emails queued at or after this time (ISO 8601, UTC)")
+    retry.set_defaults(handler=commands.outbox_retry)
     sub.add_parser("rotate-keys", help="re-encrypt every token under the first key").set_defaults(
         handler=commands.rotate_keys
     )
@@ -125,10 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# SQLSTATE classes whose server message names only the database or role, never data: safe to print
+_LOGIN_FAILURES = ("28", "3D")
+
+
 def _database_error(err: DBAPIError) -> str:
+    sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
+    if err.orig is not None and sqlstate.startswith(_LOGIN_FAILURES):
+        cause = err.orig.__cause__ or err.orig
+        return f"cannot open the database in DATABASE_URL: {str(cause).splitlines()[0]}"
     if isinstance(err, ProgrammingError) and "does not exist" in str(err.orig):
         return "the database schema is missing or old: run `tokenwarden migrate`"
-    return f"database error: {type(err.orig).__name__}"
+    return f"database error: {type(err.orig).__name__} {sqlstate}".rstrip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
