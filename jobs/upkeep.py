@@ -1,4 +1,4 @@
-"""Housekeeping crons: close recovered provider incidents, prune old cycle outcomes, fold the mailbox counts."""
+"""Housekeeping crons: close recovered incidents, prune old outcomes and expired web rows, fold mailbox counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from jobs import timed
 from statemachine.services.runtime import Runtime
-from statemachine.store import counts, incidents
+from statemachine.store import counts, expired, incidents
 
 
 async def check_incidents(ctx: Mapping[str, Any]) -> dict[str, int]:
@@ -31,3 +31,9 @@ async def fold_mailbox_counts(ctx: Mapping[str, Any]) -> dict[str, int]:
     """Keep the counts the gauges and /ops sum short: one row per (provider, state) plus the latest changes."""
     runtime: Runtime = ctx["runtime"]
     return {"folded": await counts.fold(runtime.sessionmaker)}
+
+
+async def purge_expired_web_rows(ctx: Mapping[str, Any]) -> dict[str, int]:
+    """Delete web sessions, sign-in links and OAuth states a day after they expired."""
+    runtime: Runtime = ctx["runtime"]
+    return await expired.purge_expired(runtime.sessionmaker, datetime.now(UTC))

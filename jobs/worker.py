@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
@@ -28,9 +30,9 @@ from jobs.refresh import refresh_mailbox
 from jobs.reminders import queue_reminders
 from jobs.scan import REFRESH_JOB, scan_due
 from jobs.timed import URGENT_QUEUE
-from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes
+from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes, purge_expired_web_rows
 from statemachine.services.runtime import open_runtime
-from statemachine.services.settings import Settings, load_settings
+from statemachine.services.settings import Settings, SettingsError, load_settings
 
 FAILED_RESULT_SECONDS = 2  # a failed refresh's id is blocked this long (arq applies it to every terminal failure)
 HEALTH_CHECK_SECONDS = 10
@@ -63,14 +65,14 @@ async def startup(ctx: dict[str, Any]) -> None:
         return
     settings: Settings = ctx.get("settings") or load_settings(os.environ)
     stack = contextlib.AsyncExitStack()
-    runtime = await stack.enter_async_context(open_runtime(settings, pre_ping=False))  # see make_engine
-    if runtime.incidents is not None:
-        runtime.incidents.listeners.append(metrics.record_incident_opened)
     if settings.metrics_port:
-        server, thread = start_http_server(settings.metrics_port)
+        server, thread = _serve_metrics(settings.metrics_port)
         stack.callback(thread.join, 5)
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
+    runtime = await stack.enter_async_context(open_runtime(settings, pre_ping=False))  # see make_engine
+    if runtime.incidents is not None:
+        runtime.incidents.listeners.append(metrics.record_incident_opened)
     webhook_http = webhooks.make_client(settings)
     stack.push_async_callback(webhook_http.aclose)
     gauges = asyncio.create_task(
@@ -78,6 +80,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     stack.push_async_callback(_cancel, gauges)
     ctx.update(runtime=runtime, exit_stack=stack, webhook_http=webhook_http)
+
+
+def _serve_metrics(port: int) -> tuple[WSGIServer, threading.Thread]:
+    """Start the metrics server first, so a taken port stops the worker before it opens anything else."""
+    try:
+        return start_http_server(port)
+    except OSError as err:
+        raise SettingsError(
+            f"TOKENWARDEN_METRICS_PORT: port {port} cannot be opened ({err.strerror or err}); "
+            "give each worker on this host its own port, or 0 to turn its metrics off"
+        ) from None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -95,7 +108,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def refresh_crons(settings: Settings) -> list[CronJob]:
-    """The due-scan, the incident close check (both every scan interval) and the hourly outcome pruning."""
+    """The due-scan, the incident close check (both every scan interval), the hourly outcome pruning and the hourly
+    purge of expired web sessions and OAuth states."""
     every_scan = cron_fields(settings.scan_interval_seconds)
     scan_timeout = settings.scan_interval_seconds + 30
     return [
@@ -103,6 +117,7 @@ def refresh_crons(settings: Settings) -> list[CronJob]:
         cron(check_incidents, name="check_incidents", timeout=scan_timeout, **every_scan),
         cron(fold_mailbox_counts, name="fold_mailbox_counts", timeout=scan_timeout, **every_scan),
         cron(prune_outcomes, name="prune_outcomes", minute={7}, second=0, timeout=600),
+        cron(purge_expired_web_rows, name="purge_expired_web_rows", minute={17}, second=0, timeout=600),
     ]
 
 

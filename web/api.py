@@ -72,7 +72,7 @@ async def ops_summary(request: Request) -> Response:
 
 routes = [
     Route("/api/mailboxes", mailboxes, methods=["GET"]),
-    Route("/api/mailboxes/{mailbox_id:int}", mailbox, methods=["GET"]),
-    Route("/api/mailboxes/{mailbox_id:int}/history", history, methods=["GET"]),
+    Route("/api/mailboxes/{mailbox_id:id}", mailbox, methods=["GET"]),
+    Route("/api/mailboxes/{mailbox_id:id}/history", history, methods=["GET"]),
     Route("/api/ops/summary", ops_summary, methods=["GET"]),
 ]

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -35,6 +36,8 @@ from statemachine.services.metrics import refresh_gauges_once
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings
 from web import api, auth, connect, dashboard, oauth, ops, v1
+from web.errors import ServerErrorPage
+from web.hosts import CanonicalOrigin, allowed_hosts
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
 from web.v1 import errors as v1_errors
@@ -155,14 +158,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def server_error(request: Request, exc: Exception) -> Response:
-    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    if v1.is_api_path(request.url.path):
-        return v1_errors.internal_error()
-    detail = "Something went wrong on our side. Nothing secret was shown; please try again in a minute."
-    return render(request, "message.html", {"title": "Something went wrong", "detail": detail}, status_code=500)
-
-
 @dataclass(frozen=True)
 class AppExtension:
     """What a tool outside the production app adds to it: more routes, and values every page template sees.
@@ -203,9 +198,11 @@ def create_app(
     ]  # fmt: skip
     extension = extension or AppExtension()
     routes += extension.routes
-    app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, Exception: server_error}
-    )
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    # the last added runs first: headers and log around everything, then the Host check, then the 500 page
+    app.add_middleware(ServerErrorPage)
+    app.add_middleware(CanonicalOrigin, base_url=settings.base_url)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings))
     app.add_middleware(HeadersAndAccessLog, headers=security_headers(settings))
     if context is not None:
         app.state.web = context

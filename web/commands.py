@@ -26,7 +26,12 @@ def serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     asyncio.run(warn_about(settings, readings, "serve"))
     # access_log=False: uvicorn's line includes the query string, where login links and OAuth callbacks
     # carry one-time secrets; web.app logs method, path and status instead.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=True)
+    # X-Forwarded-* only from TOKENWARDEN_TRUSTED_PROXIES: anyone else could claim any client address.
+    proxies = list(settings.trusted_proxies)
+    uvicorn.run(
+        app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )  # fmt: skip
     return 0
 
 

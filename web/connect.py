@@ -116,12 +116,15 @@ async def _connect(web: WebContext, request: Request, row: ConnectSession, email
         return Connected("denied" if request.query_params.get("error") == "access_denied" else "failed", 0)
     runtime = web.runtime
     try:
-        return await connect_mailbox(
+        result = await connect_mailbox(
             runtime.sessionmaker, runtime.cipher, runtime.events, user_id=row.user_id, user_email=email,
             provider=row.provider, grant=grant, actor=f"connect:{row.public_id}", mailbox_id=row.mailbox_id,
         )  # fmt: skip
     except (ReconnectError, UnknownMailboxError):
         return Connected("failed", 0)
+    if result.status == "rejected":  # another account's grant: the user never meant to give it
+        await provider_of(web, row.provider).revoke(grant.refresh_token or grant.access_token)
+    return result
 
 
 async def _finish_connect(web: WebContext, request: Request, row_id: int, name: str) -> Response:

@@ -161,6 +161,7 @@ async def reconnect_callback(request: Request, name: str) -> Response:
         raise PageError(409, "We cannot tell which account this mailbox belongs to yet", detail)
     if not result.accepted:
         RECONNECTS.labels(name, "other_account").inc()
+        await provider_of(web, name).revoke(grant.refresh_token or grant.access_token)  # never meant to be given
         other = grant.email or "a different account"
         detail = (f"You signed in to {label} as {other}, but this mailbox is {result.expected_account}. "
                   f"Nothing was changed. Press Reconnect again and choose {result.expected_account}.")  # fmt: skip
@@ -173,6 +174,6 @@ async def reconnect_callback(request: Request, name: str) -> Response:
 
 
 routes = [
-    Route("/mailboxes/{mailbox_id:int}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
-    Route("/mailboxes/{mailbox_id:int}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
+    Route("/mailboxes/{mailbox_id:id}/reconnect", start_reconnect, methods=["POST"], name="reconnect"),
+    Route("/mailboxes/{mailbox_id:id}/reconnect", reconnect_link, methods=["GET"], name="reconnect_link"),
 ]

@@ -24,9 +24,10 @@ from statemachine.store import counts as mailbox_counts, queries
 from statemachine.store.repository import UnknownMailboxError
 from web import charts, reports, store
 from web.auth import checked_form, require_admin
-from web.pages import PageError, context_of, render
+from web.pages import PageError, context_of, render, text_field
 
 MAX_NOTE_LENGTH = 500
+MAX_PAGE = 100_000
 ACTIONS = {
     "retry-now": (Event.OPS_RETRY_NOW, "Retry scheduled: the worker will try this mailbox at its next scan."),
     "disconnect": (Event.OPS_DISCONNECT, "Disconnected. The owner sees the red banner and can reconnect."),
@@ -38,11 +39,13 @@ def mailbox_filter(params: Any) -> reports.MailboxFilter:
     state = params.get("state")
     provider = params.get("provider")
     failing = params.get("failing")
+    page = str(params.get("page") or "1")[:8]
     return reports.MailboxFilter(
         state=state if state in {s.value for s in State} else None,
         provider=provider if provider in registry.NAMES else None,
-        search=(params.get("q") or "").strip()[:200] or None,
+        search=text_field(params.get("q"), "search", 200),
         failing_for=failing if failing in reports.FAILING_FOR else None,
+        page=int(page) if page.isascii() and page.isdigit() and 0 < int(page) <= MAX_PAGE else 1,
     )
 
 
@@ -85,13 +88,19 @@ async def overview(request: Request) -> Response:
         counts = await reports.counts(session)
         rate = await reports.success_rate(session, now)
         incidents = await reports.open_incidents(session)
-        mailboxes, matching = await reports.filtered_mailboxes(session, wanted, now)
+        mailboxes, matching = await reports.filtered_mailboxes(session, wanted, now, reports.LIST_LIMIT)
         day = await last_day(session, now)
+    first = (wanted.page - 1) * reports.LIST_LIMIT
+    pages = {
+        "first": first + 1, "last": first + len(mailboxes),
+        "previous": wanted.query(wanted.page - 1) if wanted.page > 1 else None,
+        "next": wanted.query(wanted.page + 1) if first + len(mailboxes) < matching else None,
+    }  # fmt: skip
     context = {
         "counts": pivot(counts), "rate": rate, "incidents": incidents, "mailboxes": mailboxes, "matching": matching,
         "charts": day,
         "wanted": wanted, "states": [s.value for s in State], "providers": registry.NAMES,
-        "failing": reports.FAILING_FOR,
+        "failing": reports.FAILING_FOR, "pages": pages,
     }  # fmt: skip
     return render(request, "ops/index.html", context)
 
@@ -121,7 +130,7 @@ async def action(request: Request) -> Response:
     if request.path_params["action"] not in ACTIONS:
         raise PageError(404, "No such action", "Operators can retry now or disconnect.")
     event, done = ACTIONS[request.path_params["action"]]
-    note = str(form.get("reason") or "").strip()[:MAX_NOTE_LENGTH] or None
+    note = text_field(form.get("reason"), "reason", MAX_NOTE_LENGTH)
     runtime, actor = context_of(request).runtime, f"operator:{auth.user.email}"
     try:
         await operator_action(runtime.sessionmaker, runtime.events, mailbox_id, event, actor, note)
@@ -137,6 +146,6 @@ async def action(request: Request) -> Response:
 
 routes = [
     Route("/ops", overview, methods=["GET"], name="ops"),
-    Route("/ops/mailboxes/{mailbox_id:int}", mailbox_page, methods=["GET"], name="ops_mailbox"),
-    Route("/ops/mailboxes/{mailbox_id:int}/{action:str}", action, methods=["POST"], name="ops_action"),
+    Route("/ops/mailboxes/{mailbox_id:id}", mailbox_page, methods=["GET"], name="ops_mailbox"),
+    Route("/ops/mailboxes/{mailbox_id:id}/{action:str}", action, methods=["POST"], name="ops_action"),
 ]

@@ -6,12 +6,14 @@ JSON under /api/. Messages never include a token, a code, a secret or an excepti
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,6 +49,35 @@ class PageError(HTTPException):
     def __init__(self, status_code: int, title: str, detail: str) -> None:
         super().__init__(status_code, detail)
         self.title = title
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # NUL and the like; tabs and line breaks are text
+
+
+def text_field(value: object, what: str, limit: int) -> str | None:
+    """A form or query value as stripped text of at most `limit` characters (None when empty).
+
+    PostgreSQL cannot store NUL, so a value with control characters ends on a 400 page, not a database error.
+    """
+    text = str(value or "").strip()
+    if _CONTROL.search(text):
+        raise PageError(400, "Request refused", f"The {what} contains control characters; please retype it.")
+    return text[:limit] or None
+
+
+class IdConvertor(Convertor[int]):
+    """`{name:id}` in a route: a row id, at most 18 digits so it always fits PostgreSQL's bigint (else 404)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 
 
 def context_of(request: Request) -> WebContext:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,12 @@ class MailboxFilter:
     provider: str | None = None
     search: str | None = None
     failing_for: str | None = None  # a key of FAILING_FOR
+    page: int = 1  # pages of LIST_LIMIT rows, from 1
+
+    def query(self, page: int) -> str:
+        """The query string of this filter on another page, for the list's previous/next links."""
+        values = {"state": self.state, "provider": self.provider, "q": self.search, "failing": self.failing_for}
+        return urlencode({**{k: v for k, v in values.items() if v}, "page": page})
 
 
 async def owned_mailboxes(session: AsyncSession, user_id: int) -> list[Any]:
@@ -155,7 +162,7 @@ def _escape_like(text: str) -> str:
 async def filtered_mailboxes(
     session: AsyncSession, wanted: MailboxFilter, now: datetime, limit: int = LIST_LIMIT
 ) -> tuple[list[dict[str, Any]], int]:
-    """The operator list: matching mailboxes, longest-failing first, and how many match in all."""
+    """The operator list: one page of matching mailboxes, longest-failing first, and how many match in all."""
     conditions = []
     if wanted.state:
         conditions.append(Mailbox.state == wanted.state)
@@ -166,20 +173,28 @@ async def filtered_mailboxes(
     if wanted.failing_for in FAILING_FOR:
         conditions.append(Mailbox.token_refresh_failed_at <= now - FAILING_FOR[wanted.failing_for])
     # Two ordered reads instead of one sort of the whole table: the failing ones from the partial index
-    # on the failure time, then, if the page is not full, the others in id order (the primary key).
+    # on the failure time, then the others in id order (the primary key); a page may span both.
     failing = Mailbox.token_refresh_failed_at
+    skip = (wanted.page - 1) * limit
     first = mailboxes_with_owner().where(*conditions, failing.is_not(None)).order_by(failing, Mailbox.id)
-    rows = [json_row(row) for row in await session.execute(first.limit(limit))]
+    rows = [json_row(row) for row in await session.execute(first.offset(skip).limit(limit))]
     if len(rows) < limit and wanted.failing_for is None:
+        # the failing ones ended on this page if any were on it; else count them to know where the rest starts
+        failing_total = skip + len(rows) if rows else await _count(session, *conditions, failing.is_not(None))
         rest = mailboxes_with_owner().where(*conditions, failing.is_(None)).order_by(Mailbox.id)
-        rows += [json_row(row) for row in await session.execute(rest.limit(limit - len(rows)))]
+        rest = rest.offset(max(0, skip - failing_total)).limit(limit - len(rows))
+        rows += [json_row(row) for row in await session.execute(rest)]
     return rows, await _matching(session, wanted, conditions)
+
+
+async def _count(session: AsyncSession, *conditions: Any) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Mailbox).where(*conditions)) or 0)
 
 
 async def _matching(session: AsyncSession, wanted: MailboxFilter, conditions: list[Any]) -> int:
     """How many mailboxes match: from the kept counts unless a search or a failure age narrows the list."""
     if wanted.search or wanted.failing_for:
-        return int(await session.scalar(select(func.count()).select_from(Mailbox).where(*conditions)) or 0)
+        return await _count(session, *conditions)
     return sum(
         n
         for provider, state, n in await mailbox_counts.by_provider_and_state(session)

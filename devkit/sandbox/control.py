@@ -7,6 +7,7 @@ state changes only on the server's own loop. It has no authentication: never exp
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -140,6 +141,7 @@ async def get_requests(request: Request) -> Response:
         "total": state.requests_by_grant_type.total(),
         "by_grant_type": dict(state.requests_by_grant_type),
         "by_refresh_token": dict(state.requests_by_token),
+        "live_grants_by_sub": dict(Counter(grant.sub for grant in state.grants.values())),
     }
     return JSONResponse(body)
 

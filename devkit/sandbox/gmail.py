@@ -15,8 +15,10 @@ from devkit.sandbox.state import sandbox_state
 
 async def revoke_endpoint(request: Request) -> Response:
     """200 when the token's grant was revoked; 400 invalid_token for a token it does not know (Google's answers)."""
+    state = sandbox_state(request.app)
+    state.count_request("revoke", None)
     token = form_field(await request.form(), "token") or request.query_params.get("token", "")
-    if not token or not sandbox_state(request.app).revoke(token):
+    if not token or not state.revoke(token):
         return google_error(400, "invalid_token", "Token expired or revoked")
     return JSONResponse({})
 

@@ -154,10 +154,16 @@ class SandboxState:
     subject_factory: Callable[[], str] = new_google_subject  # the dialect's account ids
     default_tenant: str | None = None  # the `tid` of accounts added without one (Microsoft)
     access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # -> (refresh token, expiry)
+    # strict rotation (RFC 9700 §4.14.2), in every dialect: every grant rotates, the old refresh token stops working
+    # (even Microsoft's, which otherwise stays valid), and a retired token sent again revokes its whole grant
+    strict_rotation: bool = False
+    retired: dict[str, tuple[str, float]] = field(default_factory=dict)  # old refresh token -> (sub, retired at)
+    revoked_by_reuse: dict[str, float] = field(default_factory=dict)  # sub -> when its retired token was retired
 
     def reset(self) -> None:
         """Forget every account, token, code, fault and count; keep the client's configuration."""
-        for table in (self.accounts, self.grants, self.codes, self.faults, self.successors, self.access_tokens):
+        tables = (self.accounts, self.grants, self.codes, self.faults, self.successors, self.access_tokens)
+        for table in (*tables, self.retired, self.revoked_by_reuse):
             table.clear()
         self.requests_by_token.clear()
         self.requests_by_grant_type.clear()
@@ -173,22 +179,25 @@ class SandboxState:
         return next((a for a in self.accounts.values() if a.email == email), None)
 
     def add_grant(self, sub: str, *, refresh_token: str | None = None, rotate: bool = False, scope: str = "") -> Grant:
+        rotate = rotate or self.strict_rotation
         grant = Grant(refresh_token or self.token_factory(), sub, scope or DEFAULT_SCOPE, rotate)
         self.grants[grant.refresh_token] = grant
         return grant
 
     def rotate(self, grant: Grant, *, keep_old: bool = False) -> Grant:
         """Issue a new refresh token for a grant; the old one answers invalid_grant from now on unless `keep_old`
-        (Microsoft does not revoke a used refresh token)."""
+        (Microsoft does not revoke a used refresh token), which strict rotation overrides."""
+        if self.strict_rotation:
+            keep_old = False
+            self.retired[grant.refresh_token] = (grant.sub, time.time())
         if not keep_old:
             del self.grants[grant.refresh_token]
         new = self.add_grant(grant.sub, rotate=grant.rotate, scope=grant.scope)
         self.successors[grant.refresh_token] = new.refresh_token
         if grant.refresh_token in self.faults:  # a fault follows the grant, as a revocation would
             self.faults[new.refresh_token] = self.faults.pop(grant.refresh_token)
-        for access_token, (refresh_token, expiry) in list(self.access_tokens.items()):
-            if refresh_token == grant.refresh_token:
-                self.access_tokens[access_token] = (new.refresh_token, expiry)
+        # access tokens follow `successors` (`honoured`): a rotation touches none of them, so it costs the same
+        # after thousands of refreshes (strict rotation rotates every one)
         return new
 
     def newest(self, refresh_token: str) -> str:
@@ -206,7 +215,7 @@ class SandboxState:
     def honoured(self, access_token: str) -> Account | None:
         """The account an access token still works for; None once expired or revoked."""
         refresh_token, expiry = self.access_tokens.get(access_token, ("", 0.0))
-        grant = self.grants.get(refresh_token)
+        grant = self.grants.get(self.newest(refresh_token)) if refresh_token else None
         if grant is None or expiry <= time.monotonic():
             return None
         return self.accounts.get(grant.sub)
@@ -214,11 +223,19 @@ class SandboxState:
     def revoke(self, token: str) -> bool:
         """Revoke the grant of a refresh or access token (RFC 7009): its every token stops working."""
         refresh_token = token if token in self.grants else self.access_tokens.get(token, ("", 0.0))[0]
-        if self.grants.pop(refresh_token, None) is None:
+        # an access token names the refresh token it was issued with; the grant's current one may be newer.
+        # Its access tokens stop working with it (`honoured` finds no grant).
+        return self.grants.pop(self.newest(refresh_token) if refresh_token else "", None) is not None
+
+    def replay_detected(self, refresh_token: str) -> bool:
+        """Under strict rotation, a retired token sent again is taken for a stolen one: its whole grant ends."""
+        retired = self.retired.get(refresh_token)
+        if retired is None:
             return False
-        for access_token, (owner, _) in list(self.access_tokens.items()):
-            if owner == refresh_token:
-                del self.access_tokens[access_token]
+        sub, retired_at = retired
+        for token in [t for t, g in self.grants.items() if g.sub == sub]:
+            self.revoke(token)
+        self.revoked_by_reuse.setdefault(sub, retired_at)
         return True
 
     def client_matches(self, client_id: str, client_secret: str) -> bool:

@@ -51,6 +51,7 @@ def _refresh_grant(state: SandboxState, dialect: Dialect, form: FormData) -> Res
         return dialect.refuse("missing_refresh_token")
     grant = state.grants.get(token)
     if grant is None:
+        state.replay_detected(token)  # strict rotation: a retired token sent again ends its grant
         return dialect.refuse("unknown_refresh_token")
     if grant.rotate or dialect.rotates:
         grant = state.rotate(grant, keep_old=dialect.rotates)

@@ -72,7 +72,7 @@ def address(number: int) -> str:
     return f"box{number:06d}@simulate.test"
 
 
-def _sandbox_app(plan: Plan, c: Compression) -> Starlette:
+def sandbox_app(plan: Plan, c: Compression) -> Starlette:
     """Every sandbox provider in one server, each knowing the accounts and tokens of its mailboxes."""
     app = create_sandboxes(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token_lifetime=token_lifetime(c))
     states = sandbox_states(app)
@@ -83,7 +83,7 @@ def _sandbox_app(plan: Plan, c: Compression) -> Starlette:
     return app
 
 
-def _environment(services: Services, database: str, redis: str, sandbox: str, c: Compression) -> dict[str, str]:
+def service_environment(services: Services, database: str, redis: str, sandbox: str, c: Compression) -> dict[str, str]:
     base = {k: v for k, v in services.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env = {**base, "DATABASE_URL": database, "REDIS_URL": redis, "SMTP_URL": services.smtp.url}
     env |= sandboxes_environment(sandbox, CLIENT_ID, CLIENT_SECRET)
@@ -92,7 +92,7 @@ def _environment(services: Services, database: str, redis: str, sandbox: str, c:
     return env
 
 
-async def _populate(sessionmaker: Sessionmaker, env: Mapping[str, str], plan: Plan) -> dict[int, int]:
+async def populate(sessionmaker: Sessionmaker, env: Mapping[str, str], plan: Plan) -> dict[int, int]:
     """Import the mailboxes (one owner each) through the real bulk import; map mailbox number -> id."""
     settings = load_settings(env)
     lines = (
@@ -116,7 +116,7 @@ async def _populate(sessionmaker: Sessionmaker, env: Mapping[str, str], plan: Pl
     return {numbers[a]: mailbox_id for a, mailbox_id in rows}
 
 
-async def _spread(sessionmaker: Sessionmaker, seconds: float) -> None:
+async def spread_first_refreshes(sessionmaker: Sessionmaker, seconds: float) -> None:
     """First refreshes uniformly over `seconds` from now: a steady state, not a thundering herd."""
     later = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, func.random() * seconds)
     async with sessionmaker() as session, session.begin():
@@ -136,15 +136,15 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
     async with contextlib.AsyncExitStack() as stack:
         database = await stack.enter_async_context(fresh_database(services.admin_url, plan.scenario))
         redis = await stack.enter_async_context(fresh_redis(services.environ))
-        sandbox = stack.enter_context(serve_in_thread(_sandbox_app(plan, c)))
-        env = _environment(services, database, redis, sandbox.url, c)
+        sandbox = stack.enter_context(serve_in_thread(sandbox_app(plan, c)))
+        env = service_environment(services, database, redis, sandbox.url, c)
         sessionmaker = await stack.enter_async_context(open_sessionmaker(database, pool_size=2))
-        ids = await _populate(sessionmaker, env, plan)
+        ids = await populate(sessionmaker, env, plan)
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=sandbox.url, timeout=10))
         settings = load_settings(env)
         worker = WorkerProcess(env, services.workdir / f"worker-{plan.scenario}.log", settings.shutdown_grace_seconds)
         stack.push_async_callback(asyncio.to_thread, worker.stop)
-        await _spread(sessionmaker, token_lifetime(c) - settings.policy.refresh_lead_seconds)
+        await spread_first_refreshes(sessionmaker, token_lifetime(c) - settings.policy.refresh_lead_seconds)
         clock = Clock(datetime.now(UTC), c.minute_seconds)
         worker.start()
         driver = Driver(

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from alembic.util.exc import CommandError
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,7 @@ from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, load_settings, read_settings
 from statemachine.services.unit_of_work import Outcome
 from statemachine.services.webhook_endpoints import rotate_endpoint_keys
-from statemachine.store import queries
+from statemachine.store import outbox as outbox_rows, queries
 from statemachine.store.db import open_sessionmaker
 from statemachine.store.migrations import migrate as run_migrations
 from statemachine.store.models import Mailbox
@@ -45,7 +46,10 @@ async def migrate(args: argparse.Namespace, env: Env) -> int:
     settings = _database_settings(env)
     assert settings.database_url is not None
     if args.downgrade:
-        await run_migrations(settings.database_url, "downgrade", args.downgrade)
+        try:
+            await run_migrations(settings.database_url, "downgrade", args.downgrade)
+        except CommandError:
+            raise accounts.InvalidInputError(f"no schema revision {args.downgrade[:40]!r} (e.g. base, 0002)") from None
         print(f"database downgraded to {args.downgrade}")
     else:
         await run_migrations(settings.database_url)
@@ -54,8 +58,6 @@ async def migrate(args: argparse.Namespace, env: Env) -> int:
 
 
 async def user_add(args: argparse.Namespace, env: Env) -> int:
-    settings = _database_settings(env)
-    assert settings.database_url is not None
     async with database_session(env) as session, session.begin():
         user = await accounts.add_user(session, args.email, args.name, admin=args.admin)
     print(user.id)
@@ -92,7 +94,8 @@ async def mailbox_add(args: argparse.Namespace, env: Env) -> int:
 
 def mailbox_import(args: argparse.Namespace, env: Env) -> int:
     settings = load_settings(env)
-    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    # binary: each line is decoded on its own, so one line of bad UTF-8 is reported and skipped
+    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     with stream:
         report = asyncio.run(_import(settings, stream))
     for number, problem in report.problems:
@@ -101,7 +104,7 @@ def mailbox_import(args: argparse.Namespace, env: Env) -> int:
     return 1 if report.problems else 0
 
 
-async def _import(settings: Settings, lines: Iterable[str]) -> ImportReport:
+async def _import(settings: Settings, lines: Iterable[bytes]) -> ImportReport:
     async with open_runtime(settings) as rt:
         return await import_mailboxes(rt.sessionmaker, lines, rt.cipher, rt.settings.policy, lambda: datetime.now(UTC))
 
@@ -173,6 +176,13 @@ async def history(args: argparse.Namespace, env: Env) -> int:
 
 async def outbox(args: argparse.Namespace, env: Env) -> int:
     return await _rows(args, env, queries.outbox, args.mailbox, ("id", "kind", "mailbox_id", "recipient", "status"))
+
+
+async def outbox_retry(args: argparse.Namespace, env: Env) -> int:
+    async with database_session(env) as session, session.begin():
+        count = await outbox_rows.requeue_failed(session, args.since)
+    print(f"re-queued {count} failed email(s); the worker sends them at its next outbox sweep")
+    return 0
 
 
 def describe(outcome: Outcome) -> str:

@@ -22,10 +22,18 @@ EXPECTED_ERRORS = (
 )
 
 
+# SQLSTATE classes whose server message names only the database or role, never data: safe to print
+_LOGIN_FAILURES = ("28", "3D")
+
+
 def _database_error(err: DBAPIError) -> str:
+    sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
+    if err.orig is not None and sqlstate.startswith(_LOGIN_FAILURES):
+        cause = err.orig.__cause__ or err.orig
+        return f"cannot open the database in DATABASE_URL: {str(cause).splitlines()[0]}"
     if isinstance(err, ProgrammingError) and "does not exist" in str(err.orig):
         return "the database schema is missing or old: run `tokenwarden migrate`"
-    return f"database error: {type(err.orig).__name__}"
+    return f"database error: {type(err.orig).__name__} {sqlstate}".rstrip()
 
 
 def failure_message(err: Exception) -> str | None:

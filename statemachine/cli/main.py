@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 
 from statemachine.cli.lazy import Handler, lazy
@@ -28,10 +29,23 @@ def _core(name: str) -> Handler:
     return lazy(f"statemachine.cli.commands:{name}")
 
 
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+
+
 def mailbox_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a mailbox id is a positive whole number, not {text!r}")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+        raise argparse.ArgumentTypeError(
+            f"a mailbox id is a positive whole number, not {text[:40]!r} (at most {MAX_ID})"
+        )
     return int(text)
+
+
+def moment(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time like 2026-11-30T10:00, not {text[:40]!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mailbox", type=mailbox_id)
     _json_flag(out)
     out.set_defaults(handler=_core("outbox"))
+    out_actions = out.add_subparsers(dest="action")
+    retry = out_actions.add_parser("retry", help="send failed emails again (e.g. after fixing the SMTP password)")
+    retry.add_argument("--since", type=moment, help="only emails queued at or after this time (ISO 8601, UTC)")
+    retry.set_defaults(handler=_core("outbox_retry"))
     sub.add_parser("rotate-keys", help="re-encrypt every token under the first key").set_defaults(
         handler=_core("rotate_keys")
     )

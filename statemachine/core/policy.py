@@ -54,9 +54,15 @@ class Policy:
         delay = self.cycle_delays_seconds[index] * (1.0 + 0.2 * jitter)
         return max(delay, retry_after or 0.0)
 
-    def next_refresh_at(self, now: datetime, expires_in: int | None, jitter: float) -> datetime:
-        """Refresh between 1x and 1.5x the lead time before expiry, spread so a burst of connects spreads out."""
+    def next_refresh_at(
+        self, now: datetime, expires_in: int | None, jitter: float, *, just_refreshed: bool = True
+    ) -> datetime:
+        """Refresh between 1x and 1.5x the lead time before expiry, spread so a burst of connects spreads out.
+
+        The minimum interval keeps a provider's short-lived tokens from being refreshed in a loop; it follows a
+        real refresh only: an imported token that expires soon is refreshed at once.
+        """
         lifetime = known_lifetime(expires_in) or DEFAULT_ACCESS_TOKEN_SECONDS
         lead = self.refresh_lead_seconds * (1.0 + 0.5 * jitter)
-        wait = max(lifetime - lead, self.min_refresh_interval_seconds * (1.0 + jitter))
-        return now + timedelta(seconds=wait)
+        floor = self.min_refresh_interval_seconds * (1.0 + jitter) if just_refreshed else 0.0
+        return now + timedelta(seconds=max(lifetime - lead, floor))

@@ -27,6 +27,7 @@ SPEC = ProviderSpec(
     client_secret_env="GOOGLE_CLIENT_SECRET",
     scopes=("openid", "email", "https://mail.google.com/"),
     subject_claims=("sub",),
+    issuers=("https://accounts.google.com", "accounts.google.com"),  # Google documents both forms
     # offline access and a forced consent screen, so every consent returns a refresh token
     consent_params={
         "response_type": "code",

@@ -66,7 +66,7 @@ SPEC = ProviderSpec(
     scopes_env="MICROSOFT_SCOPES",
     subject_claims=("tid", "oid"),
     email_identifies_account=False,
-    issuer="https://login.microsoftonline.com/{tid}/v2.0",
+    issuers=("https://login.microsoftonline.com/{tid}/v2.0",),
     # `select_account` lets the owner pick the mailbox's account; consent is asked only when not yet given
     consent_params={"response_type": "code", "response_mode": "query", "prompt": "select_account"},
 )

@@ -32,6 +32,7 @@ from statemachine.core.classify import classify_parsed, classify_transport, pars
 from statemachine.core.errors import OAuthError, OAuthTransientError, Verdict, error_for
 from statemachine.core.secrets import Secret
 from statemachine.core.states import FailureKind
+from statemachine.providers.revocation import revoke_token
 from statemachine.providers.spec import ProviderSpec
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ _KIND_BY_EXCEPTION: tuple[tuple[type[BaseException], str], ...] = (
 )
 _NO_RESPONSE_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+# failures that certainly happened before any byte of the request left: only these may resend a single-use code
+_UNSENT_KINDS = frozenset({"connect_error", "connect_timeout", "pool_timeout"})
 
 
 def make_http_client(timeout_seconds: float) -> httpx.AsyncClient:
@@ -123,6 +126,7 @@ class OAuthProvider:
         auth_url: str,
         scopes: Sequence[str] | None = None,
         tenant: str | None = None,
+        revoke_url: str | None = None,
         retry: RetryPolicy | None = None,
         max_body_bytes: int = 65536,
         deadline_seconds: float = 30.0,
@@ -134,6 +138,7 @@ class OAuthProvider:
         self.auth_url = auth_url
         self.scopes = tuple(scopes or spec.scopes)  # what the consent URL asks for
         self.tenant = tenant
+        self.revoke_url = revoke_url
         self.retry = retry or RetryPolicy()
         self.max_body_bytes = max_body_bytes
         self.deadline_seconds = deadline_seconds  # the aiohttp transport has no write or total timeout
@@ -152,16 +157,31 @@ class OAuthProvider:
         return _grant(payload, claims, self.spec.subject_claims)
 
     async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenGrant:
-        """Redeem an authorization code; only failures without a response are retried (a code is single use)."""
+        """Redeem an authorization code; retried only when the request certainly never left (a code is single use,
+        and Google may revoke the grant when one is sent twice)."""
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         form["code_verifier"] = code_verifier
-        payload = self._check(*await self._retrying(self._send)(form))
+        payload = self._check(*await self._retrying(self._send, unsent_only=True)(form))
         return _grant(payload, self._claims(payload.get("id_token")), self.spec.subject_claims)
 
     def _claims(self, id_token: object) -> dict[str, Any] | None:
         return id_token_claims(
-            id_token, client_id=self.client_id, issuer=self.spec.issuer, tenant=self.tenant, now=datetime.now(UTC)
+            id_token, client_id=self.client_id, issuers=self.spec.issuers, tenant=self.tenant, now=datetime.now(UTC)
         )
+
+    async def revoke(self, token: str) -> bool:
+        """Revoke the grant behind `token` (RFC 7009, through `revocation.revoke_token`, the one client of a revocation
+        endpoint); best effort: False, logged without the token, on failure or when the provider has no endpoint."""
+        if self.revoke_url is None:
+            return False
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                problem = await revoke_token(self._client, self.revoke_url, token)
+        except _NO_RESPONSE_ERRORS as exc:
+            problem = transport_kind(exc)
+        if problem is not None:
+            logger.warning("revoking a grant at %s failed: %s", self.name, problem)
+        return problem is None
 
     def authorization_url(
         self,
@@ -181,15 +201,22 @@ class OAuthProvider:
             params["login_hint"] = login_hint
         return str(httpx.URL(self.auth_url).copy_merge_params(params))
 
-    def _retrying(self, attempt: Callable[[dict[str, str]], Awaitable[T]]) -> Callable[[dict[str, str]], Awaitable[T]]:
+    def _retrying(
+        self, attempt: Callable[[dict[str, str]], Awaitable[T]], *, unsent_only: bool = False
+    ) -> Callable[[dict[str, str]], Awaitable[T]]:
         """Wrap one attempt in backoff, configured from `self.retry` at call time."""
         policy = self.retry
+
+        def giveup(exc: Exception) -> bool:
+            sent = not (isinstance(exc, OAuthError) and exc.verdict.code in _UNSENT_KINDS)
+            return (unsent_only and sent) or _waits_too_long(exc, policy.max_seconds)
+
         return backoff.on_exception(
             _waits,
             OAuthTransientError,  # permanent and config errors propagate after one request
             max_tries=policy.tries,
             jitter=None,  # _waits jitters itself: a Retry-After must be honoured exactly
-            giveup=lambda exc: _waits_too_long(exc, policy.max_seconds),
+            giveup=giveup,
             on_backoff=_log_retry,
             logger=None,  # backoff's own log lines would print the target's repr and the exception
             base_seconds=policy.base_seconds,
@@ -288,12 +315,13 @@ def _grant(payload: Mapping[str, Any], claims: Mapping[str, Any] | None, subject
 
 
 def id_token_claims(
-    id_token: object, *, client_id: str, issuer: str | None, tenant: str | None, now: datetime
+    id_token: object, *, client_id: str, issuers: Sequence[str], tenant: str | None, now: datetime
 ) -> dict[str, Any] | None:
     """Validate an id_token's payload and return it (None when there is no id_token); the one place that does.
 
     The signature is not checked: OIDC Core 3.1.3.7 allows that for a token received directly from the token
-    endpoint over TLS. The audience, expiry and issuer are ours to check: `issuer` may name the token's own
+    endpoint over TLS. The issuer, the audience (with `azp` when there are several), the expiry and the tenant
+    are ours to check: `iss` must be one of `issuers` (none given: not checked), which may name the token's own
     `{tid}` (a multi-tenant authority), and a `tenant` given as a GUID pins that claim.
 
     Raises:
@@ -307,19 +335,30 @@ def id_token_claims(
         claims = parse_json_object(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (IndexError, ValueError):
         claims = None
-    if claims is None or not _is_valid(claims, client_id, issuer, tenant, now):
+    if claims is None or not _is_valid(claims, client_id, issuers, tenant, now):
         raise error_for(_BAD_ID_TOKEN)
     return claims
 
 
-def _is_valid(claims: Mapping[str, Any], client_id: str, issuer: str | None, tenant: str | None, now: datetime) -> bool:
-    aud, exp, tid = claims.get("aud"), claims.get("exp"), _text(claims.get("tid"))
+def _is_valid(
+    claims: Mapping[str, Any], client_id: str, issuers: Sequence[str], tenant: str | None, now: datetime
+) -> bool:
+    aud, azp, exp, tid = claims.get("aud"), claims.get("azp"), claims.get("exp"), _text(claims.get("tid"))
     audiences = aud if isinstance(aud, list) else [aud]
     if client_id not in audiences or not isinstance(exp, int | float) or not exp > now.timestamp():
         return False
-    if issuer is not None and (("{tid}" in issuer and tid is None) or claims.get("iss") != issuer.format(tid=tid)):
+    if not (azp == client_id or (azp is None and len(audiences) == 1)):  # several audiences: azp says who asked
+        return False
+    if issuers and not any(_issued_by(claims.get("iss"), issuer, tid) for issuer in issuers):
         return False
     return not (tenant is not None and _GUID.fullmatch(tenant) and tid is not None and tid.lower() != tenant.lower())
+
+
+def _issued_by(iss: object, issuer: str, tid: str | None) -> bool:
+    """Whether `iss` is `issuer`, whose "{tid}" stands for the token's own tenant claim (then required)."""
+    if "{tid}" in issuer:
+        return tid is not None and iss == issuer.format(tid=tid)
+    return iss == issuer
 
 
 def _text(value: object) -> str | None:

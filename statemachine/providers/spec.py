@@ -43,7 +43,9 @@ class ProviderSpec:
     # whether a verified email may stand in for the subject while none is stored; False where the email claim is
     # mutable and unverified (Entra ID: trusting it is the "nOAuth" account takeover)
     email_identifies_account: bool = True
-    issuer: str | None = None  # the id_token's `iss`; "{tid}" is its own tenant claim (Microsoft's multi-tenant one)
+    # the id_token `iss` values accepted (OIDC Core 3.1.3.7 item 2), empty: not checked; "{tid}" in one is the
+    # token's own tenant claim (Microsoft's multi-tenant authority)
+    issuers: tuple[str, ...] = ()
     tenant: Endpoint | None = None  # which accounts may sign in; fills "{tenant}" in the URL defaults
     # where one grant is revoked (RFC 7009) when the host app removes a mailbox; None: the provider has no such
     # endpoint (Microsoft), and removal only erases the tokens

@@ -18,8 +18,11 @@ from statemachine.store import webhooks
 from statemachine.store.models import Mailbox, User
 
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TOKEN = re.compile(r"^[\x20-\x7e]+$")  # OAuth tokens are printable ASCII (RFC 6749 appendix A: VSCHAR)
 MAX_TOKEN_LENGTH = 4096
 MAX_EXPIRES_IN = 86400 * 366
+MAX_ADDRESS_LENGTH = 320
+MAX_NAME_LENGTH = 200
 
 
 class InvalidInputError(ValueError):
@@ -47,7 +50,10 @@ class NewMailbox:
 
 
 def normalise_email(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+    # isprintable: no NUL (PostgreSQL cannot store it), no control character, no undecodable byte (a surrogate)
+    if not isinstance(value, str) or len(value) > MAX_ADDRESS_LENGTH or not value.isprintable():
+        raise InvalidInputError(f"{what} must be an email address")
+    if not _ADDRESS.match(value.strip()):
         raise InvalidInputError(f"{what} must be an email address")
     return value.strip().lower()
 
@@ -64,6 +70,8 @@ def _token(value: object, what: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TOKEN_LENGTH or value != value.strip():
         raise InvalidInputError(f"{what} must be a non-empty string without surrounding spaces")
+    if not _TOKEN.match(value):
+        raise InvalidInputError(f"{what} must be printable ASCII, as OAuth tokens are")
     return value
 
 
@@ -97,6 +105,8 @@ def new_mailbox(
 async def add_user(session: AsyncSession, email: str, name: str | None = None, *, admin: bool = False) -> User:
     """Create a user, or raise InvalidInputError if the email is taken."""
     address = normalise_email(email, "email")
+    if name is not None and (len(name) > MAX_NAME_LENGTH or not name.isprintable()):
+        raise InvalidInputError(f"the name must be at most {MAX_NAME_LENGTH} printable characters")
     if await session.scalar(select(User.id).where(User.email == address)) is not None:
         raise InvalidInputError(f"a user {address!r} exists already")
     user = User(email=address, name=name, is_admin=admin)
@@ -139,7 +149,7 @@ def row_values(
     if mailbox.access_token is not None:
         sealed = seal_access_token(cipher, mailbox_id, mailbox.access_token, mailbox.expires_in, now)
         values["access_token_ciphertext"], values["access_token_expires_at"] = sealed
-        values["next_refresh_at"] = policy.next_refresh_at(now, mailbox.expires_in, jitter)
+        values["next_refresh_at"] = policy.next_refresh_at(now, mailbox.expires_in, jitter, just_refreshed=False)
     return values
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.access_tokens import seal_access_token
@@ -33,6 +35,8 @@ from statemachine.store.db import Sessionmaker, autocommit
 from statemachine.store.models import Mailbox
 
 logger = logging.getLogger(__name__)
+
+ROTATED_TOKEN_FIRST_WAIT, ROTATED_TOKEN_MAX_WAIT = 0.25, 4.0
 
 EVENT_FOR_KIND = {
     FailureKind.TRANSIENT: Event.REFRESH_FAILED_TRANSIENT,
@@ -143,9 +147,34 @@ async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Gran
 
 
 async def _keep_rotated_token(deps: CycleDeps, lease: repository.Lease, refresh_token: str) -> None:
+    """Commit the new refresh token, retrying a lost database for up to half the lease.
+
+    The old token is dead at a rotating provider the moment it answered: a commit lost to a stale pooled
+    connection (after a database restart the worker's pool, without pre-ping, still holds dead ones) or to
+    a restart in progress would lose the mailbox, and a provider with replay detection revokes the grant.
+    Half the lease: after that another cycle may take the mailbox, and the commit would be refused anyway.
+    """
     ciphertext = deps.cipher.encrypt(refresh_token, mailbox_id=lease.mailbox_id, role="refresh")
-    async with autocommit(deps.sessionmaker) as conn:  # one UPDATE, committed the moment it runs
-        await repository.store_rotated_refresh_token(conn, lease, ciphertext)
+    deadline, wait = time.monotonic() + deps.lease_seconds / 2, ROTATED_TOKEN_FIRST_WAIT
+    while True:
+        try:
+            async with autocommit(deps.sessionmaker) as conn:  # one UPDATE, committed the moment it runs
+                await repository.store_rotated_refresh_token(conn, lease, ciphertext)
+            return
+        except (DBAPIError, OSError) as err:
+            if not _database_lost(err) or time.monotonic() + wait > deadline:
+                raise
+            logger.warning("keeping a rotated refresh token: the database is unreachable; retrying in %.2f s", wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, ROTATED_TOKEN_MAX_WAIT)
+
+
+def _database_lost(err: Exception) -> bool:
+    """A dropped connection, or a server restarting (SQLSTATE class 08, 57P0x), not a failed statement."""
+    if not isinstance(err, DBAPIError):
+        return True  # OSError: the connection could not even be made
+    sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
+    return err.connection_invalidated or sqlstate.startswith(("08", "57P"))
 
 
 async def _apply_outcome(

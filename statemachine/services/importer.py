@@ -29,12 +29,26 @@ class ImportReport:
     problems: list[tuple[int, str]] = field(default_factory=list)
 
 
-def parse_line(text: str) -> accounts.NewMailbox:
-    """Validate one line; the error message never repeats a token."""
+def _decoded(line: str | bytes) -> str:
+    if isinstance(line, str):
+        return line
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise accounts.InvalidInputError(
+            f"not valid UTF-8 (byte {line[err.start]:#04x} at column {err.start + 1})"
+        ) from None
+
+
+def parse_line(line: str | bytes) -> accounts.NewMailbox:
+    """Validate one line (text, or bytes read from a file in binary); the error message never repeats a token."""
+    text = _decoded(line)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise accounts.InvalidInputError(f"not valid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise accounts.InvalidInputError("not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise accounts.InvalidInputError("expected a JSON object")
     missing = sorted(REQUIRED_KEYS - data.keys())
@@ -42,11 +56,11 @@ def parse_line(text: str) -> accounts.NewMailbox:
         raise accounts.InvalidInputError(f"missing key(s): {', '.join(missing)}")
     unknown = sorted(data.keys() - REQUIRED_KEYS - OPTIONAL_KEYS)
     if unknown:
-        raise accounts.InvalidInputError(f"unknown key(s): {', '.join(unknown)}")
+        raise accounts.InvalidInputError(f"unknown key(s): {', '.join(ascii(key[:40]) for key in unknown)}")
     return accounts.new_mailbox(**data)
 
 
-def _batches(lines: Iterable[str], report: ImportReport) -> Iterator[list[tuple[int, accounts.NewMailbox]]]:
+def _batches(lines: Iterable[str | bytes], report: ImportReport) -> Iterator[list[tuple[int, accounts.NewMailbox]]]:
     batch: list[tuple[int, accounts.NewMailbox]] = []
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -63,7 +77,7 @@ def _batches(lines: Iterable[str], report: ImportReport) -> Iterator[list[tuple[
 
 
 async def import_mailboxes(
-    sessionmaker: Sessionmaker, lines: Iterable[str], cipher: TokenCipher, policy: Policy,
+    sessionmaker: Sessionmaker, lines: Iterable[str | bytes], cipher: TokenCipher, policy: Policy,
     clock: Callable[[], datetime], jitter: Callable[[], float] = random.random,
 ) -> ImportReport:  # fmt: skip
     """Import every valid line, one transaction per batch; report the rest by line number."""

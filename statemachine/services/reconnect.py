@@ -80,6 +80,7 @@ def _store_grant(cipher: TokenCipher, mailbox: Mailbox, grant: ConsentGrant, now
     mailbox.last_refreshed_at = now
     mailbox.provider_subject = mailbox.provider_subject or grant.subject
     mailbox.removed_at = None  # connecting a removed mailbox again revives it
+    mailbox.grant_generation += 1  # a cycle still refreshing the old grant must not overwrite this one
 
 
 async def _cancel_revocations(session: AsyncSession, mailbox_id: int, now: datetime) -> None:

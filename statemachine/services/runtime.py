@@ -63,6 +63,7 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
             auth_url=client.auth_url,
             scopes=client.scopes,
             tenant=client.tenant,
+            revoke_url=client.revoke_url,
             retry=retry,
             deadline_seconds=settings.http_timeout_seconds * 2,
         )

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+
 from statemachine.core.incident_rules import IncidentThresholds
 from statemachine.core.policy import Policy
 from statemachine.core.secrets import Secret
 from statemachine.mail.mailer import validate_smtp_url
 from statemachine.providers.registry import PROVIDERS
 from statemachine.providers.spec import ProviderSpec
+from statemachine.providers.urls import check_provider_url
 
 T = TypeVar("T")
 
@@ -74,6 +77,8 @@ class Settings:
     encryption_keys: tuple[Secret, ...] = ()
     secret_key: Secret | None = None
     base_url: str = "http://127.0.0.1:8000"
+    allowed_hosts: tuple[str, ...] = ()  # empty: the base URL's host, localhost and 127.0.0.1
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-* headers are believed
     mail_from: str = "Tokenwarden <tokenwarden@localhost>"
     retry_tries: int = 3
     retry_base_seconds: float = 2.0
@@ -227,12 +232,43 @@ def _urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def database_url(raw: str) -> str:
-    """Accept postgres URLs and make them use the asyncpg driver."""
+    """Accept postgres URLs, make them use the asyncpg driver, and take libpq's `sslmode` as asyncpg's `ssl`.
+
+    Errors never repeat the URL: it may carry a password.
+    """
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
         raise ValueError("expected a postgresql:// or postgresql+asyncpg:// URL (the asyncpg driver is used)")
-    return "postgresql+asyncpg://" + rest
+    try:
+        url = make_url("postgresql+asyncpg://" + rest)
+    except ValueError:
+        raise ValueError(
+            "the port is not a number (a password with @, : or / in it must be percent-encoded, e.g. @ as %40)"
+        ) from None
+    query = dict(url.query)
+    if "sslmode" in query:
+        mode = query.pop("sslmode")
+        if mode not in SSL_MODES:
+            raise ValueError(f"sslmode must be one of: {', '.join(SSL_MODES)}")
+        query.setdefault("ssl", mode)
+    return url.set(query=query).render_as_string(hide_password=False)
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {raw[:20]!r}")
+    return raw.lower() == "true"
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    if not names or any(not name.isprintable() or " " in name for name in names):
+        raise ValueError("expected a comma-separated list of names or addresses")
+    return names
 
 
 def _fernet_keys(raw: str) -> tuple[Secret, ...]:
@@ -277,13 +313,13 @@ def _policy(env: _Reader) -> Policy:
     )
 
 
-def _provider_clients(env: _Reader) -> dict[str, ProviderClient]:
-    """Each registered provider's client, from the environment variables its module names."""
-    return {spec.name: _provider_client(env, spec) for spec in PROVIDERS}
+def _provider_clients(env: _Reader, url: Callable[[str], str]) -> dict[str, ProviderClient]:
+    """Each registered provider's client, from the environment variables its module names; `url` checks each
+    endpoint (https only, but for loopback: `check_provider_url`)."""
+    return {spec.name: _provider_client(env, spec, url) for spec in PROVIDERS}
 
 
-def _provider_client(env: _Reader, spec: ProviderSpec) -> ProviderClient:
-    url = _url("https", "http")
+def _provider_client(env: _Reader, spec: ProviderSpec, url: Callable[[str], str]) -> ProviderClient:
     tenant = env.get(spec.tenant.env, spec.tenant.default, _tenant) if spec.tenant else None
     scopes = env.get(spec.scopes_env, spec.scopes, _scopes(spec)) if spec.scopes_env else spec.scopes
     return ProviderClient(
@@ -347,14 +383,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[Reading, ...]]:
     """`load_settings`, plus every variable as it was read, in the order the settings list them."""
     env = _Reader(environ)
+    insecure = env.get("TOKENWARDEN_ALLOW_INSECURE_PROVIDER_URLS", False, _flag)
+
+    def provider_url(raw: str) -> str:
+        return check_provider_url(raw, allow_insecure=insecure)
+
     settings = Settings(
         database_url=env.get("DATABASE_URL", None, database_url),
         redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0", _url("redis", "rediss", "unix")),
         smtp_url=env.get("SMTP_URL", "smtp://127.0.0.1:25", validate_smtp_url),
-        providers=_provider_clients(env),
+        providers=_provider_clients(env, provider_url),
         encryption_keys=env.get("TOKENWARDEN_ENCRYPTION_KEYS", (), _fernet_keys),
         secret_key=env.get("TOKENWARDEN_SECRET_KEY", None, _secret_key),
         base_url=env.get("TOKENWARDEN_BASE_URL", "http://127.0.0.1:8000", _url("https", "http")).rstrip("/"),
+        allowed_hosts=env.get("TOKENWARDEN_ALLOWED_HOSTS", (), _names),
+        trusted_proxies=env.get("TOKENWARDEN_TRUSTED_PROXIES", (), _names),
         mail_from=env.get("TOKENWARDEN_MAIL_FROM", "Tokenwarden <tokenwarden@localhost>", str),
         retry_tries=env.get("TOKENWARDEN_RETRY_TRIES", 3, _whole(1)),
         retry_base_seconds=env.get("TOKENWARDEN_RETRY_BASE_SECONDS", 2.0, _number(0)),

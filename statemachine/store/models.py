@@ -95,6 +95,7 @@ class Mailbox(Base):
     user_notified: Mapped[bool] = mapped_column(server_default=text("false"))
     episode: Mapped[int] = mapped_column(server_default=text("0"))
     revision: Mapped[int] = mapped_column(server_default=text("0"))
+    grant_generation: Mapped[int] = mapped_column(server_default=text("0"))  # bumped by each new grant (reconnect)
     next_refresh_at: Mapped[datetime | None]
     lease_owner: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     lease_until: Mapped[datetime | None]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,3 +88,20 @@ async def queue(session: AsyncSession, rows: list[dict[str, Any]]) -> list[tuple
         if found is not None:
             queued.append((found.id, found.kind))
     return queued
+
+
+async def requeue_failed(session: AsyncSession, since: datetime | None = None) -> int:
+    """Put failed emails (queued at or after `since`) back to pending with fresh attempts, due now.
+
+    For after a delivery problem was fixed (an SMTP password, a relay's block). The worker re-checks each
+    one when it sends, so a reminder whose mailbox is back is still not sent; the Message-ID stays the same.
+    """
+    statement = (
+        update(Notification)
+        .where(Notification.status == "failed")
+        .values(status="pending", attempts=0, last_error=None, next_attempt_at=func.now(), locked_until=None)
+    )
+    if since is not None:
+        statement = statement.where(Notification.created_at >= since)
+    result = await session.execute(statement.returning(Notification.id))
+    return len(result.scalars().all())

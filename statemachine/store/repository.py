@@ -30,6 +30,7 @@ class Lease:
     revision: int
     provider: str
     refresh_token_ciphertext: bytes
+    grant_generation: int
 
 
 async def take_lease(
@@ -54,13 +55,13 @@ async def take_lease(
             Mailbox.removed_at.is_(None),  # a removed mailbox has no tokens left to refresh
         )
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-        .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext)
+        .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext, Mailbox.grant_generation)
     )
     row = (await conn.execute(statement)).one_or_none()
     if row is None:
         await ensure_exists(conn, mailbox_id)
         return None
-    return Lease(mailbox_id, owner, row.revision, row.provider, row.refresh_token_ciphertext)
+    return Lease(mailbox_id, owner, row.revision, row.provider, row.refresh_token_ciphertext, row.grant_generation)
 
 
 async def ensure_exists(conn: AsyncConnection, mailbox_id: int) -> None:
@@ -69,10 +70,15 @@ async def ensure_exists(conn: AsyncConnection, mailbox_id: int) -> None:
 
 
 async def store_rotated_refresh_token(conn: AsyncConnection, lease: Lease, ciphertext: bytes) -> bool:
-    """Keep a newly issued refresh token at once, while our lease still holds (RFC 9700 §4.14.2)."""
+    """Keep a newly issued refresh token at once (RFC 9700 §4.14.2), while our lease holds and the grant we
+    refreshed is still the mailbox's: a reconnect's newer grant always wins over an old grant's rotated token."""
     statement = (
         update(Mailbox)
-        .where(Mailbox.id == lease.mailbox_id, Mailbox.lease_owner == lease.owner)
+        .where(
+            Mailbox.id == lease.mailbox_id,
+            Mailbox.lease_owner == lease.owner,
+            Mailbox.grant_generation == lease.grant_generation,
+        )
         .values(refresh_token_ciphertext=ciphertext)
         .returning(Mailbox.id)
     )

@@ -210,6 +210,20 @@ def test_worker_refuses_to_start_without_a_database(tmp_path: Path) -> None:
     assert result.stderr.decode().startswith("tokenwarden: error: DATABASE_URL is not set\n")
 
 
+def test_a_taken_metrics_port_is_named_with_its_setting(worker_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # the metrics server listens on every address
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, **worker_env, "TOKENWARDEN_METRICS_PORT": str(port)}
+        result = subprocess.run([TOKENWARDEN, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    # the last line (before it, the start's warnings about what is unsafe for production)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tokenwarden: error: TOKENWARDEN_METRICS_PORT: port {port} cannot be opened (")
+    assert "Traceback" not in result.stderr
+
+
 async def test_a_burst_worker_refreshes_what_is_due_and_exits(runtime, worker_env, sandbox, tmp_path) -> None:
     await add_mailboxes(runtime, MANY[:5])
     await add_mailboxes(runtime, MANY[5:7], due_in_seconds=3600)

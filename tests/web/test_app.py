@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from devkit.serving import serve_in_thread
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import SettingsError, load_settings
 from tests.web.support import SECRET_KEY, Browser, start_serving, stop_serving
-from web.app import create_app
-from web.pages import WebContext
+from web import commands as web_commands
+from web.app import AppExtension, create_app
+from web.pages import WebContext, context_of
 from web.signing import Signing
 
 
@@ -92,3 +98,52 @@ def test_tokenwarden_serve_runs_the_app_and_logs_no_query_string(web_env: dict[s
     # the tests' stand-in token endpoint is unsafe for production: said at start, and the app started anyway
     assert '"level": "WARNING", "logger": "statemachine.services.config_check", "message": "unsafe for production: ' \
            'GOOGLE_TOKEN_URL is https://oauth2.test/token' in text  # fmt: skip
+
+
+async def explode_in_the_database(request: Request) -> Response:
+    async with context_of(request).runtime.sessionmaker() as session:
+        await session.execute(text("SELECT CAST(:value AS text)"), {"value": "PARAM-VALUE\x00"})
+    return Response("unreachable")
+
+
+async def test_the_500_page_has_the_security_headers_and_the_log_no_sql(
+    web: WebContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    extension = AppExtension(routes=(Route("/explode", explode_in_the_database),))
+    app = create_app(web.runtime.settings, context=web, extension=extension)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=web.base_url) as client:
+        page = await client.get("/explode")
+    assert page.status_code == 500
+    assert "Something went wrong" in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert (page.headers["x-frame-options"], page.headers["cache-control"]) == ("DENY", "no-store")
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert "unhandled DBAPIError on GET /explode" in logged
+    assert "SELECT" not in logged
+    assert "PARAM-VALUE" not in logged
+
+
+async def test_a_foreign_host_header_is_refused_and_redirects_use_the_base_url(browser: Browser) -> None:
+    client = browser()
+    refused = await client.get("/ops/", headers={"host": "evil.example"})
+    assert refused.status_code == 400
+    for host in ("localhost", "127.0.0.1:8000", "tokenwarden.test"):
+        moved = await client.get("/ops/", headers={"host": host})
+        assert (moved.status_code, moved.headers["location"]) == (307, "https://tokenwarden.test/ops")
+
+
+@pytest.mark.parametrize(
+    ("proxies", "expected"), [(None, (False, None)), ("10.0.0.5, 10.1.0.0/16", (True, ["10.0.0.5", "10.1.0.0/16"]))]
+)
+def test_proxy_headers_are_believed_only_from_configured_proxies(
+    web_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    proxies: str | None,
+    expected: tuple[bool, list[str] | None],
+) -> None:
+    ran: dict[str, object] = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: ran.update(options))
+    env = {**web_env, **({"TOKENWARDEN_TRUSTED_PROXIES": proxies} if proxies else {})}
+    assert web_commands.serve(argparse.Namespace(host="127.0.0.1", port=0), env) == 0
+    assert (ran["proxy_headers"], ran["forwarded_allow_ips"]) == expected

@@ -31,7 +31,10 @@ CALLBACK = "https://tokenwarden.test/auth/google/callback"
 
 @pytest.fixture
 def web_overrides(sandbox: RunningServer) -> dict[str, str]:
-    return {"GOOGLE_AUTH_URL": f"{sandbox.url}/authorize", "GOOGLE_TOKEN_URL": f"{sandbox.url}/token"}
+    return {
+        "GOOGLE_AUTH_URL": f"{sandbox.url}/authorize", "GOOGLE_TOKEN_URL": f"{sandbox.url}/token",
+        "GOOGLE_REVOKE_URL": f"{sandbox.url}/revoke",
+    }  # fmt: skip
 
 
 @pytest.fixture
@@ -126,6 +129,9 @@ async def test_another_account_stores_nothing_and_says_which_was_expected(
     assert page.status_code == 403
     assert "as mallory@gmail.test, but this mailbox is ana@gmail.test" in page.text
     await assert_unchanged(web, mailbox_id, ["reconnect_rejected"])
+    seen = (await google.get("/_sandbox/requests")).json()
+    assert seen["by_grant_type"]["revoke"] == 1
+    assert MALLORY["sub"] not in seen["live_grants_by_sub"]  # the grant Mallory gave by mistake is gone at Google
 
 
 async def test_access_denied_at_google(web: WebContext, sign_in: SignIn, google: httpx.AsyncClient) -> None:

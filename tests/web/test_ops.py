@@ -218,3 +218,40 @@ async def test_microsoft_mailboxes_and_incidents_are_shown_in_microsoft_words(we
     assert "ana@gmail.test" not in filtered
     detail = (await admin.get(f"/ops/mailboxes/{outlook}")).text
     assert "Outlook / Microsoft 365" in detail
+
+
+async def test_control_characters_and_huge_ids_end_on_a_4xx_page(web: WebContext, sign_in: SignIn) -> None:
+    mailbox_id = await mailbox(web)
+    admin = await sign_in(ADMIN, admin=True)
+    search = await admin.get("/ops", params={"q": "ana\x00"})
+    assert (search.status_code, "contains control characters" in search.text) == (400, True)
+    token = await csrf_of(admin, f"/ops/mailboxes/{mailbox_id}")
+    refused = await admin.post(
+        f"/ops/mailboxes/{mailbox_id}/disconnect", data={"csrf_token": token, "reason": "asked\x00by phone"}
+    )
+    assert refused.status_code == 400
+    assert (await row(web, mailbox_id)).state == "healthy"
+    for path in (f"/ops/mailboxes/{2**70}", f"/api/mailboxes/{2**70}"):
+        assert (await admin.get(path)).status_code == 404
+
+
+async def test_the_operator_list_is_paged_and_the_links_keep_the_filters(
+    web: WebContext, sign_in: SignIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("web.reports.LIST_LIMIT", 2)
+    for i in range(5):
+        await mailbox(web, address=f"box{i}@gmail.test")
+    admin = await sign_in(ADMIN, admin=True)
+    listed: list[str] = []
+    url = "/ops?state=healthy"
+    while url:
+        page = (await admin.get(url)).text
+        listed += re.findall(r'<td><a href="/ops/mailboxes/\d+">([^<]+@[^<]+)</a></td>', page)
+        found = re.search(r'<a href="(/ops\?[^"]+)" rel="next"', page)
+        url = found.group(1).replace("&amp;", "&") if found else ""
+        assert not found or "state=healthy" in url
+    assert listed == [f"box{i}@gmail.test" for i in range(5)]
+    assert "5 matching, showing 5 to 5." in page
+    assert 'rel="prev"' in page
+    for garbage in ("abc", "-1", "0", "9" * 30):
+        assert "showing 1 to 2" in (await admin.get(f"/ops?page={garbage}")).text

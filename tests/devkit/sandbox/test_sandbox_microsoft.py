@@ -15,7 +15,14 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from devkit.sandbox import MICROSOFT, create_sandbox_app, create_sandboxes, pkce_challenge, sandboxes_environment
+from devkit.sandbox import (
+    MICROSOFT,
+    create_sandbox_app,
+    create_sandboxes,
+    pkce_challenge,
+    sandbox_state,
+    sandboxes_environment,
+)
 from devkit.serving import RunningServer, serve_in_thread
 from statemachine.core.classify import classify_response
 from statemachine.core.states import FailureKind
@@ -66,6 +73,20 @@ def test_every_refresh_returns_a_new_refresh_token_and_the_old_one_stays_valid(h
     assert len(set(tokens)) == 4
     assert all(token.startswith("0.A") for token in tokens)
     assert refresh(http, first).status_code == 200  # Microsoft does not revoke a used refresh token
+
+
+def test_strict_rotation_retires_microsofts_old_tokens_and_a_reused_one_ends_the_grant() -> None:
+    """Strict rotation is a state option every dialect honours: Microsoft's old token stops working too."""
+    app = create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, dialect=MICROSOFT)
+    state = sandbox_state(app)
+    state.strict_rotation = True
+    with serve_in_thread(app) as running, httpx.Client(base_url=running.url, timeout=5) as client:
+        client.post("/_sandbox/accounts", json={"email": "ana@contoso.test", "sub": OID, "tid": TID}).raise_for_status()
+        old = seed(client)
+        new = refresh(client, old).json()["refresh_token"]
+        assert refresh(client, old).json()["error"] == "invalid_grant"  # a replay ends the whole grant
+        assert refresh(client, new).json()["error"] == "invalid_grant"
+    assert list(state.revoked_by_reuse) == [OID]
 
 
 def test_the_id_token_names_the_account_by_tenant_and_object_id(http: httpx.Client) -> None:

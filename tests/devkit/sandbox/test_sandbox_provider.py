@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from devkit.sandbox import create_sandbox_app
+from devkit.sandbox import create_sandbox_app, sandbox_state
 from devkit.serving import RunningServer, serve_in_thread
 
 CLIENT_ID = "sandbox-client.apps.googleusercontent.com"
@@ -114,6 +114,18 @@ def test_rotation_issues_a_new_token_and_kills_the_old_one(http: httpx.Client) -
     second = refresh(http, new)
     assert second.status_code == 200
     assert second.json()["refresh_token"] not in {old, new}
+
+
+def test_strict_rotation_revokes_the_whole_grant_when_an_old_token_comes_back() -> None:
+    app = create_sandbox_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    state = sandbox_state(app)
+    state.strict_rotation = True
+    with serve_in_thread(app) as server, httpx.Client(base_url=server.url, timeout=5) as http:
+        old = seed(http)  # strict rotation rotates every grant, asked or not
+        new = refresh(http, old).json()["refresh_token"]
+        assert refresh(http, old).json() == INVALID_GRANT  # a replay: RFC 9700 §4.14.2 ends the grant
+        assert refresh(http, new).json() == INVALID_GRANT
+    assert list(state.revoked_by_reuse) == [SUB]
 
 
 # Cases copied from shared/oauth-error-cases.json (the tests must not depend on files outside the repo).

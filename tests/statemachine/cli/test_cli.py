@@ -6,64 +6,31 @@ script in a subprocess to prove that errors end in one line, without a traceback
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from devkit.serving import RunningServer
 from statemachine.cli import commands
-from statemachine.cli.main import main
-from tests.database import service_environment
+from tests.statemachine.cli.conftest import ACCOUNT, Cli
 
 CASES = json.loads((Path(__file__).resolve().parents[4] / "shared" / "oauth-error-cases.json").read_text())
 HTTP_CASES = [c for c in CASES if c["provider"] in ("google", "generic") and not c.get("transport")]
 MICROSOFT_CASES = [c for c in CASES if c["provider"] == "microsoft" and not c.get("transport")]
-ACCOUNT = {"email": "ana@gmail.test", "sub": "104400000000000000001"}
-
-
-@pytest.fixture
-def control(sandbox: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.url, timeout=5) as client:
-        client.post("/_sandbox/reset").raise_for_status()
-        client.post("/_sandbox/accounts", json=ACCOUNT).raise_for_status()
-        yield client
-
-
-@pytest.fixture
-def cli_env(database_url: str, sandbox: RunningServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = service_environment(database_url, GOOGLE_TOKEN_URL=f"{sandbox.url}/token")
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str, code: int = 0) -> str:
-        status = main(list(args))
-        out, err = self.capsys.readouterr()
-        assert status == code, (out, err)
-        return out if code == 0 else err
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json"))
-
-
-@pytest.fixture
-def cli(cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Cli:
-    cli = Cli(capsys)
-    cli("user", "add", "owner@example.test", "--name", "Ana")
-    return cli
 
 
 def connect(cli: Cli, control: httpx.Client, address: str = "ana@gmail.test") -> tuple[int, str]:
@@ -186,6 +153,13 @@ def _lands_where_design_says(cli: Cli, control: httpx.Client, case: dict, mailbo
                      "config": []}[case["expected"]]  # fmt: skip
 
 
+def import_file(cli: Cli, tmp_path: Path, lines: list[bytes], code: int = 0) -> str:
+    """`mailbox import` of a file with these lines; returns what it printed (stderr when it failed)."""
+    path = tmp_path / "mailboxes.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return cli("mailbox", "import", str(path), code=code)
+
+
 def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Path) -> None:
     good = [{"user": f"u{i}@example.test", "provider": "google", "address": f"m{i}@gmail.test",
              "refresh_token": f"1//imported-{i}"} for i in range(1500)]  # fmt: skip
@@ -194,9 +168,7 @@ def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Pa
     lines[20] = json.dumps({**good[20], "provider": "yahoo"})
     lines[30] = json.dumps({k: v for k, v in good[30].items() if k != "refresh_token"})
     lines.append(json.dumps(good[0]))  # a duplicate of line 1
-    path = tmp_path / "mailboxes.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    problems = cli("mailbox", "import", str(path), code=1)
+    problems = import_file(cli, tmp_path, [line.encode() for line in lines], code=1)
     assert problems.splitlines() == [
         "line 11: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
         "line 21: provider must be one of: google, microsoft",
@@ -205,6 +177,57 @@ def test_bulk_import_reports_bad_lines_and_keeps_the_rest(cli: Cli, tmp_path: Pa
     ]
     assert len(cli.json("mailbox", "list", "--limit", "5000")) == 1497
     assert "imported-" not in problems
+
+
+def test_import_reports_unreadable_lines_by_number_and_keeps_every_good_line(cli: Cli, tmp_path: Path) -> None:
+    good = [json.dumps({"user": "u@example.test", "provider": "google", "address": f"m{i}@gmail.test",
+                        "refresh_token": f"1//imported-{i}"}).encode() for i in range(6)]  # fmt: skip
+    nul = json.dumps({"user": "u@example.test", "provider": "google", "address": "n\u0000@gmail.test",
+                      "refresh_token": "1//imported-nul"}).encode()  # fmt: skip
+    lines = [good[0], b"[" * 100000, good[1], b"\xff", good[2], nul, good[3], b'{"user": "\xc3"}', good[4]]
+    problems = import_file(cli, tmp_path, lines, code=1)
+    assert problems.splitlines() == [
+        "line 2: not valid JSON (nested too deeply)",
+        "line 4: not valid UTF-8 (byte 0xff at column 1)",
+        "line 6: address must be an email address",
+        "line 8: not valid UTF-8 (byte 0xc3 at column 11)",
+    ]
+    assert sorted(m["address"] for m in cli.json("mailbox", "list")) == [f"m{i}@gmail.test" for i in range(5)]
+
+
+def test_an_imported_access_token_about_to_expire_is_refreshed_at_once(cli: Cli, tmp_path: Path) -> None:
+    line = {"user": "u@example.test", "provider": "google", "address": "soon@gmail.test",
+            "refresh_token": "1//imported", "access_token": "ya29.imported", "expires_in": 30}  # fmt: skip
+    import_file(cli, tmp_path, [json.dumps(line).encode()])
+    (listed,) = cli.json("mailbox", "list")
+    assert datetime.fromisoformat(listed["next_refresh_at"]) <= datetime.now(UTC)  # due now, not in 1-2 minutes
+
+
+async def _execute(url: str, statement: str) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def test_outbox_retry_requeues_failed_emails_since_a_time(cli: Cli, control: httpx.Client, cli_env) -> None:
+    for address in ("ana@gmail.test", "ana.work@gmail.test"):
+        mailbox_id, token = connect(cli, control, address)
+        fault(control, token, mode="revoke")
+        cli("refresh", str(mailbox_id))
+        cli("refresh", str(mailbox_id))  # disconnected: one email each
+    failed = "update notifications set status = 'failed', attempts = 40, last_error = 'SMTP 535 auth failed'"
+    asyncio.run(_execute(cli_env["DATABASE_URL"], failed))
+    asyncio.run(_execute(cli_env["DATABASE_URL"], f"{failed}, created_at = '2026-01-01' where id = 1"))
+    assert "re-queued 1 failed email(s)" in cli("outbox", "retry", "--since", "2026-06-01")
+    assert sorted(m["status"] for m in cli.json("outbox")) == ["failed", "pending"]
+    assert "re-queued 1 failed email(s)" in cli("outbox", "retry")
+    assert [m["status"] for m in cli.json("outbox")] == ["pending", "pending"]
+    with pytest.raises(SystemExit):
+        cli("outbox", "retry", "--since", "yesterday")
+    assert "expected a time like 2026-11-30T10:00, not 'yesterday'" in cli.capsys.readouterr().err
 
 
 def test_rotate_keys_moves_every_token_to_the_new_key(cli: Cli, control: httpx.Client, cli_env, monkeypatch) -> None:
@@ -262,6 +285,50 @@ def test_bad_input_is_one_clear_line(cli: Cli, args: list[str], message: str) ->
     error = cli(*args, code=1)
     assert error.count("\n") == 1
     assert message in error
+
+
+def with_url_part(url: str, **parts: Any) -> str:
+    return make_url(url).set(**parts).render_as_string(hide_password=False)
+
+
+def with_query(url: str, **query: str) -> str:
+    return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda url: url.replace("://", "://app:p@ss:SECRETPW@", 1), "password with @, : or / in it"),
+        (lambda url: "postgresql://app:pw@127.0.0.1:notaport/x", "the port is not a number"),
+        (lambda url: with_query(url, sslmode="sometimes"), "sslmode must be one of: disable, allow, prefer, require"),
+        (lambda url: with_url_part(url, database="nosuchdb"), 'database "nosuchdb" does not exist'),
+        (lambda url: with_url_part(url, username="nosuchrole"), 'role "nosuchrole" does not exist'),
+    ],
+)
+def test_bad_database_url_is_one_clear_line_without_the_password(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, change, message
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", change(cli_env["DATABASE_URL"]))
+    error = Cli(capsys)("mailbox", "list", code=1)
+    assert error.count("\n") == 1
+    assert message in error
+    assert "SECRETPW" not in error
+
+
+def test_libpq_sslmode_is_understood(cli: Cli, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for mode in ("disable", "require"):  # asyncpg needs no TLS on the test server's unix socket
+        monkeypatch.setenv("DATABASE_URL", with_query(cli_env["DATABASE_URL"], sslmode=mode))
+        assert cli.json("mailbox", "list") == []
+
+
+def test_an_id_beyond_bigint_is_a_usage_error(cli: Cli) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli("mailbox", "show", str(2**70))
+    assert exit_.value.code == 2
+    assert (
+        f"a mailbox id is a positive whole number, not '{2**70}' (at most 9223372036854775807)"
+        in cli.capsys.readouterr().err
+    )
 
 
 def run_console(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

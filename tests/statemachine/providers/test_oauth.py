@@ -29,6 +29,7 @@ CASES: list[dict[str, Any]] = json.loads(
 TOKEN_URL = "https://oauth2.example.test/token"
 AUTH_URL = "https://accounts.example.test/o/oauth2/v2/auth"
 CLIENT_ID = "client-123.apps.example.test"
+ISSUER = "https://accounts.google.com"
 CLIENT_SECRET = "CLIENT-SECRET-shh"
 REFRESH_TOKEN = "1//SECRET-RT"
 ACCESS_TOKEN = "ya29.SECRET-AT"
@@ -338,6 +339,7 @@ async def test_exchange_code_reads_the_id_token_claims(
         "sub": "1234",
         "email": "ana@example.com",
         "email_verified": True,
+        "iss": ISSUER,
         "aud": CLIENT_ID,
         "exp": time.time() + 600,
     }
@@ -368,11 +370,29 @@ async def test_exchange_code_reads_the_id_token_claims(
         id_token(sub="1", aud=["someone-else"], exp=time.time() + 600),
         id_token(sub="1", aud=CLIENT_ID, exp=time.time() - 1),
         id_token(sub="1", aud=CLIENT_ID),
+        id_token(sub="1", iss="https://evil.test", aud=CLIENT_ID, exp=time.time() + 600),
+        id_token(sub="1", aud=CLIENT_ID, exp=time.time() + 600),
+        id_token(sub="1", iss=ISSUER, aud=["other", CLIENT_ID], exp=time.time() + 600),
+        id_token(sub="1", iss=ISSUER, aud=["other", CLIENT_ID], azp="other", exp=time.time() + 600),
+        id_token(sub="1", iss=ISSUER, aud=CLIENT_ID, azp="other", exp=time.time() + 600),
         "not-a-jwt",
         "a.%%%.c",
         "a.bnVsbA.c",  # payload "null"
     ],
-    ids=["wrong-aud", "wrong-aud-list", "expired", "no-exp", "not-a-jwt", "bad-base64", "not-an-object"],
+    ids=[
+        "wrong-aud",
+        "wrong-aud-list",
+        "expired",
+        "no-exp",
+        "wrong-iss",
+        "no-iss",
+        "aud-list-without-azp",
+        "aud-list-other-azp",
+        "other-azp",
+        "not-a-jwt",
+        "bad-base64",
+        "not-an-object",
+    ],
 )
 async def test_exchange_code_rejects_a_bad_id_token(
     token: str, http_client: httpx.AsyncClient, endpoint: respx.MockRouter
@@ -385,7 +405,10 @@ async def test_exchange_code_rejects_a_bad_id_token(
 async def test_exchange_code_accepts_an_audience_list_and_no_id_token(
     http_client: httpx.AsyncClient, endpoint: respx.MockRouter
 ) -> None:
-    token = id_token(sub="9", aud=["other", CLIENT_ID], exp=time.time() + 60, email_verified="true")
+    token = id_token(
+        sub="9", iss="accounts.google.com", aud=["other", CLIENT_ID], azp=CLIENT_ID, exp=time.time() + 60,
+        email_verified="true",
+    )  # fmt: skip
     endpoint.post(TOKEN_URL).mock(
         side_effect=[httpx.Response(200, json={**OK, "id_token": token}), httpx.Response(200, json=OK)]
     )
@@ -402,9 +425,12 @@ async def test_exchange_code_accepts_an_audience_list_and_no_id_token(
         ([httpx.Response(503)] * 3, OAuthTransientError, 1),  # a response came back: the code may be spent
         ([httpx.Response(200, content=b"x" * 70_000)], OAuthTransientError, 1),
         ([httpx.Response(400, json={"error": "invalid_grant"})], OAuthPermanentError, 1),
-        ([httpx.ConnectError, httpx.ReadTimeout, httpx.ConnectTimeout], OAuthTransientError, 3),
+        ([httpx.ConnectError, httpx.PoolTimeout, httpx.ConnectTimeout], OAuthTransientError, 3),
+        ([httpx.ReadTimeout], OAuthTransientError, 1),  # the code may have arrived: never resent
+        ([httpx.ConnectError, httpx.RemoteProtocolError], OAuthTransientError, 2),
+        ([httpx.WriteError], OAuthTransientError, 1),
     ],
-    ids=["503", "oversized", "invalid-grant", "no-response"],
+    ids=["503", "oversized", "invalid-grant", "never-sent", "read-timeout", "connect-then-reset", "write-error"],
 )
 async def test_exchange_code_retries_only_when_no_response_arrived(
     side_effect: list[Any], error: type[OAuthError], calls: int, http_client: httpx.AsyncClient
@@ -508,3 +534,19 @@ async def test_real_sockets_through_the_aiohttp_transport(raw: bytes | None, cod
     finally:
         server.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize("answer", [httpx.Response(200), httpx.Response(503), httpx.ConnectError("refused")])
+async def test_revoke_is_best_effort_and_logs_no_token(
+    answer: Any, http_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    revoke_url = "https://oauth2.test/revoke"
+    provider = OAuthProvider(
+        http_client, spec=google.SPEC, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, token_url=TOKEN_URL,
+        auth_url=AUTH_URL, revoke_url=revoke_url,
+    )  # fmt: skip
+    with respx.mock(using="httpx", assert_all_called=True) as router:
+        route = router.post(revoke_url).mock(side_effect=[answer])
+        assert await provider.revoke(REFRESH_TOKEN) is (isinstance(answer, httpx.Response) and answer.is_success)
+    assert parse_qs(route.calls.last.request.content.decode()) == {"token": [REFRESH_TOKEN]}
+    assert not any(secret in caplog.text for secret in SECRETS)

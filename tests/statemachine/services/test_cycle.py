@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 
 import httpx
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from statemachine.core.states import Event
+from statemachine.providers.oauth import TokenGrant
 from statemachine.services.cycle import run_cycle
 from statemachine.services.operations import operator_action
-from statemachine.services.runtime import Runtime
+from statemachine.services.reconnect import complete_reconnect
+from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.store import queries
 from statemachine.store.models import Mailbox
 from statemachine.store.repository import UnknownMailboxError
@@ -232,3 +238,50 @@ async def test_a_token_copied_from_another_row_does_not_decrypt_and_is_a_config_
         "retrying",
     )
     assert result.outcome.emails == ()
+
+
+async def test_a_reconnect_during_a_refresh_keeps_the_newer_grant(runtime, provider) -> None:
+    mailbox_id = await add_mailbox(runtime, REFRESH_TOKEN)
+    mailbox = await row(runtime, mailbox_id)
+    consent = TokenGrant(
+        access_token="ya29.new-SECRET", expires_in=3599, refresh_token="1//newer-grant-SECRET", subject="42",
+        email=mailbox.address, email_verified=True,
+    )  # fmt: skip
+
+    async def reconnect_meanwhile(request: httpx.Request) -> httpx.Response:
+        result = await complete_reconnect(
+            runtime.sessionmaker, runtime.cipher, runtime.events, mailbox_id, mailbox.user_id, consent, "user:test"
+        )
+        assert result.accepted
+        return httpx.Response(200, json={**ACCESS, "refresh_token": "1//old-grant-rotated-SECRET"})
+
+    provider.side_effect = reconnect_meanwhile
+    assert (await cycle(runtime, mailbox_id)).status == "stale"
+    stored = await row(runtime, mailbox_id)
+    token = runtime.cipher.decrypt(stored.refresh_token_ciphertext, mailbox_id=mailbox_id, role="refresh")
+    assert token == "1//newer-grant-SECRET"
+    assert stored.lease_owner is None
+
+
+async def test_a_rotated_token_survives_the_database_cutting_its_connections(settings, provider) -> None:
+    async with open_runtime(settings, pre_ping=False) as runtime:  # as the worker runs: no pre-ping
+        mailbox_id = await add_mailbox(runtime, REFRESH_TOKEN)
+
+        async def restart_meanwhile(request: httpx.Request) -> httpx.Response:
+            outsider = create_async_engine(settings.database_url, poolclass=NullPool)  # not one of the pool's
+            async with outsider.begin() as connection:
+                await connection.execute(
+                    text(
+                        "select pg_terminate_backend(pid) from pg_stat_activity "
+                        "where datname = current_database() and pid <> pg_backend_pid()"
+                    )
+                )
+            await outsider.dispose()
+            return httpx.Response(200, json={**ACCESS, "refresh_token": "1//rotated-SECRET-0003"})
+
+        provider.side_effect = restart_meanwhile
+        with contextlib.suppress(DBAPIError):  # the outcome's own transaction may meet a cut connection too
+            await cycle(runtime, mailbox_id)
+        stored = await row(runtime, mailbox_id)
+    token = runtime.cipher.decrypt(stored.refresh_token_ciphertext, mailbox_id=mailbox_id, role="refresh")
+    assert token == "1//rotated-SECRET-0003"  # the provider killed the old one: losing this would lose the mailbox

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.fernet import Fernet
 
-from statemachine.services.settings import SettingsError, load_settings
+from statemachine.providers.registry import PROVIDERS
+from statemachine.services.settings import ProviderClient, SettingsError, load_settings
 
 KEY = Fernet.generate_key().decode()
 
@@ -97,3 +98,42 @@ def test_the_minimum_refresh_interval_is_configurable_for_time_compressed_runs()
     assert load_settings(fast).policy.next_refresh_at(now, 30, 0.0) == now + timedelta(seconds=60)
     policy = load_settings({**fast, "TOKENWARDEN_MIN_REFRESH_INTERVAL_SECONDS": "1"}).policy
     assert policy.next_refresh_at(now, 30, 0.0) == now + timedelta(seconds=20)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://oauth2.example/token", True),
+        ("http://127.0.0.1:8080/token", True),
+        ("http://localhost/token", True),
+        ("http://[::1]:9/token", True),
+        ("http://oauth2.example/token", False),
+        ("http://10.0.0.5/token", False),
+        ("ftp://oauth2.example/token", False),
+    ],
+)
+def test_provider_urls_are_https_except_on_this_machine(url: str, allowed: bool) -> None:
+    """Every registered provider's endpoints (token, auth, revoke) go through the same check."""
+    names = [
+        endpoint.env
+        for spec in PROVIDERS
+        for endpoint in (spec.token_url, spec.auth_url, spec.revoke_url)
+        if endpoint is not None
+    ]
+    assert {"GOOGLE_TOKEN_URL", "GOOGLE_AUTH_URL", "GOOGLE_REVOKE_URL", "MICROSOFT_TOKEN_URL"} <= set(names)
+
+    def read(client: ProviderClient) -> list[str | None]:
+        return [client.token_url, client.auth_url, client.revoke_url]
+
+    if allowed:
+        settings = load_settings(dict.fromkeys(names, url))
+        google, microsoft = settings.providers["google"], settings.providers["microsoft"]
+        assert (read(google), read(microsoft)) == ([url] * 3, [url, url, None])
+        return
+    with pytest.raises(SettingsError) as caught:
+        load_settings(dict.fromkeys(names, url))
+    assert sorted(line.split(":")[0] for line in str(caught.value).splitlines()) == sorted(names)
+    if url.startswith("http:"):  # a lab network may lift the rule
+        lab = load_settings({**dict.fromkeys(names, url), "TOKENWARDEN_ALLOW_INSECURE_PROVIDER_URLS": "true"})
+        assert lab.providers["google"].token_url == url
+        assert lab.providers["microsoft"].token_url == url

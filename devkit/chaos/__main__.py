@@ -1,0 +1,7 @@
+"""`python -m devkit.chaos` (what `make chaos` runs)."""
+
+import sys
+
+from devkit.chaos.run import main
+
+sys.exit(main())
