@@ -1,4 +1,4 @@
-"""Mailboxes per (provider, state) without counting the mailboxes table (migration 0008's trigger).
+"""Mailboxes per (provider, state) without counting the mailboxes table (migration 0009's trigger).
 
 Every change of a mailbox's provider or state appends signed rows to `mailbox_counts` in its own
 transaction, so summing them is exact and cheap: a few rows per (provider, state) after each fold,

@@ -125,7 +125,7 @@ class Mailbox(Base):
 
 
 class MailboxCount(Base):
-    """Signed mailbox counts per (provider, state): their sums are the fleet's counts (migration 0008).
+    """Signed mailbox counts per (provider, state): their sums are the fleet's counts (migration 0009).
 
     A trigger on `mailboxes` appends +1/-1 rows in the changing transaction; `store.counts.fold`
     sums them into one row per (provider, state) now and then.

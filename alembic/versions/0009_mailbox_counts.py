@@ -5,8 +5,8 @@ Why: /ops, /api/ops/summary and every worker's gauges (every 15 s) counted the w
 is added, removed or changes state or provider, in the same transaction, so the sums are exact; it
 only inserts, so concurrent cycles never wait on a shared counter row. A cron folds the rows.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-30 13:00:00
 """
 
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
