@@ -38,6 +38,7 @@ from web import api, auth, connect, dashboard, oauth, ops, v1
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
 from web.v1 import errors as v1_errors
+from web.v1.fast_token import statement_pool
 
 logger = logging.getLogger("tokenwarden.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -193,7 +194,8 @@ def create_app(
             runtime = await stack.enter_async_context(open_runtime(settings))
             redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
-            app.state.web = WebContext(runtime, redis, Signing(secret_key))
+            statements = await stack.enter_async_context(statement_pool(runtime.settings.database_url or ""))
+            app.state.web = WebContext(runtime, redis, Signing(secret_key), statements)
             yield
 
     routes: list[BaseRoute] = [
