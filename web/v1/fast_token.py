@@ -24,8 +24,10 @@ from statemachine.core.secrets import TokenCipher
 from statemachine.core.states import State
 from web.signing import hash_secret
 from web.v1.keys import KEY_PREFIX, LAST_USED_EVERY
+from web.v1.requests import MAX_BODY_BYTES
 
 POOL_SIZE = 10
+LAST_USED_SECONDS = int(LAST_USED_EVERY.total_seconds())
 
 # $1 key hash, $2 mailbox id, $3 now, $4 the expiry the token must reach (now + min_valid_seconds)
 ISSUE_STORED = f"""
@@ -34,7 +36,7 @@ WITH key AS (
 ), touched AS (
     UPDATE api_keys SET last_used_at = $3::timestamptz FROM key
     WHERE api_keys.id = key.id
-      AND (key.last_used_at IS NULL OR key.last_used_at <= $3::timestamptz - interval '{LAST_USED_EVERY.seconds} s')
+      AND (key.last_used_at IS NULL OR key.last_used_at <= $3::timestamptz - interval '{LAST_USED_SECONDS} s')
 ), mailbox AS (
     SELECT access_token_ciphertext, access_token_expires_at FROM mailboxes
     WHERE id = $2 AND state <> '{State.DISCONNECTED.value}' AND access_token_ciphertext IS NOT NULL
@@ -49,6 +51,8 @@ SELECT mailbox.access_token_ciphertext, mailbox.access_token_expires_at FROM key
 
 def _min_valid_seconds(raw: bytes, default: int, high: int) -> int | None:
     """The body's min_valid_seconds when the body is well-formed, else None (the general path says why)."""
+    if len(raw) > MAX_BODY_BYTES:
+        return None
     try:
         body: Any = json.loads(raw) if raw.strip() else {}
     except (ValueError, RecursionError):
@@ -63,8 +67,9 @@ def _min_valid_seconds(raw: bytes, default: int, high: int) -> int | None:
 async def statement_pool(database_url: str) -> AsyncIterator[Pool]:
     """asyncpg connections of their own: SQLAlchemy's pre-ping costs three round trips in its asyncpg dialect
     (BEGIN, a query, ROLLBACK) and its pool closes overflow connections, so 32 callers churned PostgreSQL
-    backends. No reset on release either: the statement is autocommit and leaves no session state. A
-    connection the server closed (a restart) is replaced when acquired, as the pre-ping would."""
+    backends. No RESET ALL on release either: the statement is autocommit and sets nothing (asyncpg still
+    rolls back a transaction left open). A connection the server closed (a restart) is replaced when
+    acquired, as the pre-ping would."""
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
     pool = await create_pool(dsn, min_size=0, max_size=POOL_SIZE, reset=_leave_as_is)
     try:
