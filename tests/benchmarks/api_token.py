@@ -12,10 +12,11 @@ this machine's cores with PostgreSQL, Redis and the load generators. Not part of
 Where the time went (py-spy on the server under wrk): the common case was one ORM transaction of six
 round trips (pre-ping, BEGIN, key, row, audit insert, COMMIT; the asyncpg dialect's pre-ping is itself
 BEGIN + query + ROLLBACK) and about 3 ms of Python per request in SQLAlchemy's session, asyncpg and the
-middleware, on h11 and asyncio's loop (uvloop and httptools were not installed). Now it is one prepared
-statement on its own asyncpg pool (web/v1/fast_token.py) under uvloop and httptools; what is left is
-mostly the socket writes to the client and to PostgreSQL, then Starlette's routing and middleware,
-Fernet (about 15 us) and the JSON access log line. The p99 follows the load of this shared box: the bare
+middleware. Now it is one prepared statement on its own asyncpg pool (web/v1/fast_token.py); what is
+left is mostly the socket writes to the client and to PostgreSQL, then Starlette's routing and middleware,
+Fernet (about 15 us) and the JSON access log line. uvicorn runs on h11 and asyncio's loop: installing
+uvloop and httptools (which it would pick) measured ~2,000 -> ~2,700-4,300 req/s here, but is left out
+until the simulator's timing test is known to hold with them. The p99 follows the load of this shared box: the bare
 route's p99 swings with it too, which is why both are printed.
 """
 
