@@ -6,7 +6,8 @@
 #   make chaos        the fault suite (about 5 minutes; CI runs it after make test): devkit/chaos/
 #   make demo         install if needed, then run `tokenwarden demo`
 #   make bench        every figure of issue 12 beside its baseline (HTTP client, CLI start, 1 M-row ops, pipeline),
-#                     then the /v1 access-token route beside a bare Starlette route under wrk (installed when missing)
+#                     then the /v1 access-token route beside a bare Starlette route: the most req/s under wrk
+#                     (installed when missing) and p50/p99 from an open-loop client at 200 req/s
 #   make lint | fmt   ruff check + format check + import contracts + mypy --strict | apply ruff's fixes and formatting
 #   make constraints  re-resolve the dependencies in a throwaway venv and rewrite constraints.txt
 #   make clean        remove the venv and every cache
