@@ -22,6 +22,7 @@ from sqlalchemy import func as sql, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.metrics import EMAILS, FAILURE_TO_EMAIL
+from jobs.sweep_ids import sweep_job_id, waited_seconds
 from statemachine.core.states import EmailKind, State
 from statemachine.mail import mailer
 from statemachine.mail.mailer import DeliveryError, Mail, PermanentDeliveryError, SmtpConfig, TemporaryDeliveryError
@@ -69,15 +70,16 @@ def job_id(notification_id: int, attempts: int) -> str:
     return f"deliver:{notification_id}:{attempts}"
 
 
-async def due_notifications(session: AsyncSession, limit: int = SWEEP_BATCH) -> list[tuple[int, int]]:
-    """(id, attempts) of pending rows that are due and not locked, oldest due first."""
+async def due_notifications(session: AsyncSession, limit: int = SWEEP_BATCH) -> list[tuple[int, int, float]]:
+    """(id, attempts, seconds claimable) of pending rows that are due and not locked, oldest due first."""
+    waited = waited_seconds(Notification.next_attempt_at, Notification.locked_until)
     statement = (
-        select(Notification.id, Notification.attempts)
+        select(Notification.id, Notification.attempts, waited.label("waited"))
         .where(Notification.status == "pending", Notification.next_attempt_at <= _now(), _unlocked())
         .order_by(Notification.next_attempt_at, Notification.id)
         .limit(limit)
     )
-    return [(row.id, row.attempts) for row in await session.execute(statement)]
+    return [(row.id, row.attempts, float(row.waited)) for row in await session.execute(statement)]
 
 
 async def claim(session: AsyncSession, notification_id: int, seconds: float) -> ClaimedEmail | None:
@@ -216,13 +218,15 @@ def _count(claimed: ClaimedEmail, result: str, error: str | None, level: int) ->
 
 
 async def sweep_outbox(ctx: Mapping[str, Any]) -> dict[str, int]:
-    """Enqueue a delivery job for every due row: new ones, retries, and rows whose worker died."""
+    """Enqueue a delivery job for every due row: new ones, retries, and rows whose worker died (jobs/sweep_ids.py)."""
     runtime: Runtime = ctx["runtime"]
     async with runtime.sessionmaker() as session:
         due = await due_notifications(session)
+    stale = lock_seconds(runtime.settings)
     enqueued = 0
-    for notification_id, attempts in due:
-        job = await ctx["redis"].enqueue_job(DELIVER_JOB, notification_id, _job_id=job_id(notification_id, attempts))
+    for notification_id, attempts, waited in due:
+        jid = sweep_job_id(job_id(notification_id, attempts), waited, stale)
+        job = await ctx["redis"].enqueue_job(DELIVER_JOB, notification_id, _job_id=jid)
         enqueued += job is not None
     return {"due": len(due), "enqueued": enqueued}
 

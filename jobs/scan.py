@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.jobs import Job, JobStatus
 
 from statemachine.services.runtime import Runtime
@@ -69,10 +69,15 @@ async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime) ->
 
 
 async def _timed_job_will_take_over(redis: ArqRedis, claim: Claim) -> bool:
-    """A timed job of this due time is waiting or running (in any queue), and this claim is the one it takes over."""
+    """A timed job of this due time waits (in any queue), and this claim is the one it takes over.
+
+    A running one may be a dead worker's, which arq holds for minutes: the scan's job runs too (only one
+    of the two takes the claim over).
+    """
     if claim.owner != claim_owner(claim.mailbox_id, claim.due):
         return False  # an owner left by a dead job: only this claim's own job carries it
-    return bool(await redis.exists(job_key_prefix + timed_job_id(claim.mailbox_id, claim.due)))
+    job_id = timed_job_id(claim.mailbox_id, claim.due)
+    return bool(await redis.exists(job_key_prefix + job_id)) and not await redis.exists(in_progress_key_prefix + job_id)
 
 
 async def _enqueue(redis: ArqRedis, claim: Claim, now: datetime) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
 from jobs.metrics import WEBHOOK_ENDPOINTS_DISABLED, WEBHOOKS
+from jobs.sweep_ids import sweep_job_id, waited_seconds
 from statemachine.core.addresses import WebhookUrlError, is_public, parse_webhook_url
 from statemachine.services.runtime import Runtime
 from statemachine.services.settings import Settings
@@ -93,15 +94,16 @@ def _sendable() -> tuple[Any, ...]:
     )
 
 
-async def due_deliveries(session: AsyncSession, limit: int = SWEEP_BATCH) -> list[tuple[int, int]]:
-    """(id, attempts) of due rows of enabled endpoints, oldest due first."""
+async def due_deliveries(session: AsyncSession, limit: int = SWEEP_BATCH) -> list[tuple[int, int, float]]:
+    """(id, attempts, seconds claimable) of due rows of enabled endpoints, oldest due first."""
+    waited = waited_seconds(WebhookDelivery.next_attempt_at, WebhookDelivery.locked_until)
     statement = (
-        select(WebhookDelivery.id, WebhookDelivery.attempts)
+        select(WebhookDelivery.id, WebhookDelivery.attempts, waited.label("waited"))
         .where(*_sendable())
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
     )
-    return [(row.id, row.attempts) for row in await session.execute(statement)]
+    return [(row.id, row.attempts, float(row.waited)) for row in await session.execute(statement)]
 
 
 async def claim(session: AsyncSession, delivery_id: int, seconds: float) -> Claim | None:
@@ -238,13 +240,15 @@ async def deliver_webhook(ctx: Mapping[str, Any], delivery_id: int) -> str:
 
 
 async def sweep_webhooks(ctx: Mapping[str, Any]) -> dict[str, int]:
-    """Enqueue a delivery job for every due row: new ones, retries, and rows whose worker died."""
+    """Enqueue a delivery job for every due row: new ones, retries, and rows whose worker died (jobs/sweep_ids.py)."""
     runtime: Runtime = ctx["runtime"]
     async with runtime.sessionmaker() as session:
         due = await due_deliveries(session)
+    stale = lock_seconds(runtime.settings)
     enqueued = 0
-    for delivery_id, attempts in due:
-        job = await ctx["redis"].enqueue_job(DELIVER_JOB, delivery_id, _job_id=f"webhook:{delivery_id}:{attempts}")
+    for delivery_id, attempts, waited in due:
+        jid = sweep_job_id(f"webhook:{delivery_id}:{attempts}", waited, stale)
+        job = await ctx["redis"].enqueue_job(DELIVER_JOB, delivery_id, _job_id=jid)
         enqueued += job is not None
     return {"due": len(due), "enqueued": enqueued}
 

@@ -115,5 +115,4 @@ async def check(sessionmaker: Sessionmaker, facts: Facts) -> list[Promise]:
         ),
         Promise("received emails with a Message-ID no outbox row has", f"{len(strangers)}", not strangers),
         Promise("emails received twice (same Message-ID: a resend after a drop or a kill)", f"{resent}", True),
-        Promise("webhooks delivered", "n/a (the run registers no webhook endpoint yet)", True),
     ]

@@ -23,9 +23,10 @@ import httpx
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from devkit.chaos import checks, schedule
+from devkit.chaos import checks, schedule, webhook_checks
 from devkit.chaos.proxy import ResettingProxy
 from devkit.chaos.smtp import RecordingSmtp, recording_smtp
+from devkit.chaos.webhooks import WebhookReceiver, subscribe, webhook_receiver
 from devkit.embedded import EmbeddedRedis, embedded_redis, restart_embedded_postgres, start_embedded_postgres
 from devkit.sandbox import SandboxState, sandbox_states
 from devkit.serving import serve_in_thread
@@ -51,6 +52,12 @@ CHECK_EVERY_SECONDS = 5.0
 # An email's claim outlives its send deadline (tries x timeout) by a minute; with the defaults (30 s
 # timeouts) a worker killed mid-delivery would hold its row past the end of the run.
 SMTP_TIMINGS = {"TOKENWARDEN_SMTP_TIMEOUT_SECONDS": "5", "TOKENWARDEN_SMTP_RETRY_BASE_SECONDS": "0.2"}
+# The receiver is on 127.0.0.1; its 500s and drops are retried in seconds rather than the default half-minutes.
+WEBHOOK_SETTINGS = {
+    "TOKENWARDEN_WEBHOOK_ALLOW_PRIVATE": "true",
+    "TOKENWARDEN_WEBHOOK_TIMEOUT_SECONDS": "5",
+    "TOKENWARDEN_WEBHOOK_RETRY_BASE_SECONDS": "1",
+}
 
 
 def free_port() -> int:
@@ -182,12 +189,15 @@ async def replay(injector: Injector, say: Callable[[str], None]) -> None:
     await asyncio.gather(*pending)
 
 
-async def settle(sessionmaker: Sessionmaker, facts: Callable[[], checks.Facts], fleet: Fleet) -> list[checks.Promise]:
+async def settle(
+    sessionmaker: Sessionmaker, facts: Callable[[], checks.Facts], receiver: WebhookReceiver, fleet: Fleet
+) -> list[checks.Promise]:
     """Check every few seconds until every promise holds or the settling time is over; return the last check."""
     deadline = time.monotonic() + schedule.SETTLE_SECONDS
     while True:
         fleet.revive()
         promises = await checks.check(sessionmaker, facts())
+        promises += await webhook_checks.webhook_promises(sessionmaker, receiver)
         if all(p.kept for p in promises) or time.monotonic() > deadline:
             return promises
         await asyncio.sleep(CHECK_EVERY_SECONDS)
@@ -210,6 +220,7 @@ async def run(say: Callable[[str], None]) -> bool:
     async with contextlib.AsyncExitStack() as stack:
         admin_url, redis = await stack.enter_async_context(servers(workdir))
         smtp_url, smtp = await stack.enter_async_context(recording_smtp())
+        hooks_url, receiver = await stack.enter_async_context(webhook_receiver())
         database = await stack.enter_async_context(fresh_database(admin_url, "chaos"))
         app = sandbox_app(plan, COMPRESSION)
         states = sandbox_states(app)
@@ -225,10 +236,11 @@ async def run(say: Callable[[str], None]) -> bool:
         services = Services(admin_url, SmtpSink(url=smtp_url), Fernet.generate_key().decode(), workdir, {})
         env = {**os.environ, **service_environment(services, database, redis.url, served.url, COMPRESSION)}
         env |= {"GOOGLE_TOKEN_URL": f"{proxy_url}/token", "TOKENWARDEN_SECRET_KEY": Fernet.generate_key().decode()}
-        env |= SMTP_TIMINGS
+        env |= SMTP_TIMINGS | WEBHOOK_SETTINGS
         sessionmaker = await stack.enter_async_context(open_sessionmaker(database, pool_size=2))
         await populate(sessionmaker, env, plan)
         settings = load_settings(env)
+        await subscribe(sessionmaker, settings, hooks_url, receiver)
         await spread_first_refreshes(sessionmaker, token_lifetime(COMPRESSION) - settings.policy.refresh_lead_seconds)
         web_url = stack.enter_context(web_process(env, workdir / "web.log"))
         fleet = Fleet(env, workdir)
@@ -245,7 +257,7 @@ async def run(say: Callable[[str], None]) -> bool:
         def facts() -> checks.Facts:
             return checks.Facts(sandbox, smtp, tuple(injector.crashes), frozenset(injector.revoked), subs)
 
-        promises = await settle(sessionmaker, facts, fleet)
+        promises = await settle(sessionmaker, facts, receiver, fleet)
         for sub, retired_at in sorted(sandbox.revoked_by_reuse.items(), key=lambda item: item[1]):
             why = "a kill or restart in the crash window" if checks.explained(retired_at, injector.crashes) else "NONE"
             say(f"  grant {sub} revoked for reuse; its token rotated at t+{retired_at - began:.1f} s; cause: {why}")

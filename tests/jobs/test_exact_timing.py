@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 
 from jobs import timed
@@ -173,6 +174,18 @@ async def test_a_scan_adds_no_job_for_a_due_time_that_a_timed_job_waits_for(runt
     await drain(runtime, arq_redis)  # the timed job takes the scan's claim over
     assert sandbox.requests_by_token() == {REVOKED[0]: 1}
     assert await fetch(runtime, "select state, lease_owner from mailboxes") == [("healthy", None)]
+
+
+async def test_a_timed_job_a_killed_worker_was_running_does_not_hold_its_due_time(runtime, arq_redis, sandbox) -> None:
+    """arq keeps a killed worker's job in progress for minutes: the scan must not wait for it."""
+    (mailbox_id,) = await add_mailboxes(runtime, REVOKED)
+    ((due,),) = await fetch(runtime, "select next_refresh_at from mailboxes")
+    job_id = timed_job_id(mailbox_id, due)
+    await arq_redis.enqueue_job("refresh_mailbox", mailbox_id, due, _job_id=job_id, _queue_name="arq:queue:dead")
+    await arq_redis.set(in_progress_key_prefix + job_id, b"1")
+    assert await scan_due({"runtime": runtime, "redis": arq_redis}) == {"claimed": 1, "enqueued": 1}
+    await drain(runtime, arq_redis)
+    assert sandbox.requests_by_token() == {REVOKED[0]: 1}
 
 
 async def test_a_near_next_attempt_gets_a_job_deferred_to_its_moment_and_the_email_goes_at_once(

@@ -128,6 +128,24 @@ async def test_a_second_sweep_before_the_job_ran_enqueues_nothing_new(runtime, a
     assert len(smtp_server.messages) == 1
 
 
+async def test_a_job_left_by_a_killed_worker_before_its_claim_does_not_hold_the_row(
+    runtime, arq_redis, smtp_server
+) -> None:
+    """arq keeps a killed worker's job (and refuses its id) for minutes; the row is swept anew after a lock time."""
+    notification_id = await queue_email(runtime)
+    stuck = jobs.mail.job_id(notification_id, 0)
+    await arq_redis.enqueue_job(jobs.mail.DELIVER_JOB, notification_id, _job_id=stuck, _queue_name="arq:queue:dead")
+    ctx = ctx_for(runtime, arq_redis)
+    assert await sweep_outbox(ctx) == {"due": 1, "enqueued": 0}
+    stale = jobs.mail.lock_seconds(runtime.settings) + 1
+    async with runtime.sessionmaker() as session, session.begin():
+        await session.execute(text(f"update notifications set next_attempt_at = now() - interval '{stale} seconds'"))
+    assert await sweep_outbox(ctx) == {"due": 1, "enqueued": 1}
+    await drain(runtime, arq_redis)
+    assert (await row(runtime, notification_id))["status"] == "sent"
+    assert len(smtp_server.messages) == 1
+
+
 async def test_two_concurrent_jobs_for_one_row_send_one_mail(runtime, arq_redis, smtp_server) -> None:
     notification_id = await queue_email(runtime)
     ctx = ctx_for(runtime, arq_redis)

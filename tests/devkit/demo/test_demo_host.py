@@ -67,7 +67,7 @@ async def test_the_host_app_reports_a_401_and_shows_the_verified_webhook(
             due = await due_deliveries(session)
         async with httpx.AsyncClient(transport=transport, base_url=web.base_url) as receiver_side:
             ctx = {"runtime": web.runtime, "webhook_http": receiver_side, "webhook_resolver": loopback}
-            assert [await deliver_webhook(ctx, delivery_id) for delivery_id, _ in due] == ["delivered"]
+            assert [await deliver_webhook(ctx, delivery_id) for delivery_id, *_ in due] == ["delivered"]
     kinds = [kind for _, kind, _ in host.lines]
     assert kinds.count("401") == 1
     assert kinds.count("report") == 1

@@ -66,7 +66,7 @@ async def deliver_all(web: WebContext, ctx: dict[str, Any]) -> list[str]:
     """What the sweeper and the jobs do, one pass."""
     async with web.runtime.sessionmaker() as session:
         due = await due_deliveries(session)
-    return [await deliver_webhook(ctx, delivery_id) for delivery_id, _ in due]
+    return [await deliver_webhook(ctx, delivery_id) for delivery_id, *_ in due]
 
 
 async def subscribe(api: Api, url: str, events: list[str] = ALL_MAILBOX_EVENTS) -> dict[str, Any]:
