@@ -41,7 +41,6 @@ from web.hosts import CanonicalOrigin, allowed_hosts
 from web.pages import PageError, WebContext, context_of, render
 from web.signing import Signing
 from web.v1 import errors as v1_errors
-from web.v1.fast_token import statement_pool
 
 logger = logging.getLogger("tokenwarden.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -189,8 +188,7 @@ def create_app(
             runtime = await stack.enter_async_context(open_runtime(settings))
             redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
-            statements = await stack.enter_async_context(statement_pool(runtime.settings.database_url or ""))
-            app.state.web = WebContext(runtime, redis, Signing(secret_key), statements)
+            app.state.web = WebContext(runtime, redis, Signing(secret_key))
             yield
 
     routes: list[BaseRoute] = [

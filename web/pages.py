@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from asyncpg import Pool
 from redis.asyncio import Redis
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -34,7 +33,6 @@ class WebContext:
     runtime: Runtime
     redis: Redis
     signing: Signing
-    statements: Pool | None = None  # the access-token fast path's connections (web/v1/fast_token.py)
 
     @property
     def base_url(self) -> str:

@@ -1,11 +1,14 @@
 """One refresh cycle of one mailbox: the code path shared by `tokenwarden refresh` and the worker.
 
-1. Lease the mailbox (a short transaction), so no other cycle refreshes it meanwhile.
+1. Lease the mailbox (one statement), so no other cycle refreshes it meanwhile.
 2. Call the provider outside any transaction (retries of transient failures happen in there).
-3. A rotated refresh token (Microsoft: every refresh) is committed at once, in its own one-row transaction.
-4. One transaction: lock the row, re-check that nothing else changed it since the lease (a
-   reconnect or an operator's action wins over a stale outcome), fire the event, write the row
-   (and the account the id_token names, if none is known yet), history and outbox, release the lease. Commit.
+3. A rotated refresh token (Microsoft: every refresh) is committed at once, in its own one-row statement.
+4. The outcome. A routine refresh (a healthy mailbox's success: no history, email or webhook) is one
+   compare-and-set statement on the row as leased (store/cycle_rows.py). Anything else, or a row that
+   changed since the lease, takes one transaction: lock the row, re-check that nothing else changed it
+   since the lease (a reconnect or an operator's action wins over a stale outcome), fire the event, write
+   the row (and the account the id_token names, if none is known yet), history and outbox, release the
+   lease. Commit.
 """
 
 from __future__ import annotations
@@ -17,21 +20,22 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy.exc import DBAPIError
+from asyncpg import Pool, PostgresError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.access_tokens import seal_access_token
 from statemachine.core.errors import OAuthError, Verdict
-from statemachine.core.machine import Occurrence
+from statemachine.core.machine import Occurrence, fire
 from statemachine.core.secrets import TokenCipher, TokenDecryptionError
 from statemachine.core.states import Event, FailureKind
 from statemachine.services import metrics
-from statemachine.services.unit_of_work import EventContext, Outcome, apply_event
-from statemachine.store import repository
-from statemachine.store.db import Sessionmaker, autocommit
+from statemachine.services.unit_of_work import EventContext, Outcome, apply_event, outcome_of
+from statemachine.store import cycle_rows, repository
+from statemachine.store.cycle_rows import Lease, RoutineRefresh
+from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
 
 logger = logging.getLogger(__name__)
@@ -63,7 +67,11 @@ class TokenRefresher(Protocol):
 
 
 class OutcomeObserver(Protocol):
-    """The provider-incident guard's view of every cycle, called inside the cycle's transaction."""
+    """The provider-incident guard's view of every cycle, called inside the cycle's transaction.
+
+    A routine refresh does not call it: its own statement appends the success row `observe` would
+    (store/cycle_rows.py), and a success is never held back.
+    """
 
     async def observe(
         self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
@@ -81,6 +89,7 @@ class CycleDeps:
     """Everything a cycle needs; built once per process (the worker's ctx, the CLI's main)."""
 
     sessionmaker: Sessionmaker
+    statements: Pool  # plain asyncpg connections for the lease, a rotated token and a routine refresh
     providers: Mapping[str, TokenRefresher]
     cipher: TokenCipher
     events: EventContext
@@ -112,11 +121,11 @@ async def run_cycle(
     `revision` (the API): run only if the row is still at that revision, else "busy" with no provider call.
     """
     started = time.perf_counter()
-    owner = uuid.uuid4()
-    async with autocommit(deps.sessionmaker) as conn:  # one UPDATE: it commits alone
-        lease = await repository.take_lease(
-            conn, mailbox_id, owner, deps.clock(), deps.lease_seconds, takeover_from=claim, revision=revision
-        )
+    now = deps.clock()
+    until = now + timedelta(seconds=deps.lease_seconds)
+    lease = await cycle_rows.take_lease(
+        deps.statements, mailbox_id, uuid.uuid4(), now, until, takeover_from=claim, revision=revision
+    )
     if lease is None:
         return CycleResult(mailbox_id, "busy")
     grant, verdict = await _call_provider(deps, lease)
@@ -130,7 +139,7 @@ async def run_cycle(
     return counted
 
 
-async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Grant | None, Verdict | None]:
+async def _call_provider(deps: CycleDeps, lease: Lease) -> tuple[Grant | None, Verdict | None]:
     try:
         refresh_token = deps.cipher.decrypt(lease.refresh_token_ciphertext, mailbox_id=lease.mailbox_id, role="refresh")
     except TokenDecryptionError as err:
@@ -146,7 +155,7 @@ async def _call_provider(deps: CycleDeps, lease: repository.Lease) -> tuple[Gran
         return None, err.verdict
 
 
-async def _keep_rotated_token(deps: CycleDeps, lease: repository.Lease, refresh_token: str) -> None:
+async def _keep_rotated_token(deps: CycleDeps, lease: Lease, refresh_token: str) -> None:
     """Commit the new refresh token, retrying a lost database for up to half the lease.
 
     The old token is dead at a rotating provider the moment it answered: a commit lost to a stale pooled
@@ -158,10 +167,10 @@ async def _keep_rotated_token(deps: CycleDeps, lease: repository.Lease, refresh_
     deadline, wait = time.monotonic() + deps.lease_seconds / 2, ROTATED_TOKEN_FIRST_WAIT
     while True:
         try:
-            async with autocommit(deps.sessionmaker) as conn:  # one UPDATE, committed the moment it runs
-                await repository.store_rotated_refresh_token(conn, lease, ciphertext)
+            # one UPDATE, committed the moment it runs
+            await cycle_rows.store_rotated_refresh_token(deps.statements, lease, ciphertext)
             return
-        except (DBAPIError, OSError) as err:
+        except (PostgresError, OSError) as err:
             if not _database_lost(err) or time.monotonic() + wait > deadline:
                 raise
             logger.warning("keeping a rotated refresh token: the database is unreachable; retrying in %.2f s", wait)
@@ -171,15 +180,16 @@ async def _keep_rotated_token(deps: CycleDeps, lease: repository.Lease, refresh_
 
 def _database_lost(err: Exception) -> bool:
     """A dropped connection, or a server restarting (SQLSTATE class 08, 57P0x), not a failed statement."""
-    if not isinstance(err, DBAPIError):
-        return True  # OSError: the connection could not even be made
-    sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
-    return err.connection_invalidated or sqlstate.startswith(("08", "57P"))
+    if not isinstance(err, PostgresError):
+        return True  # OSError: the connection could not even be made, or broke
+    return str(err.sqlstate or "").startswith(("08", "57P"))
 
 
 async def _apply_outcome(
-    deps: CycleDeps, lease: repository.Lease, grant: Grant | None, verdict: Verdict | None, actor: str
+    deps: CycleDeps, lease: Lease, grant: Grant | None, verdict: Verdict | None, actor: str
 ) -> CycleResult:
+    if grant is not None and (routine := await _apply_routine_refresh(deps, lease, grant, actor)) is not None:
+        return routine
     async with deps.sessionmaker() as session, session.begin():
         mailbox = await repository.lock_mailbox(session, lease.mailbox_id)
         if mailbox.revision != lease.revision:
@@ -205,6 +215,27 @@ async def _apply_outcome(
     return CycleResult(mailbox.id, "refreshed" if verdict is None else "failed", outcome, verdict)
 
 
+async def _apply_routine_refresh(deps: CycleDeps, lease: Lease, grant: Grant, actor: str) -> CycleResult | None:
+    """A success that writes no history, email or webhook, in one statement; None when it is not one, or when
+    the row changed since the lease (the locking transaction then decides on the row as it is)."""
+    now = deps.clock()
+    lifecycle = lease.lifecycle()
+    from_state = lifecycle.state
+    occurrence = Occurrence(at=now, actor=actor, expires_in=grant.expires_in, jitter=deps.jitter())
+    fire(lifecycle, Event.REFRESH_SUCCEEDED, occurrence, deps.events.policy)
+    if lifecycle.records or lifecycle.emails or lifecycle.state != from_state:
+        return None
+    sealed = seal_access_token(deps.cipher, lease.mailbox_id, grant.access_token, grant.expires_in, now)
+    refresh = RoutineRefresh(sealed, grant.subject, now)
+    written = await cycle_rows.apply_routine_refresh(
+        deps.statements, lease, lifecycle, refresh, record_outcome=deps.observer is not None
+    )
+    if not written:
+        return None
+    outcome = outcome_of(lease.mailbox_id, Event.REFRESH_SUCCEEDED, from_state, lifecycle)
+    return CycleResult(lease.mailbox_id, "refreshed", outcome)
+
+
 async def _observe(
     deps: CycleDeps, session: AsyncSession, mailbox: Mailbox, verdict: Verdict | None, now: datetime
 ) -> bool:
@@ -221,7 +252,7 @@ def _store_access_token(cipher: TokenCipher, mailbox: Mailbox, grant: Grant, now
     mailbox.last_refreshed_at = now
 
 
-def _release(mailbox: Mailbox, lease: repository.Lease) -> None:
+def _release(mailbox: Mailbox, lease: Lease) -> None:
     if mailbox.lease_owner == lease.owner:
         mailbox.lease_owner = None
         mailbox.lease_until = None

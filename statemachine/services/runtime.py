@@ -8,10 +8,11 @@ the refresh itself (README, Measurements).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from asyncpg import Pool
 
 from statemachine.core.secrets import TokenCipher
 from statemachine.providers.oauth import OAuthProvider, RetryPolicy, make_http_client
@@ -21,6 +22,7 @@ from statemachine.services.settings import Settings
 from statemachine.services.unit_of_work import EventContext
 from statemachine.store.db import Sessionmaker, make_engine, make_sessionmaker
 from statemachine.store.incidents import IncidentGuard
+from statemachine.store.statements import statement_pool
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,14 @@ class Runtime:
     cipher: TokenCipher
     providers: dict[str, OAuthProvider]
     events: EventContext
+    statements: Pool  # plain asyncpg connections for a cycle's hot statements and the access-token route
     incidents: IncidentGuard | None = None
 
     def cycle_deps(self) -> CycleDeps:
         """The same dependencies, incident guard included, for the CLI's `refresh` and the worker's job."""
         return CycleDeps(
             self.sessionmaker,
+            self.statements,
             self.providers,
             self.cipher,
             self.events,
@@ -74,10 +78,14 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
 async def open_runtime(settings: Settings, *, pre_ping: bool = True) -> AsyncIterator[Runtime]:
     settings.require("database_url", "encryption_keys")
     assert settings.database_url is not None
-    # every worker job holds at most one connection at a time; the rest is for crons and the web app
-    engine = make_engine(settings.database_url, pool_size=max(10, settings.worker_max_jobs + 4), pre_ping=pre_ping)
-    http = make_http_client(settings.http_timeout_seconds)
-    try:
+    # every cycle holds at most one connection of each pool at a time; the rest is for crons and the web app
+    pool_size = max(10, settings.worker_max_jobs + 4)
+    async with AsyncExitStack() as stack:
+        engine = make_engine(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
+        stack.push_async_callback(engine.dispose)
+        statements = await stack.enter_async_context(statement_pool(settings.database_url, max_size=pool_size))
+        http = make_http_client(settings.http_timeout_seconds)
+        stack.push_async_callback(http.aclose)
         yield Runtime(
             settings=settings,
             sessionmaker=make_sessionmaker(engine),
@@ -85,8 +93,6 @@ async def open_runtime(settings: Settings, *, pre_ping: bool = True) -> AsyncIte
             cipher=TokenCipher(settings.encryption_keys),
             providers=build_providers(settings, http),
             events=EventContext.from_settings(settings),
+            statements=statements,
             incidents=IncidentGuard(settings.incidents),
         )
-    finally:
-        await http.aclose()
-        await engine.dispose()

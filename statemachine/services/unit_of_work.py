@@ -7,12 +7,13 @@ without its history row (docs/transactions.md, "One transaction per event").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from statemachine.core.machine import Occurrence, Record, fire
+from statemachine.core.machine import Lifecycle, Occurrence, Record, fire
 from statemachine.core.policy import Policy
 from statemachine.core.states import EmailKind, Event
 from statemachine.services.settings import Settings
@@ -66,17 +67,24 @@ async def apply_event(
     await session.flush()
     await _queue_webhooks(session, mailbox, lifecycle.records)
     queued = await _queue_emails(session, mailbox, lifecycle.emails, occurrence, context)
+    return outcome_of(mailbox.id, event, from_state, lifecycle, queued)
+
+
+def outcome_of(
+    mailbox_id: int, event: Event, from_state: str, lifecycle: Lifecycle, queued: Sequence[tuple[int, str]] = ()
+) -> Outcome:
+    """The Outcome of a fired lifecycle, once written; `queued` are its outbox rows (id, kind)."""
     return Outcome(
-        mailbox_id=mailbox.id,
+        mailbox_id=mailbox_id,
         event=event.value,
         from_state=from_state,
-        to_state=mailbox.state,
+        to_state=lifecycle.state,
         records=tuple(lifecycle.records),
         emails=tuple(kind for _, kind in queued),
         notifications=tuple(notification_id for notification_id, _ in queued),
-        next_refresh_at=mailbox.next_refresh_at,
-        error=mailbox.token_refresh_error,
-        attempt=mailbox.token_refresh_attempt_count + mailbox.config_failure_count,
+        next_refresh_at=lifecycle.next_refresh_at,
+        error=lifecycle.last_error,
+        attempt=lifecycle.attempt_count + lifecycle.config_failure_count,
     )
 
 

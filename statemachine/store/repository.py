@@ -1,13 +1,11 @@
-"""Database access for mailboxes: leases, row locks, and mapping rows to and from the lifecycle."""
+"""Database access for mailboxes: row locks, and mapping rows to and from the lifecycle (a cycle's lease and
+routine outcome: store/cycle_rows.py)."""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import or_, select, true, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.machine import Lifecycle, Record
 from statemachine.store.models import Mailbox, StateTransition, User
@@ -19,70 +17,6 @@ class UnknownMailboxError(LookupError):
     def __init__(self, mailbox_id: int) -> None:
         super().__init__(f"no mailbox with id {mailbox_id}")
         self.mailbox_id = mailbox_id
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A cycle's claim on a mailbox: only the owner may apply an outcome, until `until`."""
-
-    mailbox_id: int
-    owner: uuid.UUID
-    revision: int
-    provider: str
-    refresh_token_ciphertext: bytes
-    grant_generation: int
-
-
-async def take_lease(
-    conn: AsyncConnection, mailbox_id: int, owner: uuid.UUID, now: datetime, seconds: float,
-    *, takeover_from: uuid.UUID | None = None, revision: int | None = None,
-) -> Lease | None:  # fmt: skip
-    """Lease the mailbox to `owner` unless another live lease holds it (then None).
-
-    With `takeover_from` (a scan's claim), take it over only from that claim, live or not: a job
-    whose claim is finished, or was taken by a copy of the same job, gets None and does nothing.
-    With `revision`, only while the row is still at that revision: a caller that decided to refresh
-    from what it read gets None when another cycle changed the row since (the API's single flight).
-    """
-    free = or_(Mailbox.lease_until.is_(None), Mailbox.lease_until <= now)
-    unchanged = Mailbox.revision == revision if revision is not None else true()
-    statement = (
-        update(Mailbox)
-        .where(
-            Mailbox.id == mailbox_id,
-            free if takeover_from is None else Mailbox.lease_owner == takeover_from,
-            unchanged,
-            Mailbox.removed_at.is_(None),  # a removed mailbox has no tokens left to refresh
-        )
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=seconds))
-        .returning(Mailbox.revision, Mailbox.provider, Mailbox.refresh_token_ciphertext, Mailbox.grant_generation)
-    )
-    row = (await conn.execute(statement)).one_or_none()
-    if row is None:
-        await ensure_exists(conn, mailbox_id)
-        return None
-    return Lease(mailbox_id, owner, row.revision, row.provider, row.refresh_token_ciphertext, row.grant_generation)
-
-
-async def ensure_exists(conn: AsyncConnection, mailbox_id: int) -> None:
-    if await conn.scalar(select(Mailbox.id).where(Mailbox.id == mailbox_id)) is None:
-        raise UnknownMailboxError(mailbox_id)
-
-
-async def store_rotated_refresh_token(conn: AsyncConnection, lease: Lease, ciphertext: bytes) -> bool:
-    """Keep a newly issued refresh token at once (RFC 9700 §4.14.2), while our lease holds and the grant we
-    refreshed is still the mailbox's: a reconnect's newer grant always wins over an old grant's rotated token."""
-    statement = (
-        update(Mailbox)
-        .where(
-            Mailbox.id == lease.mailbox_id,
-            Mailbox.lease_owner == lease.owner,
-            Mailbox.grant_generation == lease.grant_generation,
-        )
-        .values(refresh_token_ciphertext=ciphertext)
-        .returning(Mailbox.id)
-    )
-    return (await conn.execute(statement)).scalar_one_or_none() is not None
 
 
 async def lock_mailbox(session: AsyncSession, mailbox_id: int) -> Mailbox:

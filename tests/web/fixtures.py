@@ -19,7 +19,6 @@ from tests.web.support import OWNER, SECRET_KEY, Browser, SignIn, add_user, logi
 from web.app import create_app
 from web.pages import WebContext
 from web.signing import Signing
-from web.v1.fast_token import statement_pool
 
 
 @pytest.fixture
@@ -39,8 +38,7 @@ async def web(web_env: dict[str, str]) -> AsyncIterator[WebContext]:
     async with open_runtime(settings) as runtime:
         redis = Redis.from_url(settings.redis_url)
         try:
-            async with statement_pool(settings.database_url or "") as statements:
-                yield WebContext(runtime, redis, Signing(SECRET_KEY), statements)
+            yield WebContext(runtime, redis, Signing(SECRET_KEY))
         finally:
             await redis.aclose()
 

@@ -5,19 +5,18 @@ round trips (pre-ping, BEGIN, key, row, audit, COMMIT) and about 3 ms of Python.
 key (live, by hash: a revoked key is refused at once, nothing is cached), notes its use at most once a minute,
 reads the mailbox and, only when the stored token lasts long enough and the mailbox is not disconnected,
 appends the audit row: one prepared asyncpg statement, atomic on its own (no BEGIN, no COMMIT). Anything else
-(a bad key, id or body, an unknown or disconnected mailbox, a token that needs a cycle, a context opened
-without the pool) returns None, and the route's general path answers it exactly as before.
+(a bad key, id or body, an unknown or disconnected mailbox, a token that needs a cycle) returns None, and
+the route's general path answers it exactly as before. The connections are the Runtime's statement pool
+(statemachine/store/statements.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asyncpg import Connection, Pool, create_pool
+from asyncpg import Pool
 from starlette.requests import Request
 
 from statemachine.core.secrets import TokenCipher
@@ -26,7 +25,6 @@ from web.signing import hash_secret
 from web.v1.keys import KEY_PREFIX, LAST_USED_EVERY
 from web.v1.requests import MAX_BODY_BYTES
 
-POOL_SIZE = 10
 LAST_USED_SECONDS = int(LAST_USED_EVERY.total_seconds())
 
 # $1 key hash, $2 mailbox id, $3 now, $4 the expiry the token must reach (now + min_valid_seconds)
@@ -63,38 +61,13 @@ def _min_valid_seconds(raw: bytes, default: int, high: int) -> int | None:
     return value
 
 
-@asynccontextmanager
-async def statement_pool(database_url: str) -> AsyncIterator[Pool]:
-    """asyncpg connections of their own: SQLAlchemy's pre-ping costs three round trips in its asyncpg dialect
-    (BEGIN, a query, ROLLBACK) and its pool closes overflow connections, so 32 callers churned PostgreSQL
-    backends. No RESET ALL on release either: the statement is autocommit and sets nothing (asyncpg still
-    rolls back a transaction left open). A connection the server closed (a restart) is replaced when
-    acquired, as the pre-ping would."""
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    pool = await create_pool(dsn, min_size=0, max_size=POOL_SIZE, reset=_leave_as_is)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
-async def _leave_as_is(connection: Connection) -> None:
-    return None
-
-
 async def issue_stored(
-    request: Request, pool: Pool | None, cipher: TokenCipher, *, default: int, high: int
+    request: Request, pool: Pool, cipher: TokenCipher, *, default: int, high: int
 ) -> dict[str, Any] | None:
     """The response body when the stored token lasts, with its audit row written; None for any other case."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     key, raw_id = key.strip(), request.path_params["mailbox_id"]
-    if (
-        pool is None
-        or scheme.lower() != "bearer"
-        or not key.startswith(KEY_PREFIX)
-        or not raw_id.isdigit()
-        or len(raw_id) > 18
-    ):
+    if scheme.lower() != "bearer" or not key.startswith(KEY_PREFIX) or not raw_id.isdigit() or len(raw_id) > 18:
         return None
     min_valid = _min_valid_seconds(await request.body(), default, high)
     if min_valid is None:

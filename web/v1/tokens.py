@@ -80,7 +80,7 @@ async def issue_access_token(request: Request) -> Response:
     settings = web.runtime.settings
     fast = await issue_stored(
         request,
-        web.statements,
+        web.runtime.statements,
         web.runtime.cipher,
         default=DEFAULT_MIN_VALID_SECONDS,
         high=MAX_MIN_VALID_SECONDS,

@@ -46,6 +46,12 @@ async def outbox_kinds(runtime: Runtime, mailbox_id: int) -> list[str]:
         return [row["kind"] for row in await queries.outbox(session, mailbox_id)]
 
 
+async def outcomes_of(runtime: Runtime, mailbox_id: int) -> list[str]:
+    async with runtime.sessionmaker() as session:
+        statement = text("select outcome from refresh_outcomes where mailbox_id = :id order by id")
+        return list((await session.scalars(statement, {"id": mailbox_id})).all())
+
+
 async def row(runtime: Runtime, mailbox_id: int) -> Mailbox:
     async with runtime.sessionmaker() as session:
         mailbox = await session.get(Mailbox, mailbox_id)
@@ -118,6 +124,8 @@ async def test_success_stores_encrypted_tokens_and_schedules_before_expiry(runti
     assert mailbox.last_refreshed_at is not None
     assert 0 < (mailbox.access_token_expires_at - mailbox.next_refresh_at).total_seconds() <= 3599 - 60
     assert await history_of(runtime, mailbox_id) == []  # routine refreshes are not history
+    assert await outcomes_of(runtime, mailbox_id) == ["success"]  # but the incident guard counts them
+    assert (mailbox.revision, mailbox.lease_owner, mailbox.lease_until) == (1, None, None)
     sent = provider.calls.last.request.content.decode()
     assert "grant_type=refresh_token" in sent
 
@@ -202,19 +210,48 @@ async def test_a_leased_mailbox_is_not_refreshed_twice(runtime, provider) -> Non
     assert provider.call_count == 0
 
 
-async def test_an_outcome_is_dropped_when_the_mailbox_changed_during_the_call(runtime, provider) -> None:
+@pytest.mark.parametrize("answer", [INVALID_GRANT, httpx.Response(200, json=ACCESS)], ids=["failure", "success"])
+async def test_an_outcome_is_dropped_when_the_mailbox_changed_during_the_call(runtime, provider, answer) -> None:
     mailbox_id = await add_mailbox(runtime, REFRESH_TOKEN)
 
     async def reconnect_meanwhile(request: httpx.Request) -> httpx.Response:
         async with runtime.sessionmaker() as session, session.begin():
             await session.execute(text("update mailboxes set revision = revision + 1"))
-        return INVALID_GRANT
+        return answer
 
     provider.side_effect = reconnect_meanwhile
     result = await cycle(runtime, mailbox_id)
     assert result.status == "stale"
     mailbox = await row(runtime, mailbox_id)
     assert (mailbox.state, mailbox.lease_owner, mailbox.token_refresh_attempt_count) == ("healthy", None, 0)
+    assert (mailbox.access_token_ciphertext, mailbox.last_refreshed_at) == (None, None)
+
+
+async def test_a_success_is_decided_on_the_row_as_it_is_not_as_it_was_leased(runtime, provider) -> None:
+    """A writer that changes the lifecycle without bumping the revision (none should) still cannot be overwritten
+    by the one-statement routine refresh: the cycle decides on the row as it is, with its history row."""
+    mailbox_id = await add_mailbox(runtime, REFRESH_TOKEN)
+
+    async def fail_meanwhile(request: httpx.Request) -> httpx.Response:
+        async with runtime.sessionmaker() as session, session.begin():
+            await session.execute(
+                text(
+                    "update mailboxes set state = 'retrying', failure_kind = 'transient', "
+                    "token_refresh_attempt_count = 1, token_refresh_failed_at = now()"
+                )
+            )
+        return httpx.Response(200, json=ACCESS)
+
+    provider.side_effect = fail_meanwhile
+    result = await cycle(runtime, mailbox_id)
+    assert (result.status, result.outcome.from_state, result.outcome.to_state) == ("refreshed", "retrying", "healthy")
+    history = await history_of(runtime, mailbox_id)
+    assert [(h["event"], h["from_state"], h["to_state"]) for h in history] == [
+        ("refresh_succeeded", "retrying", "healthy")
+    ]
+    mailbox = await row(runtime, mailbox_id)
+    assert (mailbox.state, mailbox.token_refresh_attempt_count, mailbox.revision) == ("healthy", 0, 1)
+    assert await outcomes_of(runtime, mailbox_id) == ["success"]  # recorded once, by the path that wrote
 
 
 async def test_unknown_mailbox_id_is_a_clear_error(runtime, provider) -> None:
@@ -282,6 +319,7 @@ async def test_a_rotated_token_survives_the_database_cutting_its_connections(set
         provider.side_effect = restart_meanwhile
         with contextlib.suppress(DBAPIError):  # the outcome's own transaction may meet a cut connection too
             await cycle(runtime, mailbox_id)
-        stored = await row(runtime, mailbox_id)
+    async with open_runtime(settings) as reader:  # the worker's pool may still hold a cut connection
+        stored = await row(reader, mailbox_id)
     token = runtime.cipher.decrypt(stored.refresh_token_ciphertext, mailbox_id=mailbox_id, role="refresh")
     assert token == "1//rotated-SECRET-0003"  # the provider killed the old one: losing this would lose the mailbox

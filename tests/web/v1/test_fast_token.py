@@ -23,12 +23,10 @@ async def test_the_statement_answers_a_live_key_and_a_lasting_token_only(
     web: WebContext, api_key: str, google: httpx.AsyncClient
 ) -> None:
     mailbox_id = await granted_mailbox(web, google, token_seconds=3000)
-    assert web.statements is not None
     now = datetime.now(UTC)
 
     async def ask(key: str, mailbox: int, seconds: int) -> object:
-        assert web.statements is not None
-        return await web.statements.fetchrow(
+        return await web.runtime.statements.fetchrow(
             ISSUE_STORED, hash_secret(key), mailbox, now, now + timedelta(seconds=seconds)
         )
 
