@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,10 +20,9 @@ from jobs.refresh import refresh_batch, refresh_mailbox, refresh_timeout_seconds
 from jobs.scan import REFRESH_BATCH_SIZE, scan_due
 from jobs.worker import batch_timeout_seconds, worker_settings
 from statemachine.services.cycle import CycleResult
-from statemachine.services.runtime import Runtime, open_runtime
+from statemachine.services.runtime import Runtime
 from statemachine.services.settings import load_settings
-from tests.database import service_environment
-from tests.jobs.support import Sandbox, add_mailboxes, arq_pool, fetch, serve_sandbox, tokens, worker_ctx
+from tests.jobs.support import Sandbox, add_mailboxes, fetch, serve_sandbox, tokens, worker_ctx
 from tests.jobs.test_scan import drain
 
 MANY = tokens(23, "batch")
@@ -34,23 +33,6 @@ STALL_SECONDS = 0.4  # each token request of the concurrency tests hangs this lo
 def sandbox() -> Iterator[Sandbox]:
     with serve_sandbox(MANY) as served:
         yield served
-
-
-@pytest.fixture
-async def runtime(database_url: str, redis_url: str, sandbox: Sandbox) -> AsyncIterator[Runtime]:
-    env = service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
-    async with open_runtime(load_settings(env)) as rt:
-        yield rt
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await arq_pool(redis_url)
-    await pool.flushdb()
-    try:
-        yield pool
-    finally:
-        await pool.aclose()
 
 
 async def scanned(runtime: Runtime, redis: ArqRedis, refresh_tokens: list[str]) -> list[list[tuple[int, str]]]:
@@ -65,32 +47,32 @@ def job_ctx(runtime: Runtime, redis: ArqRedis, **extra: Any) -> dict[str, Any]:
 
 
 async def test_a_scan_of_n_due_mailboxes_enqueues_ceil_n_over_size_batches_and_refreshes_each_once(
-    runtime, redis, sandbox
+    runtime, arq_redis, sandbox
 ) -> None:
     ids = await add_mailboxes(runtime, MANY)
     batches = math.ceil(len(MANY) / REFRESH_BATCH_SIZE)
-    totals = await scan_due({"runtime": runtime, "redis": redis})
+    totals = await scan_due({"runtime": runtime, "redis": arq_redis})
     assert totals == {"claimed": len(MANY), "enqueued": len(MANY), "batches": batches}
-    queued = await redis.queued_jobs()
+    queued = await arq_redis.queued_jobs()
     assert len(queued) == batches
     assert all(job.job_id.startswith("refresh-batch:") for job in queued)
     assert sorted(mailbox_id for job in queued for mailbox_id, _ in job.args[0]) == sorted(ids)
-    await drain(runtime, redis)
+    await drain(runtime, arq_redis)
     assert sandbox.requests_by_token() == dict.fromkeys(MANY, 1)
     assert await fetch(runtime, "select distinct state, lease_owner from mailboxes") == [("healthy", None)]
 
 
-async def test_a_batch_run_twice_refreshes_nothing_twice(runtime, redis, sandbox) -> None:
-    [claims] = await scanned(runtime, redis, MANY[:5])
-    ctx = job_ctx(runtime, redis)
+async def test_a_batch_run_twice_refreshes_nothing_twice(runtime, arq_redis, sandbox) -> None:
+    [claims] = await scanned(runtime, arq_redis, MANY[:5])
+    ctx = job_ctx(runtime, arq_redis)
     assert await refresh_batch(ctx, claims) == {"refreshed": 5}
     assert await refresh_batch({**ctx, "job_try": 2}, claims) == {"skipped": 5}  # arq ran it again
     assert sandbox.requests_by_token() == dict.fromkeys(MANY[:5], 1)
 
 
-async def test_a_claim_another_job_took_is_skipped_and_the_others_refreshed(runtime, redis, sandbox) -> None:
-    [claims] = await scanned(runtime, redis, MANY[:4])
-    ctx = job_ctx(runtime, redis)
+async def test_a_claim_another_job_took_is_skipped_and_the_others_refreshed(runtime, arq_redis, sandbox) -> None:
+    [claims] = await scanned(runtime, arq_redis, MANY[:4])
+    ctx = job_ctx(runtime, arq_redis)
     taken_id, taken_owner = claims[2]
     assert await refresh_mailbox(ctx, taken_id, taken_owner) == "refreshed"  # e.g. a re-claim's other job
     assert await refresh_batch(ctx, claims) == {"refreshed": 3, "skipped": 1}
@@ -98,9 +80,9 @@ async def test_a_claim_another_job_took_is_skipped_and_the_others_refreshed(runt
 
 
 async def test_a_cycle_that_raises_neither_stops_nor_cancels_the_others_and_the_job_raises_after(
-    runtime, redis, sandbox, monkeypatch, caplog
+    runtime, arq_redis, sandbox, monkeypatch, caplog
 ) -> None:
-    [claims] = await scanned(runtime, redis, MANY[:5])
+    [claims] = await scanned(runtime, arq_redis, MANY[:5])
     broken_id = claims[0][0]
     for token in MANY[1:5]:  # the others are still waiting for the provider when the broken one raises
         sandbox.fault(mode="timeout", seconds=STALL_SECONDS, refresh_token=token, count=1)
@@ -113,7 +95,7 @@ async def test_a_cycle_that_raises_neither_stops_nor_cancels_the_others_and_the_
 
     monkeypatch.setattr(jobs.refresh, "run_cycle", run_cycle)
     with caplog.at_level(logging.ERROR, logger="jobs.refresh"), pytest.raises(RuntimeError, match="a bug"):
-        await refresh_batch(job_ctx(runtime, redis), claims)
+        await refresh_batch(job_ctx(runtime, arq_redis), claims)
     assert sandbox.requests_by_token() == dict.fromkeys(MANY[1:5], 1)
     states = dict(await fetch(runtime, "select id, state from mailboxes where last_refreshed_at is not null"))
     assert sorted(states) == sorted(mailbox_id for mailbox_id, _ in claims[1:])
@@ -121,7 +103,7 @@ async def test_a_cycle_that_raises_neither_stops_nor_cancels_the_others_and_the_
     assert (line.mailbox_id, line.error) == (broken_id, "RuntimeError")  # type: ignore[attr-defined]
 
     monkeypatch.setattr(jobs.refresh, "run_cycle", real_run_cycle)  # arq runs the batch again, say
-    assert await refresh_batch(job_ctx(runtime, redis, job_try=2), claims) == {"refreshed": 1, "skipped": 4}
+    assert await refresh_batch(job_ctx(runtime, arq_redis, job_try=2), claims) == {"refreshed": 1, "skipped": 4}
     assert sandbox.requests_by_token() == dict.fromkeys(MANY[:5], 1)
 
 
@@ -132,12 +114,12 @@ async def in_flight(runtime: Runtime, scan_owners: list[str]) -> int:
     return int(count)
 
 
-async def test_the_process_slots_bound_the_cycles_running_at_once_across_batches(runtime, redis, sandbox) -> None:
-    batches = await scanned(runtime, redis, MANY)
+async def test_the_process_slots_bound_the_cycles_running_at_once_across_batches(runtime, arq_redis, sandbox) -> None:
+    batches = await scanned(runtime, arq_redis, MANY)
     for token in MANY:
         sandbox.fault(mode="timeout", seconds=STALL_SECONDS, refresh_token=token, count=1)
     slots = 3
-    ctx = job_ctx(runtime, redis, refresh_slots=asyncio.Semaphore(slots))
+    ctx = job_ctx(runtime, arq_redis, refresh_slots=asyncio.Semaphore(slots))
     running = asyncio.gather(*(refresh_batch(ctx, claims) for claims in batches))
     owners = [owner for claims in batches for _, owner in claims]
     seen = set()
@@ -149,15 +131,15 @@ async def test_the_process_slots_bound_the_cycles_running_at_once_across_batches
     assert sandbox.requests_by_token() == dict.fromkeys(MANY, 1)
 
 
-async def test_a_claim_whose_due_time_a_timed_job_waits_for_stays_out_of_the_batch(runtime, redis, sandbox) -> None:
+async def test_a_claim_whose_due_time_a_timed_job_waits_for_stays_out_of_the_batch(runtime, arq_redis, sandbox) -> None:
     ids = await add_mailboxes(runtime, MANY[:3])
     ((due,),) = await fetch(runtime, "select next_refresh_at from mailboxes where id = :id", id=ids[1])
-    assert await timed.refresh_at(redis, [(ids[1], due)], 60, due) == 1
-    totals = await scan_due({"runtime": runtime, "redis": redis})
+    assert await timed.refresh_at(arq_redis, [(ids[1], due)], 60, due) == 1
+    totals = await scan_due({"runtime": runtime, "redis": arq_redis})
     assert totals == {"claimed": 3, "timed": 1, "enqueued": 2, "batches": 1}
-    batch = next(job for job in await redis.queued_jobs() if job.function == "refresh_batch")
+    batch = next(job for job in await arq_redis.queued_jobs() if job.function == "refresh_batch")
     assert sorted(mailbox_id for mailbox_id, _ in batch.args[0]) == [ids[0], ids[2]]
-    await drain(runtime, redis)  # the batch and the timed job, which takes its claim over
+    await drain(runtime, arq_redis)  # the batch and the timed job, which takes its claim over
     assert sandbox.requests_by_token() == dict.fromkeys(MANY[:3], 1)
 
 

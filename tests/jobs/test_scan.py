@@ -14,9 +14,7 @@ from sqlalchemy import text
 from jobs.refresh import refresh_mailbox
 from jobs.scan import REFRESH_BATCH_SIZE, scan_due
 from jobs.worker import cron_fields, worker_settings
-from statemachine.services.runtime import Runtime, open_runtime
-from statemachine.services.settings import load_settings
-from tests.database import service_environment
+from statemachine.services.runtime import Runtime
 from tests.jobs.support import (
     Sandbox,
     add_mailboxes,
@@ -36,13 +34,6 @@ DUE, LATER = tokens(12, "due"), tokens(3, "later")
 def sandbox() -> Iterator[Sandbox]:
     with serve_sandbox(DUE + LATER) as served:
         yield served
-
-
-@pytest.fixture
-async def runtime(database_url: str, redis_url: str, sandbox: Sandbox) -> AsyncIterator[Runtime]:
-    env = service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
-    async with open_runtime(load_settings(env)) as rt:
-        yield rt
 
 
 @pytest.fixture
