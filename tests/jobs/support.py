@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker
 from sqlalchemy import text
@@ -67,6 +68,17 @@ def serve_sandbox(tokens: list[str]) -> Iterator[Sandbox]:
         state.add_grant(account.sub, refresh_token=token)
     with serve_in_thread(app) as server:
         yield Sandbox(server)
+
+
+def sandbox_fixture(refresh_tokens: list[str]) -> Any:
+    """A module's `sandbox` fixture: a served sandbox that knows `refresh_tokens`."""
+
+    @pytest.fixture
+    def sandbox() -> Iterator[Sandbox]:
+        with serve_sandbox(refresh_tokens) as served:
+            yield served
+
+    return sandbox
 
 
 def tokens(count: int, prefix: str = "tok") -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,17 +21,21 @@ from jobs.worker import batch_timeout_seconds, worker_settings
 from statemachine.services.cycle import CycleResult
 from statemachine.services.runtime import Runtime
 from statemachine.services.settings import load_settings
-from tests.jobs.support import Sandbox, add_mailboxes, fetch, serve_sandbox, tokens, worker_ctx
+from tests.database import service_environment
+from tests.jobs.support import Sandbox, add_mailboxes, fetch, sandbox_fixture, tokens, worker_ctx
 from tests.jobs.test_scan import drain
 
 MANY = tokens(23, "batch")
 STALL_SECONDS = 0.4  # each token request of the concurrency tests hangs this long, then succeeds
 
 
+sandbox = sandbox_fixture(MANY)
+
+
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with serve_sandbox(MANY) as served:
-        yield served
+def env(database_url: str, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
+    """The global `runtime` fixture's environment: Google's token endpoint is this module's sandbox."""
+    return service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
 
 
 async def scanned(runtime: Runtime, redis: ArqRedis, refresh_tokens: list[str]) -> list[list[tuple[int, str]]]:

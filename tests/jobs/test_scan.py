@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
@@ -15,14 +15,15 @@ from jobs.refresh import refresh_mailbox
 from jobs.scan import REFRESH_BATCH_SIZE, scan_due
 from jobs.worker import cron_fields, worker_settings
 from statemachine.services.runtime import Runtime
+from tests.database import service_environment
 from tests.jobs.support import (
     Sandbox,
     add_mailboxes,
     arq_pool,
     fetch,
     refresh_functions,
+    sandbox_fixture,
     scalar,
-    serve_sandbox,
     tokens,
     worker_ctx,
 )
@@ -30,10 +31,13 @@ from tests.jobs.support import (
 DUE, LATER = tokens(12, "due"), tokens(3, "later")
 
 
+sandbox = sandbox_fixture(DUE + LATER)
+
+
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with serve_sandbox(DUE + LATER) as served:
-        yield served
+def env(database_url: str, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
+    """The global `runtime` fixture's environment: Google's token endpoint is this module's sandbox."""
+    return service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
 
 
 @pytest.fixture
