@@ -1,15 +1,19 @@
-"""The due-scan (an arq cron): claim due mailboxes in PostgreSQL, then enqueue one refresh job per claim.
+"""The due-scan (an arq cron): claim due mailboxes in PostgreSQL, then enqueue their refresh jobs, one per batch.
 
 Claims are committed before anything is enqueued, in short batches, so a crash in between leaves
 only leases that run out and are claimed again: Redis may lose every job and no mailbox is
-forgotten. The job id names the mailbox and its due time, so a claim enqueued twice runs once. A
-claim whose due time already has a timed job waiting (jobs/timed.py) gets no job of its own: the
-timed job takes the claim over at its moment, and the scan adds nothing to a burst of timed work.
+forgotten. Each `refresh_batch` job carries up to `REFRESH_BATCH_SIZE` claims, under an id derived
+from them, so a batch enqueued twice runs once; and a claim carried by two jobs (a batch that arq
+runs again, a re-claim batched differently) is still refreshed once: the cycle's takeover of the
+claim lets only one of them run it (jobs/refresh.py). A claim whose due time already has a timed job
+waiting (jobs/timed.py) stays out of the batches: the timed job takes the claim over at its moment,
+and the scan adds nothing to a burst of timed work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -23,11 +27,15 @@ from arq.jobs import Job, JobStatus
 
 from statemachine.services.runtime import Runtime
 from statemachine.store import scheduling
-from statemachine.store.scheduling import Claim, claim_owner, timed_job_id
+from statemachine.store.scheduling import Claim, claim_owner, epoch_ms, timed_job_id
 
 logger = logging.getLogger(__name__)
 
 REFRESH_JOB = "refresh_mailbox"
+REFRESH_BATCH_JOB = "refresh_batch"
+# One batch is one worker's worth of cycles at the default TOKENWARDEN_WORKER_MAX_JOBS: the per-job cost of arq
+# and Redis is shared by 10 refreshes, and a burst is still cut into enough jobs for every worker to take a share.
+REFRESH_BATCH_SIZE = 10
 ENQUEUE_CONCURRENCY = 20
 
 
@@ -58,38 +66,56 @@ async def scan_due(ctx: Mapping[str, Any]) -> dict[str, int]:
 
 
 async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime) -> Counter[str]:
-    """Enqueue the claims' jobs a few at a time; count what happened to each."""
+    """Leave the claims a timed job takes over to it, batch the others and enqueue the batches a few at a time;
+    count what happened to each claim, and the batch jobs added."""
+    timed = await _timed_jobs_will_take_over(redis, claims)
+    rest = [claim for claim in claims if claim not in timed]
+    batches = [rest[start : start + REFRESH_BATCH_SIZE] for start in range(0, len(rest), REFRESH_BATCH_SIZE)]
     gate = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
 
-    async def one(claim: Claim) -> str:
+    async def one(batch: list[Claim]) -> Counter[str]:
         async with gate:
-            return await _enqueue(redis, claim, now)
+            outcome = await _enqueue(redis, batch, now)
+        return Counter({outcome: len(batch), "batches": int(outcome != "already_queued")})
 
-    return Counter(await asyncio.gather(*(one(claim) for claim in claims)))
+    return sum(await asyncio.gather(*(one(batch) for batch in batches)), +Counter(timed=len(timed)))
 
 
-async def _timed_job_will_take_over(redis: ArqRedis, claim: Claim) -> bool:
-    """A timed job of this due time waits (in any queue), and this claim is the one it takes over.
+async def _timed_jobs_will_take_over(redis: ArqRedis, claims: list[Claim]) -> set[Claim]:
+    """The claims whose due time has a timed job waiting (in any queue) that takes them over: one round trip.
 
     A running one may be a dead worker's, which arq holds for minutes: the scan's job runs too (only one
-    of the two takes the claim over).
+    of the two takes the claim over). An owner left by a dead job is carried only by the scan's jobs.
     """
-    if claim.owner != claim_owner(claim.mailbox_id, claim.due):
-        return False  # an owner left by a dead job: only this claim's own job carries it
-    job_id = timed_job_id(claim.mailbox_id, claim.due)
-    return bool(await redis.exists(job_key_prefix + job_id)) and not await redis.exists(in_progress_key_prefix + job_id)
+    derived = [claim for claim in claims if claim.owner == claim_owner(claim.mailbox_id, claim.due)]
+    if not derived:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for claim in derived:
+            job_id = timed_job_id(claim.mailbox_id, claim.due)
+            pipe.exists(job_key_prefix + job_id)
+            pipe.exists(in_progress_key_prefix + job_id)
+        found = await pipe.execute()
+    waiting = [bool(queued) and not running for queued, running in zip(found[::2], found[1::2], strict=True)]
+    return {claim for claim, waits in zip(derived, waiting, strict=True) if waits}
 
 
-async def _enqueue(redis: ArqRedis, claim: Claim, now: datetime) -> str:
-    if await _timed_job_will_take_over(redis, claim):
-        return "timed"
-    args = (REFRESH_JOB, claim.mailbox_id, str(claim.owner))
-    if await redis.enqueue_job(*args, _job_id=claim.job_id) is not None:
+def batch_job_id(batch: list[Claim]) -> str:
+    """The same claims give the same id, so a batch enqueued twice (a re-claim of the same burst) runs once."""
+    pairs = ",".join(sorted(f"{claim.mailbox_id}:{claim.owner}" for claim in batch))
+    return "refresh-batch:" + hashlib.blake2b(pairs.encode(), digest_size=12).hexdigest()
+
+
+async def _enqueue(redis: ArqRedis, batch: list[Claim], now: datetime) -> str:
+    job_id = batch_job_id(batch)
+    args = (REFRESH_BATCH_JOB, [(claim.mailbox_id, str(claim.owner)) for claim in batch])
+    if await redis.enqueue_job(*args, _job_id=job_id) is not None:
         return "enqueued"
-    if await Job(claim.job_id, redis).status() in (JobStatus.queued, JobStatus.deferred):
-        return "already_queued"  # it will run, and the claim kept its owner for it
-    # "In progress" although the lease ran out means its worker died (a live job keeps its lease), and
+    if await Job(job_id, redis).status() in (JobStatus.queued, JobStatus.deferred):
+        return "already_queued"  # it will run, and the claims kept their owners for it
+    # "In progress" although the leases ran out means its worker died (most likely: a live batch's cycles keep
+    # their leases, only claims still waiting for a slot lose theirs), and
     # arq would retry it only once its in-progress key expires; a failed job's result blocks the id for
-    # a moment. Either way, enqueue anew: the cycle's takeover of the claim lets only one of the two jobs run it.
-    await redis.enqueue_job(*args, _job_id=claim.fallback_job_id(now))
+    # a moment. Either way, enqueue anew: the cycle's takeover of each claim lets only one of the two jobs run it.
+    await redis.enqueue_job(*args, _job_id=f"{job_id}:reclaim:{epoch_ms(now)}")
     return "re-enqueued"

@@ -22,15 +22,8 @@ import redis.exceptions
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from jobs.worker import (
-    outbox_crons,
-    refresh_crons,
-    refresh_timeout_seconds,
-    shutdown,
-    startup,
-    urgent_lane,
-    worker_settings,
-)
+from jobs.refresh import refresh_timeout_seconds
+from jobs.worker import outbox_crons, refresh_crons, shutdown, startup, urgent_lane, worker_settings
 from statemachine.services.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -7,14 +7,17 @@ importing this module never reads the environment) lets `arq jobs.worker.WorkerS
 The arq traps this avoids: arq refuses to enqueue an id while that job or its kept result exists,
 so refresh jobs, whose ids are deterministic (docs/transactions.md), keep no result (`keep_result=0`),
 and failed jobs keep theirs only briefly (arq applies the worker's `keep_result` to every terminal
-failure); `max_jobs` stays under the database pool; SIGTERM lets running cycles finish for
-`TOKENWARDEN_SHUTDOWN_GRACE_SECONDS`.
+failure); `max_jobs`, and the slots that all batch jobs of the process share for their cycles
+(`refresh_slots`, made at startup), stay under the database pool; SIGTERM lets running cycles finish for
+`TOKENWARDEN_SHUTDOWN_GRACE_SECONDS`. arq holds a job that a killed worker was running "in progress" for its
+longest timeout (a batch's, about 50 minutes by default): the scan and the sweeps give such work a fresh job id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
 from typing import Any
@@ -26,9 +29,9 @@ from arq.worker import func
 from prometheus_client import start_http_server
 
 from jobs import mail, metrics, revocations, webhooks
-from jobs.refresh import refresh_mailbox
+from jobs.refresh import cycle_slots, refresh_batch, refresh_mailbox, refresh_timeout_seconds
 from jobs.reminders import queue_reminders
-from jobs.scan import REFRESH_JOB, scan_due
+from jobs.scan import REFRESH_BATCH_JOB, REFRESH_BATCH_SIZE, REFRESH_JOB, scan_due
 from jobs.timed import URGENT_QUEUE
 from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes, purge_expired_web_rows
 from statemachine.services.runtime import open_runtime
@@ -40,6 +43,7 @@ HEALTH_CHECK_SECONDS = 10
 # with 10 slots does 20 quick refreshes a second, whatever the CPU. A poll is one cheap Redis query.
 POLL_DELAY_SECONDS = 0.05
 MAX_TRIES = 3
+BATCH_TIMEOUT_MARGIN_SECONDS = 10  # for the batch's own work around its cycles: logs, gathering the results
 URGENT_MAX_JOBS = 4  # the urgent lane's own slots: confirming cycles and email deliveries (jobs/timed.py)
 
 
@@ -54,9 +58,17 @@ def cron_fields(seconds: float) -> dict[str, Any]:
     return {"minute": 0, "second": 0}
 
 
-def refresh_timeout_seconds(settings: Settings) -> float:
-    """A refresh job ends before its lease does, so no other job can take the mailbox while it runs."""
-    return settings.lease_seconds - min(5.0, settings.lease_seconds * 0.1)
+def batch_timeout_seconds(settings: Settings) -> float:
+    """arq's timeout of a batch job: long enough that it never cuts a cycle short (each cycle has its own,
+    `refresh_timeout_seconds`, under its lease), since cutting one could lose a rotated token before its commit.
+
+    The batch's cycles share the process's `worker_max_jobs` slots with the cycles of every other batch the
+    process runs, at most `worker_max_jobs` of them (arq's own limit): in the worst case (every cycle taking
+    its whole timeout, the slots served in order) the batch's last cycle ends after all of theirs.
+    """
+    queued = settings.worker_max_jobs * REFRESH_BATCH_SIZE
+    rounds = math.ceil(queued / settings.worker_max_jobs)
+    return rounds * refresh_timeout_seconds(settings) + BATCH_TIMEOUT_MARGIN_SECONDS
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -79,7 +91,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         metrics.refresh_gauges(runtime.sessionmaker, settings.scan_interval_seconds), name="tokenwarden-gauges"
     )
     stack.push_async_callback(_cancel, gauges)
-    ctx.update(runtime=runtime, exit_stack=stack, webhook_http=webhook_http)
+    ctx.update(runtime=runtime, exit_stack=stack, webhook_http=webhook_http, refresh_slots=cycle_slots(settings))
 
 
 def _serve_metrics(port: int) -> tuple[WSGIServer, threading.Thread]:
@@ -103,6 +115,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     stack: contextlib.AsyncExitStack | None = ctx.pop("exit_stack", None)
     ctx.pop("runtime", None)
     ctx.pop("webhook_http", None)
+    ctx.pop("refresh_slots", None)
     if stack is not None:
         await stack.aclose()
 
@@ -138,8 +151,15 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     refresh = func(
         refresh_mailbox, name=REFRESH_JOB, keep_result=0, max_tries=MAX_TRIES, timeout=refresh_timeout_seconds(settings)
     )
+    batch = func(
+        refresh_batch,
+        name=REFRESH_BATCH_JOB,
+        keep_result=0,
+        max_tries=MAX_TRIES,
+        timeout=batch_timeout_seconds(settings),
+    )
     return {
-        "functions": [refresh, *mail.functions, *webhooks.functions],
+        "functions": [batch, refresh, *mail.functions, *webhooks.functions],
         "cron_jobs": [*refresh_crons(settings), *outbox_crons(settings)],
         "on_startup": startup,
         "on_shutdown": shutdown,

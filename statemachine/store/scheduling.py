@@ -40,15 +40,6 @@ class Claim:
     due: datetime
     reclaimed: bool
 
-    @property
-    def job_id(self) -> str:
-        """One job per mailbox and due time: a second enqueue of the same claim is a no-op."""
-        return f"refresh:{self.mailbox_id}:{epoch_ms(self.due)}"
-
-    def fallback_job_id(self, now: datetime) -> str:
-        """For a re-claim whose first job is stuck in a dead worker: unique to this claim."""
-        return f"{self.job_id}:reclaim:{epoch_ms(now)}"
-
 
 def epoch_ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)

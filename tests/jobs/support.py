@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker
 from sqlalchemy import text
 
 from devkit.sandbox import create_sandbox_app, sandbox_state
 from devkit.serving import RunningServer, serve_in_thread
+from jobs.refresh import cycle_slots
+from jobs.scan import REFRESH_BATCH_JOB, REFRESH_JOB
 from jobs.worker import refresh_crons, worker_settings
 from statemachine.services import accounts
 from statemachine.services.runtime import Runtime
@@ -65,6 +68,17 @@ def serve_sandbox(tokens: list[str]) -> Iterator[Sandbox]:
         state.add_grant(account.sub, refresh_token=token)
     with serve_in_thread(app) as server:
         yield Sandbox(server)
+
+
+def sandbox_fixture(refresh_tokens: list[str]) -> Any:
+    """A module's `sandbox` fixture: a served sandbox that knows `refresh_tokens`."""
+
+    @pytest.fixture
+    def sandbox() -> Iterator[Sandbox]:
+        with serve_sandbox(refresh_tokens) as served:
+            yield served
+
+    return sandbox
 
 
 def tokens(count: int, prefix: str = "tok") -> list[str]:
@@ -112,16 +126,26 @@ async def arq_pool(redis_url: str) -> ArqRedis:
     return await create_pool(RedisSettings.from_dsn(redis_url))
 
 
+def refresh_functions(options: dict[str, Any]) -> list[Any]:
+    """The worker's refresh jobs (batches from the scan, single ones from timed work), without the rest."""
+    return [function for function in options["functions"] if function.name in (REFRESH_BATCH_JOB, REFRESH_JOB)]
+
+
+def worker_ctx(runtime: Runtime) -> dict[str, Any]:
+    """What the worker's startup puts in arq's ctx for the refresh jobs."""
+    return {"runtime": runtime, "refresh_slots": cycle_slots(runtime.settings)}
+
+
 @contextlib.asynccontextmanager
 async def running_worker(runtime: Runtime, redis_url: str, *, poll_delay: float = 0.05) -> AsyncIterator[Worker]:
     """The real worker configuration (refresh job and its crons, no email delivery) on the test's loop."""
     options = worker_settings(runtime.settings)
     pool = await arq_pool(redis_url)
     worker = Worker(
-        functions=options["functions"][:1],
+        functions=refresh_functions(options),
         cron_jobs=refresh_crons(runtime.settings),
         redis_pool=pool,
-        ctx={"runtime": runtime},
+        ctx=worker_ctx(runtime),
         poll_delay=poll_delay,
         handle_signals=False,
         keep_result=options["keep_result"],

@@ -29,7 +29,16 @@ from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
 from statemachine.store.scheduling import timed_job_id
 from tests.database import service_environment
-from tests.jobs.support import Sandbox, add_mailboxes, arq_pool, fetch, serve_sandbox, tokens, wait_until
+from tests.jobs.support import (
+    Sandbox,
+    add_mailboxes,
+    arq_pool,
+    fetch,
+    serve_sandbox,
+    tokens,
+    wait_until,
+    worker_ctx,
+)
 from tests.jobs.test_scan import drain
 from tests.smtp import SmtpServer, smtp_server_fixture  # noqa: F401
 
@@ -70,7 +79,7 @@ async def worker(runtime: Runtime, redis_url: str) -> AsyncIterator[None]:
     """Every job of the real worker, its refresh crons (no outbox sweep) and its urgent lane."""
     options = worker_settings(runtime.settings) | {
         "cron_jobs": refresh_crons(runtime.settings),
-        "ctx": {"runtime": runtime},
+        "ctx": worker_ctx(runtime),
     }
     for unused in ("redis_settings", "on_startup", "on_shutdown"):
         del options[unused]
@@ -153,7 +162,7 @@ async def test_a_timed_job_and_a_scan_that_find_the_same_due_time_run_one_cycle(
     ctx = {"runtime": runtime, "redis": arq_redis, "job_id": timed_job_id(mailbox_id, due), "job_try": 1}
     scan, job = scan_due(ctx), refresh_mailbox(ctx, mailbox_id, due)
     if order == "scan first":
-        assert await scan == {"claimed": 1, "enqueued": 1}
+        assert await scan == {"claimed": 1, "enqueued": 1, "batches": 1}
         assert await job == "refreshed"  # it takes the scan's claim over: no wait behind the scan's job
         await drain(runtime, arq_redis)  # the scan's job finds its claim taken
     elif order == "timed job first":
@@ -183,7 +192,7 @@ async def test_a_timed_job_a_killed_worker_was_running_does_not_hold_its_due_tim
     job_id = timed_job_id(mailbox_id, due)
     await arq_redis.enqueue_job("refresh_mailbox", mailbox_id, due, _job_id=job_id, _queue_name="arq:queue:dead")
     await arq_redis.set(in_progress_key_prefix + job_id, b"1")
-    assert await scan_due({"runtime": runtime, "redis": arq_redis}) == {"claimed": 1, "enqueued": 1}
+    assert await scan_due({"runtime": runtime, "redis": arq_redis}) == {"claimed": 1, "enqueued": 1, "batches": 1}
     await drain(runtime, arq_redis)
     assert sandbox.requests_by_token() == {REVOKED[0]: 1}
 

@@ -1,9 +1,9 @@
-"""Due-scan -> refresh jobs -> one refresh per mailbox, with a burst arq worker on real Redis and PostgreSQL."""
+"""Due-scan -> batch refresh jobs -> one refresh per mailbox, with a burst arq worker on real Redis and PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
@@ -12,28 +12,32 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from jobs.refresh import refresh_mailbox
-from jobs.scan import scan_due
+from jobs.scan import REFRESH_BATCH_SIZE, scan_due
 from jobs.worker import cron_fields, worker_settings
-from statemachine.services.runtime import Runtime, open_runtime
-from statemachine.services.settings import load_settings
-from statemachine.store.scheduling import epoch_ms
+from statemachine.services.runtime import Runtime
 from tests.database import service_environment
-from tests.jobs.support import Sandbox, add_mailboxes, arq_pool, fetch, scalar, serve_sandbox, tokens
+from tests.jobs.support import (
+    Sandbox,
+    add_mailboxes,
+    arq_pool,
+    fetch,
+    refresh_functions,
+    sandbox_fixture,
+    scalar,
+    tokens,
+    worker_ctx,
+)
 
 DUE, LATER = tokens(12, "due"), tokens(3, "later")
 
 
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with serve_sandbox(DUE + LATER) as served:
-        yield served
+sandbox = sandbox_fixture(DUE + LATER)
 
 
 @pytest.fixture
-async def runtime(database_url: str, redis_url: str, sandbox: Sandbox) -> AsyncIterator[Runtime]:
-    env = service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
-    async with open_runtime(load_settings(env)) as rt:
-        yield rt
+def env(database_url: str, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
+    """The global `runtime` fixture's environment: Google's token endpoint is this module's sandbox."""
+    return service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
 
 
 @pytest.fixture
@@ -49,9 +53,9 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 async def drain(runtime: Runtime, redis: ArqRedis) -> None:
     options = worker_settings(runtime.settings)
     worker = Worker(
-        functions=options["functions"][:1],
+        functions=refresh_functions(options),
         redis_pool=redis,
-        ctx={"runtime": runtime},
+        ctx=worker_ctx(runtime),
         burst=True,
         poll_delay=0.01,
         handle_signals=False,
@@ -70,10 +74,12 @@ async def test_each_due_mailbox_is_refreshed_once_and_a_second_scan_enqueues_not
     await add_mailboxes(runtime, LATER, due_in_seconds=3600)
     ctx = {"runtime": runtime, "redis": redis}
     first = await scan_due(ctx)
-    assert first == {"claimed": len(DUE), "enqueued": len(DUE)}
-    dues = dict(await fetch(runtime, "select id, next_refresh_at from mailboxes where id = any(:ids)", ids=due))
-    queued = {job.job_id: job.args for job in await redis.queued_jobs()}
-    assert set(queued) == {f"refresh:{i}:{epoch_ms(dues[i])}" for i in due}
+    assert first == {"claimed": len(DUE), "enqueued": len(DUE), "batches": 2}  # 12 claims: batches of 10 and 2
+    owners = dict(await fetch(runtime, "select id, lease_owner from mailboxes where id = any(:ids)", ids=due))
+    queued = [(job.function, *job.args) for job in await redis.queued_jobs()]
+    assert sorted(len(claims) for _, claims in queued) == [2, REFRESH_BATCH_SIZE]
+    assert {function for function, _ in queued} == {"refresh_batch"}
+    assert sorted(claim for _, claims in queued for claim in claims) == [(i, str(owners[i])) for i in sorted(due)]
     assert await scan_due(ctx) == {"claimed": 0}  # the same window: the leases hold
 
     before = successes()

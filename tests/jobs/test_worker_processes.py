@@ -124,7 +124,7 @@ async def test_two_workers_refresh_each_of_520_mailboxes_exactly_once(runtime, w
     cycles = [logged(log, "refresh cycle") for log in logs]
     assert sum(map(len, cycles)) == len(MANY)
     assert all(cycles), "both workers took part"
-    assert all(line["job_id"].startswith("refresh:") and line["outcome"] == "refreshed" for line in cycles[0])
+    assert all(line["job_id"].startswith("refresh-batch:") and line["outcome"] == "refreshed" for line in cycles[0])
     assert 'tokenwarden_refresh_cycles_total{outcome="success",provider="google"}' in metrics
     assert "tokenwarden_mailboxes{" in metrics
     texts = [log.read_text() for log in logs]  # no refresh token (1//many-00001-SECRET...), client secret or key
