@@ -62,6 +62,9 @@ OPENED_EVENT, CLOSED_EVENT = "provider_incident_opened", "provider_incident_clos
 # window again only N / WINDOW_ROWS_PER_SECOND seconds later (1.7 s at that size), however many worker
 # processes there are; a small window is counted after every failure.
 WINDOW_ROWS_PER_SECOND = 100_000
+# A window smaller than this is cheap to count: its concurrent failures wait for the claimer (see _claim_count).
+SMALL_WINDOW = 1_000
+WINDOW_LOCK_CLASS = 0x1D0C  # the advisory lock space of window claims: (this, hashtext(provider))
 
 
 @dataclass(frozen=True)
@@ -189,11 +192,18 @@ async def _claim_count(session: AsyncSession, provider: str) -> bool:
     """Whether this cycle counts the provider's window: one cycle per interval in the whole fleet.
 
     The conditional UPDATE locks nothing while the next count is not due (nearly every failure at an
-    outage's onset), so cycles queue only when they find it due at the same moment: they wait for the
-    claimer's commit and re-check (a count due again finds it claimed). The claim commits with the
-    cycle: a cycle rolled back leaves the count due. The provider's first failure creates its row.
+    outage's onset). When it is due, a big window's claimer also takes a transaction-scoped advisory
+    lock, so cycles that find it due at the same moment pass over it instead of queueing behind a
+    count and a client round trip (that queue starved the pool at 1,000,000 mailboxes). A small
+    window's cycles wait for the claimer's commit and re-check, so a failure concurrent with the one
+    that opens an incident is held too. The claim commits with the cycle: a cycle rolled back leaves
+    the count due. The provider's first failure creates its row.
     """
-    due = and_(WindowCheck.provider == provider, WindowCheck.next_count_at <= func.clock_timestamp())
+    uncontended = or_(
+        WindowCheck.window_cycles < SMALL_WINDOW,
+        func.pg_try_advisory_xact_lock(WINDOW_LOCK_CLASS, func.hashtext(WindowCheck.provider)),
+    )
+    due = and_(WindowCheck.provider == provider, WindowCheck.next_count_at <= func.clock_timestamp(), uncontended)
     claimed = (
         update(WindowCheck)
         .where(due)

@@ -217,3 +217,21 @@ async def test_the_next_count_waits_the_window_size_over_100_000_rows_per_second
                                     "incident_window_checks")  # fmt: skip
     assert 1.5 < wait <= 2.0
     assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 3
+    await count_due_now(runtime)
+    claimed = asyncio.Event()
+
+    async def counting_slowly() -> None:
+        async with runtime.sessionmaker() as session, session.begin():
+            await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC))
+            claimed.set()
+            await asyncio.sleep(5)  # the claimer's transaction stays open: nobody may queue behind it
+
+    slow = asyncio.create_task(counting_slowly())
+    await claimed.wait()
+    async with runtime.sessionmaker() as session, session.begin():  # a big window's claim is passed over at once
+        observing = guard.observe(
+            session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC)
+        )
+        assert await asyncio.wait_for(observing, timeout=2) is False
+    assert len(counted) == 2
+    slow.cancel()
