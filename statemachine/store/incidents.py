@@ -62,7 +62,7 @@ OPENED_EVENT, CLOSED_EVENT = "provider_incident_opened", "provider_incident_clos
 # window again only N / WINDOW_ROWS_PER_SECOND seconds later (1.7 s at that size), however many worker
 # processes there are; a small window is counted after every failure.
 WINDOW_ROWS_PER_SECOND = 100_000
-# A window smaller than this is cheap to count: its concurrent failures wait for the claimer (see _claim_count).
+# A window smaller than this is cheap to count: every failure counts it, with no claim (see _claim_count).
 SMALL_WINDOW = 1_000
 WINDOW_LOCK_CLASS = 0x1D0C  # the advisory lock space of window claims: (this, hashtext(provider))
 
@@ -183,33 +183,39 @@ async def _pull_forward(
     return [(mailbox_id, due) for mailbox_id, due in rows]
 
 
+async def _was_big(session: AsyncSession, provider: str) -> bool:
+    """Whether the provider's last recorded window was big (its claim, then, is this cycle's to update)."""
+    statement = select(WindowCheck.window_cycles).where(WindowCheck.provider == provider)
+    return (await session.scalar(statement) or 0) >= SMALL_WINDOW
+
+
 def _spacing(window_cycles: Any) -> Any:
     """How long after counting a window of `window_cycles` rows the fleet counts it again."""
     return func.make_interval(0, 0, 0, 0, 0, 0, window_cycles / float(WINDOW_ROWS_PER_SECOND))
 
 
 async def _claim_count(session: AsyncSession, provider: str) -> bool:
-    """Whether this cycle counts the provider's window: one cycle per interval in the whole fleet.
+    """Whether this cycle counts the provider's window: for a big window, one cycle per interval in the fleet.
 
-    The conditional UPDATE locks nothing while the next count is not due (nearly every failure at an
-    outage's onset). When it is due, a big window's claimer also takes a transaction-scoped advisory
-    lock, so cycles that find it due at the same moment pass over it instead of queueing behind a
-    count and a client round trip (that queue starved the pool at 1,000,000 mailboxes). A small
-    window's cycles wait for the claimer's commit and re-check, so a failure concurrent with the one
-    that opens an incident is held too. The claim commits with the cycle: a cycle rolled back leaves
-    the count due. The provider's first failure creates its row.
+    The claim is one conditional UPDATE that matches nothing while the next count is not due (nearly
+    every failure at an outage's onset). When it is due, the claimer also takes a transaction-scoped
+    advisory try-lock, so cycles that find it due at the same moment pass over it rather than queue
+    behind a count of several hundred milliseconds (that queue starved the pool at 1,000,000
+    mailboxes). The claim commits with the cycle: a cycle rolled back leaves the count due. A small
+    window is counted by every failure without touching the row (a lock would serialize them); the
+    provider's first failure creates its row.
     """
-    uncontended = or_(
-        WindowCheck.window_cycles < SMALL_WINDOW,
-        func.pg_try_advisory_xact_lock(WINDOW_LOCK_CLASS, func.hashtext(WindowCheck.provider)),
-    )
-    due = and_(WindowCheck.provider == provider, WindowCheck.next_count_at <= func.clock_timestamp(), uncontended)
+    lock = func.pg_try_advisory_xact_lock(WINDOW_LOCK_CLASS, func.hashtext(WindowCheck.provider))
+    big = and_(WindowCheck.provider == provider, WindowCheck.window_cycles >= SMALL_WINDOW)
     claimed = (
         update(WindowCheck)
-        .where(due)
+        .where(big, WindowCheck.next_count_at <= func.clock_timestamp(), lock)
         .values(next_count_at=func.clock_timestamp() + _spacing(WindowCheck.window_cycles))
         .returning(WindowCheck.provider)
         .cte("claimed")
+    )
+    small = select(WindowCheck.provider).where(
+        WindowCheck.provider == provider, WindowCheck.window_cycles < SMALL_WINDOW
     )
     known = select(WindowCheck.provider).where(WindowCheck.provider == provider).exists()
     first = select(literal(provider), func.clock_timestamp(), literal(0)).where(~known)
@@ -220,7 +226,7 @@ async def _claim_count(session: AsyncSession, provider: str) -> bool:
         .returning(WindowCheck.provider)
         .cte("created")
     )
-    either = select(claimed.c.provider).union_all(select(created.c.provider))
+    either = select(claimed.c.provider).union_all(select(created.c.provider), small)
     return bool(await session.scalar(select(either.exists())))
 
 
@@ -262,12 +268,13 @@ class IncidentGuard:
         if not await _claim_count(session, provider):
             return None
         counts = await window_counts(session, provider, at - timedelta(seconds=self.rules.window_seconds))
-        spacing = _spacing(literal(counts.cycles))
-        await session.execute(
-            update(WindowCheck)
-            .where(WindowCheck.provider == provider)
-            .values(window_cycles=counts.cycles, next_count_at=func.clock_timestamp() + spacing)
-        )
+        if counts.cycles >= SMALL_WINDOW or await _was_big(session, provider):
+            spacing = _spacing(literal(counts.cycles))
+            await session.execute(
+                update(WindowCheck)
+                .where(WindowCheck.provider == provider)
+                .values(window_cycles=counts.cycles, next_count_at=func.clock_timestamp() + spacing)
+            )
         return counts
 
     async def _open(self, session: AsyncSession, provider: str, opening: Opening, at: datetime) -> None:
