@@ -12,7 +12,6 @@ the mailboxes it held forward with jitter.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,7 +39,15 @@ from statemachine.core.states import FailureKind, State
 from statemachine.providers import registry
 from statemachine.store import webhooks
 from statemachine.store.db import Sessionmaker
-from statemachine.store.models import OPEN_CODE, OPEN_TRANSIENT, Incident, Mailbox, RefreshOutcome, StateTransition
+from statemachine.store.models import (
+    OPEN_CODE,
+    OPEN_TRANSIENT,
+    Incident,
+    Mailbox,
+    RefreshOutcome,
+    StateTransition,
+    WindowCheck,
+)
 from statemachine.store.queries import json_row
 
 logger = logging.getLogger(__name__)
@@ -50,10 +57,14 @@ OUTCOME_RETENTION = timedelta(hours=48)
 PRUNE_BATCH = 10_000
 OPENED_EVENT, CLOSED_EVENT = "provider_incident_opened", "provider_incident_closed"
 # A window count's cost grows with its rows (80 ms for the 168,000 outcomes of 1,000,000 mailboxes on
-# 1-hour tokens), and at the onset of an outage every cycle fails. After counting N rows, a process
-# counts that provider's window again only N / WINDOW_ROWS_PER_SECOND seconds later (1.7 s at that
-# size, about 5 % of one core of PostgreSQL per process); a small window is counted after every failure.
+# 1-hour tokens), and at the onset of an outage every cycle fails. After counting N rows, the fleet
+# (whichever process claims the provider's `incident_window_checks` row first) counts that provider's
+# window again only N / WINDOW_ROWS_PER_SECOND seconds later (1.7 s at that size), however many worker
+# processes there are; a small window is counted after every failure.
 WINDOW_ROWS_PER_SECOND = 100_000
+# A window smaller than this is cheap to count: every failure counts it, with no claim (see _claim_count).
+SMALL_WINDOW = 1_000
+WINDOW_LOCK_CLASS = 0x1D0C  # the advisory lock space of window claims: (this, hashtext(provider))
 
 
 @dataclass(frozen=True)
@@ -172,15 +183,59 @@ async def _pull_forward(
     return [(mailbox_id, due) for mailbox_id, due in rows]
 
 
+async def _was_big(session: AsyncSession, provider: str) -> bool:
+    """Whether the provider's last recorded window was big (its claim, then, is this cycle's to update)."""
+    statement = select(WindowCheck.window_cycles).where(WindowCheck.provider == provider)
+    return (await session.scalar(statement) or 0) >= SMALL_WINDOW
+
+
+def _spacing(window_cycles: Any) -> Any:
+    """How long after counting a window of `window_cycles` rows the fleet counts it again."""
+    return func.make_interval(0, 0, 0, 0, 0, 0, window_cycles / float(WINDOW_ROWS_PER_SECOND))
+
+
+async def _claim_count(session: AsyncSession, provider: str) -> bool:
+    """Whether this cycle counts the provider's window: for a big window, one cycle per interval in the fleet.
+
+    The claim is one conditional UPDATE that matches nothing while the next count is not due (nearly
+    every failure at an outage's onset). When it is due, the claimer also takes a transaction-scoped
+    advisory try-lock, so cycles that find it due at the same moment pass over it rather than queue
+    behind a count of several hundred milliseconds (that queue starved the pool at 1,000,000
+    mailboxes). The claim commits with the cycle: a cycle rolled back leaves the count due. A small
+    window is counted by every failure without touching the row (a lock would serialize them); the
+    provider's first failure creates its row.
+    """
+    lock = func.pg_try_advisory_xact_lock(WINDOW_LOCK_CLASS, func.hashtext(WindowCheck.provider))
+    big = and_(WindowCheck.provider == provider, WindowCheck.window_cycles >= SMALL_WINDOW)
+    claimed = (
+        update(WindowCheck)
+        .where(big, WindowCheck.next_count_at <= func.clock_timestamp(), lock)
+        .values(next_count_at=func.clock_timestamp() + _spacing(WindowCheck.window_cycles))
+        .returning(WindowCheck.provider)
+        .cte("claimed")
+    )
+    small = select(WindowCheck.provider).where(
+        WindowCheck.provider == provider, WindowCheck.window_cycles < SMALL_WINDOW
+    )
+    known = select(WindowCheck.provider).where(WindowCheck.provider == provider).exists()
+    first = select(literal(provider), func.clock_timestamp(), literal(0)).where(~known)
+    created = (
+        insert(WindowCheck)
+        .from_select(["provider", "next_count_at", "window_cycles"], first)
+        .on_conflict_do_nothing()
+        .returning(WindowCheck.provider)
+        .cte("created")
+    )
+    either = select(claimed.c.provider).union_all(select(created.c.provider), small)
+    return bool(await session.scalar(select(either.exists())))
+
+
 @dataclass
 class IncidentGuard:
     """The cycle's `OutcomeObserver`; `listeners` hear of every incident this process opens (metrics)."""
 
     rules: IncidentThresholds
     listeners: list[Callable[[OpenedIncident], None]] = field(default_factory=list)
-    clock: Callable[[], float] = time.monotonic
-    # per provider: when this process may count its window again (a big window is not counted every time)
-    _next_count: dict[str, float] = field(default_factory=dict)
 
     async def observe(
         self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
@@ -209,12 +264,17 @@ class IncidentGuard:
         return holds(opening.about, verdict.kind.value, verdict.code)
 
     async def _window(self, session: AsyncSession, provider: str, at: datetime) -> WindowCounts | None:
-        """The provider's window, or None while this process's last count of it is too recent for its size."""
-        now = self.clock()
-        if now < self._next_count.get(provider, 0.0):
+        """The provider's window, or None while the fleet's last count of it is too recent for its size."""
+        if not await _claim_count(session, provider):
             return None
         counts = await window_counts(session, provider, at - timedelta(seconds=self.rules.window_seconds))
-        self._next_count[provider] = now + counts.cycles / WINDOW_ROWS_PER_SECOND
+        if counts.cycles >= SMALL_WINDOW or await _was_big(session, provider):
+            spacing = _spacing(literal(counts.cycles))
+            await session.execute(
+                update(WindowCheck)
+                .where(WindowCheck.provider == provider)
+                .values(window_cycles=counts.cycles, next_count_at=func.clock_timestamp() + spacing)
+            )
         return counts
 
     async def _open(self, session: AsyncSession, provider: str, opening: Opening, at: datetime) -> None:

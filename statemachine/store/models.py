@@ -211,6 +211,20 @@ OPEN_TRANSIENT = text("status = 'open' AND code IS NULL")
 OPEN_CODE = text("status = 'open' AND code IS NOT NULL")
 
 
+class WindowCheck(Base):
+    """When the fleet may next count a provider's incident window (migration 0010).
+
+    At the onset of an outage every cycle fails; one conditional UPDATE of this row lets one cycle in
+    the whole fleet count per interval, however many workers there are.
+    """
+
+    __tablename__ = "incident_window_checks"
+
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    next_count_at: Mapped[datetime]
+    window_cycles: Mapped[int] = mapped_column(BigInteger)
+
+
 class Incident(Base):
     """A provider-wide failure: while open, the failures it is about do not escalate and cause no user email."""
 

@@ -17,7 +17,7 @@ from statemachine.core.states import FailureKind
 from statemachine.services.cycle import run_cycle
 from statemachine.services.runtime import Runtime
 from statemachine.store import incidents
-from statemachine.store.incidents import IncidentGuard, close_recovered, prune_outcomes
+from statemachine.store.incidents import IncidentGuard, close_recovered, prune_outcomes, window_counts
 from tests.database import MICROSOFT_TOKEN_URL, TOKEN_URL
 from tests.factories import add_mailbox
 
@@ -160,21 +160,79 @@ async def test_one_providers_outage_opens_its_own_incident_and_the_other_keeps_e
     assert {m for (m,) in told} == set(escalating)
 
 
-async def test_a_big_window_is_counted_at_most_once_per_its_rows_over_100_000_seconds(runtime, monkeypatch) -> None:
+async def count_due_now(runtime: Runtime) -> None:
+    """Time passes: the provider's next window count is due."""
+    async with runtime.sessionmaker() as session, session.begin():
+        await session.execute(text("update incident_window_checks set next_count_at = clock_timestamp()"))
+
+
+async def test_two_workers_count_the_window_once_per_interval_and_the_next_count_opens_the_incident(
+    runtime, monkeypatch
+) -> None:
+    """Two processes' guards at an outage's onset, their failures at once: the fleet counts the window once per
+    interval (here N cycles / 1 per second), and the failure that finds it due and crossed opens and is held."""
+    ids = await mailboxes(runtime, 6)
+    monkeypatch.setattr(incidents, "WINDOW_ROWS_PER_SECOND", 1)
+    monkeypatch.setattr(incidents, "SMALL_WINDOW", 0)  # every window is big
+    counted = []
+
+    async def counting(session, provider, since):  # type: ignore[no-untyped-def]
+        counted.append(provider)
+        return await window_counts(session, provider, since)
+
+    monkeypatch.setattr(incidents, "window_counts", counting)
+    guards = [IncidentGuard(runtime.settings.incidents) for _ in range(2)]
+
+    async def cycle(worker: int, mailbox_id: int, verdict: Verdict | None) -> bool:
+        async with runtime.sessionmaker() as session, session.begin():
+            return await guards[worker].observe(
+                session, provider="google", mailbox_id=mailbox_id, verdict=verdict, at=datetime.now(UTC)
+            )
+
+    for mailbox_id in ids[:4]:
+        await cycle(0, mailbox_id, None)
+    assert await asyncio.gather(*(cycle(i % 2, m, OUTAGE) for i, m in enumerate(ids))) == [False] * 6
+    assert counted == ["google"]  # the first failure counted 5 cycles: the next count is due 5 s later
+    await count_due_now(runtime)
+    assert await cycle(1, ids[0], OUTAGE) is True  # 7 of 11 cycles failed, 6 mailboxes: opened, and held
+    assert (await cycle(0, ids[1], OUTAGE), counted) == (True, ["google"] * 2)  # held by the open incident
+    assert await rows(runtime, "select kind, mailboxes_affected from incidents") == [("transient", 6)]
+
+
+async def test_the_next_count_waits_the_window_size_over_100_000_rows_per_second(runtime, monkeypatch) -> None:
     """Big fleets: failures keep being recorded, but a window of 200,000 cycles is counted every 2 s at most."""
     (mailbox_id,) = await mailboxes(runtime, 1)
-    clock = [0.0]
     counted = []
 
     async def big_window(session, provider, since):  # type: ignore[no-untyped-def]
-        counted.append(clock[0])
+        counted.append(provider)
         return WindowCounts(cycles=200_000, successes=199_000, transient_cycles=1_000, transient_mailboxes=900)
 
     monkeypatch.setattr(incidents, "window_counts", big_window)
-    guard = IncidentGuard(runtime.settings.incidents, clock=lambda: clock[0])
-    for at_second in (0.0, 1.0, 1.9, 2.1, 2.5):
-        clock[0] = at_second
+    guard = IncidentGuard(runtime.settings.incidents)
+    for _ in range(3):
         async with runtime.sessionmaker() as session, session.begin():
             await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC))
-    assert counted == [0.0, 2.1]
-    assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 5
+    assert len(counted) == 1
+    [(wait,)] = await rows(runtime, "select extract(epoch from next_count_at - clock_timestamp()) from "
+                                    "incident_window_checks")  # fmt: skip
+    assert 1.5 < wait <= 2.0
+    assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 3
+    await count_due_now(runtime)
+    claimed = asyncio.Event()
+
+    async def counting_slowly() -> None:
+        async with runtime.sessionmaker() as session, session.begin():
+            await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC))
+            claimed.set()
+            await asyncio.sleep(5)  # the claimer's transaction stays open: nobody may queue behind it
+
+    slow = asyncio.create_task(counting_slowly())
+    await claimed.wait()
+    async with runtime.sessionmaker() as session, session.begin():  # a big window's claim is passed over at once
+        observing = guard.observe(
+            session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC)
+        )
+        assert await asyncio.wait_for(observing, timeout=2) is False
+    assert len(counted) == 2
+    slow.cancel()
