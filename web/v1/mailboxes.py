@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from statemachine.core.states import State
+from statemachine.services import accounts
 from statemachine.services.removal import attempt_revocation, remove_mailbox, revoke_urls
 from statemachine.store.models import Mailbox, User
 from statemachine.store.queries import MAILBOX_COLUMNS
@@ -92,11 +93,19 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
+def _user_email(raw: str) -> str:
+    """The filter's address as stored; a NUL (which PostgreSQL refuses: a 500) or a non-address is a 422."""
+    try:
+        return accounts.normalise_email(raw, "user_email")
+    except accounts.InvalidInputError as err:
+        raise invalid(str(err)) from None
+
+
 def _filters(request: Request) -> Select[*tuple[Any, ...]]:
     params = request.query_params
     statement = _query().order_by(Mailbox.id)
     if (email := params.get("user_email")) is not None:
-        statement = statement.where(User.email == email.strip().lower())
+        statement = statement.where(User.email == _user_email(email))
     if (state := params.get("state")) is not None:
         if state not in STATES:
             raise invalid(f"state is one of: {', '.join(STATES)}")

@@ -66,7 +66,8 @@ async def test_removed_mailboxes_are_listed_only_when_asked(web: WebContext, api
 async def test_bad_parameters_get_a_clear_422_and_unknown_ids_a_404(web: WebContext, api: Api) -> None:
     client = api()
     for params in ({"limit": "201"}, {"limit": "0"}, {"limit": "x"}, {"cursor": "nope"}, {"state": "sad"},
-                   {"include_removed": "yes"}):  # fmt: skip
+                   {"include_removed": "yes"}, {"user_email": "a\x00@example.test"},
+                   {"user_email": "nobody"}):  # fmt: skip
         response = await client.get("/v1/mailboxes", params=params)
         assert response.status_code == 422, params
         assert response.json()["error"]["code"] == "invalid_request"
