@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arq.worker import func
-from sqlalchemy import func as sql, or_, select, update
+from sqlalchemy import func as sql, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.metrics import EMAILS, FAILURE_TO_EMAIL
-from jobs.sweep_ids import sweep_job_id, waited_seconds
+from jobs.sweep_ids import due_rows, sweep_job_id
 from statemachine.core.states import EmailKind, State
 from statemachine.mail import mailer
 from statemachine.mail.mailer import DeliveryError, Mail, PermanentDeliveryError, SmtpConfig, TemporaryDeliveryError
@@ -72,14 +72,8 @@ def job_id(notification_id: int, attempts: int) -> str:
 
 async def due_notifications(session: AsyncSession, limit: int = SWEEP_BATCH) -> list[tuple[int, int, float]]:
     """(id, attempts, seconds claimable) of pending rows that are due and not locked, oldest due first."""
-    waited = waited_seconds(Notification.next_attempt_at, Notification.locked_until)
-    statement = (
-        select(Notification.id, Notification.attempts, waited.label("waited"))
-        .where(Notification.status == "pending", Notification.next_attempt_at <= _now(), _unlocked())
-        .order_by(Notification.next_attempt_at, Notification.id)
-        .limit(limit)
-    )
-    return [(row.id, row.attempts, float(row.waited)) for row in await session.execute(statement)]
+    sendable = (Notification.status == "pending", Notification.next_attempt_at <= _now(), _unlocked())
+    return await due_rows(session, Notification, sendable, limit)
 
 
 async def claim(session: AsyncSession, notification_id: int, seconds: float) -> ClaimedEmail | None:

@@ -1,4 +1,4 @@
-"""The arq job id a sweep gives a due outbox row, and why it changes once the row has waited too long.
+"""The due rows a sweep hands to delivery, and the arq job id it gives each (and why that id changes).
 
 arq refuses a job id it still holds, and a worker killed while running a job leaves that job and its
 in-progress key in Redis until arq's in-progress timeout lapses (the longest job timeout + 10 s: about
@@ -12,12 +12,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func as sql
+from sqlalchemy import func as sql, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from statemachine.store.models import Notification, WebhookDelivery
 
 
-def waited_seconds(next_attempt_at: Any, locked_until: Any) -> Any:
-    """SQL: seconds since the row became claimable (due, and any lock of a dead job lapsed)."""
-    return sql.extract("epoch", sql.now() - sql.greatest(next_attempt_at, locked_until))
+async def due_rows(
+    session: AsyncSession, outbox: type[Notification | WebhookDelivery], sendable: tuple[Any, ...], limit: int
+) -> list[tuple[int, int, float]]:
+    """(id, attempts, seconds claimable) of the outbox's rows that are `sendable`, oldest due first; a row is
+    claimable since it fell due and any lock of a dead job lapsed."""
+    waited = sql.extract("epoch", sql.now() - sql.greatest(outbox.next_attempt_at, outbox.locked_until))
+    statement = (
+        select(outbox.id, outbox.attempts, waited.label("waited"))
+        .where(*sendable)
+        .order_by(outbox.next_attempt_at, outbox.id)
+        .limit(limit)
+    )
+    return [(row.id, row.attempts, float(row.waited)) for row in await session.execute(statement)]
 
 
 def sweep_job_id(base: str, waited: float, stale_seconds: float) -> str:

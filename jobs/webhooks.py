@@ -26,12 +26,12 @@ from urllib.parse import urlunsplit
 
 import httpx
 from arq.worker import func
-from sqlalchemy import func as sql, or_, select, update
+from sqlalchemy import func as sql, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
 from jobs.metrics import WEBHOOK_ENDPOINTS_DISABLED, WEBHOOKS
-from jobs.sweep_ids import sweep_job_id, waited_seconds
+from jobs.sweep_ids import due_rows, sweep_job_id
 from statemachine.core.addresses import WebhookUrlError, is_public, parse_webhook_url
 from statemachine.services.runtime import Runtime
 from statemachine.services.settings import Settings
@@ -96,14 +96,7 @@ def _sendable() -> tuple[Any, ...]:
 
 async def due_deliveries(session: AsyncSession, limit: int = SWEEP_BATCH) -> list[tuple[int, int, float]]:
     """(id, attempts, seconds claimable) of due rows of enabled endpoints, oldest due first."""
-    waited = waited_seconds(WebhookDelivery.next_attempt_at, WebhookDelivery.locked_until)
-    statement = (
-        select(WebhookDelivery.id, WebhookDelivery.attempts, waited.label("waited"))
-        .where(*_sendable())
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-        .limit(limit)
-    )
-    return [(row.id, row.attempts, float(row.waited)) for row in await session.execute(statement)]
+    return await due_rows(session, WebhookDelivery, _sendable(), limit)
 
 
 async def claim(session: AsyncSession, delivery_id: int, seconds: float) -> Claim | None:

@@ -174,6 +174,9 @@ def test_a_small_combined_run_keeps_the_invariants(postgres_admin_url: str, redi
     assert result["providers"] == {"google": 0.6, "microsoft": 0.4}
     window = result["applied"]["outage"]
     outages = [i for i in result["incidents"] if i["provider"] == "microsoft" and i["code"] is None]
-    assert outages  # the Microsoft-only outage was recognised as Microsoft's
-    assert any(i["opened_minute"] <= window["end"] and (i["closed_minute"] or 1e9) >= window["start"] for i in outages)
+    seen = f"outage {window}, incidents {result['incidents']}"  # this run's timing, when it fails
+    assert outages, seen  # the Microsoft-only outage was recognised as Microsoft's
+    assert any(
+        i["opened_minute"] <= window["end"] and (i["closed_minute"] or 1e9) >= window["start"] for i in outages
+    ), seen
     assert _processes_marked(mark) == []
