@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import threading
 from typing import Any
@@ -63,12 +62,11 @@ def batch_timeout_seconds(settings: Settings) -> float:
     `refresh_timeout_seconds`, under its lease), since cutting one could lose a rotated token before its commit.
 
     The batch's cycles share the process's `worker_max_jobs` slots with the cycles of every other batch the
-    process runs, at most `worker_max_jobs` of them (arq's own limit): in the worst case (every cycle taking
-    its whole timeout, the slots served in order) the batch's last cycle ends after all of theirs.
+    process runs, at most `worker_max_jobs` of them (arq's own limit): up to `worker_max_jobs` times
+    `REFRESH_BATCH_SIZE` cycles for `worker_max_jobs` slots. In the worst case (every cycle taking its whole
+    timeout, the slots served in order) that is `REFRESH_BATCH_SIZE` rounds before the batch's last cycle ends.
     """
-    queued = settings.worker_max_jobs * REFRESH_BATCH_SIZE
-    rounds = math.ceil(queued / settings.worker_max_jobs)
-    return rounds * refresh_timeout_seconds(settings) + BATCH_TIMEOUT_MARGIN_SECONDS
+    return REFRESH_BATCH_SIZE * refresh_timeout_seconds(settings) + BATCH_TIMEOUT_MARGIN_SECONDS
 
 
 async def startup(ctx: dict[str, Any]) -> None:

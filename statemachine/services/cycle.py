@@ -158,9 +158,9 @@ async def _call_provider(deps: CycleDeps, lease: Lease) -> tuple[Grant | None, V
 async def _keep_rotated_token(deps: CycleDeps, lease: Lease, refresh_token: str) -> None:
     """Commit the new refresh token, retrying a lost database for up to half the lease.
 
-    The old token is dead at a rotating provider the moment it answered: a commit lost to a stale pooled
-    connection (after a database restart the worker's pool, without pre-ping, still holds dead ones) or to
-    a restart in progress would lose the mailbox, and a provider with replay detection revokes the grant.
+    The old token is dead at a rotating provider the moment it answered: a commit lost to a connection the
+    database cut (the pool replaces closed ones when acquired, but not one cut mid-statement) or to a
+    restart in progress would lose the mailbox, and a provider with replay detection revokes the grant.
     Half the lease: after that another cycle may take the mailbox, and the commit would be refused anyway.
     """
     ciphertext = deps.cipher.encrypt(refresh_token, mailbox_id=lease.mailbox_id, role="refresh")
