@@ -238,10 +238,11 @@ async def run(say: Callable[[str], None]) -> bool:
         env |= {"GOOGLE_TOKEN_URL": f"{proxy_url}/token", "TOKENWARDEN_SECRET_KEY": Fernet.generate_key().decode()}
         env |= SMTP_TIMINGS | WEBHOOK_SETTINGS
         sessionmaker = await stack.enter_async_context(open_sessionmaker(database, pool_size=2))
-        await populate(sessionmaker, env, plan)
+        ids = await populate(sessionmaker, env, plan)
         settings = load_settings(env)
         await subscribe(sessionmaker, settings, hooks_url, receiver)
-        await spread_first_refreshes(sessionmaker, token_lifetime(COMPRESSION) - settings.policy.refresh_lead_seconds)
+        lifetime = token_lifetime(COMPRESSION) - settings.policy.refresh_lead_seconds
+        await spread_first_refreshes(sessionmaker, plan, ids, lifetime)
         web_url = stack.enter_context(web_process(env, workdir / "web.log"))
         fleet = Fleet(env, workdir)
         stack.callback(fleet.stop)

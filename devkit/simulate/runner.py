@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from starlette.applications import Starlette
 
 from devkit.sandbox import DIALECT_MOUNTS, create_sandboxes, sandbox_states, sandboxes_environment
@@ -116,11 +117,20 @@ async def populate(sessionmaker: Sessionmaker, env: Mapping[str, str], plan: Pla
     return {numbers[a]: mailbox_id for a, mailbox_id in rows}
 
 
-async def spread_first_refreshes(sessionmaker: Sessionmaker, seconds: float) -> None:
-    """First refreshes uniformly over `seconds` from now: a steady state, not a thundering herd."""
-    later = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, func.random() * seconds)
+async def spread_first_refreshes(
+    sessionmaker: Sessionmaker, plan: Plan, ids: Mapping[int, int], seconds: float
+) -> None:
+    """First refreshes uniformly over `seconds` from now: a steady state, not a thundering herd.
+
+    The moments come from the plan's seed, so the same seed meets the same faults at the same mailboxes
+    (up to the machine's timing). They were PostgreSQL's unseeded `random()`, which left the small test
+    run's outage detection to the luck of each draw.
+    """
+    rng = random.Random(f"{plan.scenario}:{plan.seed}:spread")
+    now = datetime.now(UTC)
+    moments = [{"id": ids[n], "next_refresh_at": now + timedelta(seconds=rng.random() * seconds)} for n in sorted(ids)]
     async with sessionmaker() as session, session.begin():
-        await session.execute(update(Mailbox).values(next_refresh_at=later))
+        await session.execute(update(Mailbox), moments)
 
 
 def _metrics(plan: Plan, c: Compression, truth: GroundTruth, record: Record) -> tuple[metrics.Metrics, metrics.Metrics]:
@@ -144,7 +154,7 @@ async def run_scenario(plan: Plan, c: Compression, services: Services, say: Call
         settings = load_settings(env)
         worker = WorkerProcess(env, services.workdir / f"worker-{plan.scenario}.log", settings.shutdown_grace_seconds)
         stack.push_async_callback(asyncio.to_thread, worker.stop)
-        await spread_first_refreshes(sessionmaker, token_lifetime(c) - settings.policy.refresh_lead_seconds)
+        await spread_first_refreshes(sessionmaker, plan, ids, token_lifetime(c) - settings.policy.refresh_lead_seconds)
         clock = Clock(datetime.now(UTC), c.minute_seconds)
         worker.start()
         driver = Driver(

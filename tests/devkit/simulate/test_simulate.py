@@ -142,12 +142,15 @@ def test_a_small_combined_run_keeps_the_invariants(postgres_admin_url: str, redi
         **os.environ,
         "DATABASE_URL": postgres_admin_url,
         "REDIS_URL": redis_url,
-        # 40 mailboxes refresh less than once a simulated minute: five distinct failing mailboxes (the
-        # production threshold) would take longer to gather than the degrade age.
+        # A small fleet gathers five distinct failing mailboxes (the production threshold) slower than the
+        # degrade age. Three need a dense enough fleet too: the outage's first failure degrades (and emails)
+        # 6-7 simulated minutes later. At 40 mailboxes (16 Microsoft) the first three fell 7.4 minutes
+        # apart in this seed's spread, and the test passed only when a burst had opened an incident first;
+        # at 120 (48 Microsoft) they fall within 0.6 minutes of each other.
         "TOKENWARDEN_INCIDENT_MIN_MAILBOXES": "3",
         "TW_SIMULATE_TEST_MARK": mark,
     }
-    args = ["simulate", "--scenario", "combined", "--mailboxes", "40", "--hours", "0.75", "--minute-seconds", "0.5",
+    args = ["simulate", "--scenario", "combined", "--mailboxes", "120", "--hours", "0.75", "--minute-seconds", "0.5",
             "--providers", "google=0.6,microsoft=0.4"]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "statemachine.cli.main", *args, "--json"],
@@ -158,7 +161,7 @@ def test_a_small_combined_run_keeps_the_invariants(postgres_admin_url: str, redi
     assert "minute  40.0/45" in done.stderr  # progress every 10 simulated minutes
     [result] = json.loads(done.stdout)
     ours, naive = result["ours"], result["naive"]
-    assert (result["scenario"], result["mailboxes"], result["simulated_minutes"]) == ("combined", 40, 45)
+    assert (result["scenario"], result["mailboxes"], result["simulated_minutes"]) == ("combined", 120, 45)
     # the worker really ran: first refreshes are spread over one token lifetime (60 simulated min), and
     # mailboxes held back by an incident wait the longest rung, so not every mailbox cycles in 45 min
     assert ours["cycles"] > 20
