@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tests.benchmarks import cli_start, scale, worker_throughput
+from tests.benchmarks import cli_start, cycle_parts, scale, worker_throughput
 from tests.benchmarks.figures import print_figures
 
 
@@ -25,6 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"before: {load()}", flush=True)
     figures = cli_start.figures() + scale.figures(args.mailboxes) + worker_throughput.figures(args.count)
+    figures += cycle_parts.figures(args.count)
     print(f"after: {load()}")
     print_figures(figures)
 
