@@ -9,6 +9,7 @@ mailbox is never refreshed before its `next_refresh_at`, so no caller can hammer
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from statemachine.services.cycle import CycleDeps, run_cycle
 from statemachine.store import repository
 from statemachine.store.models import Mailbox, StateTransition
 from statemachine.store.repository import UnknownMailboxError
+
+logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 MAX_RETRY_AFTER_SECONDS = 3600
@@ -107,8 +110,8 @@ async def access_token(
         if row.state == State.DISCONNECTED:
             raise MailboxDisconnectedError(mailbox_id)
         left = _seconds_left(row, now)
-        if left >= min_valid_seconds:
-            return _issue(deps.cipher, mailbox_id, row, cycle_ran)
+        if left >= min_valid_seconds and (issued := _issue(deps.cipher, mailbox_id, row, cycle_ran)) is not None:
+            return issued
         if row.lease_until is not None and row.lease_until > now:
             if time.monotonic() >= deadline:  # the cycle holding the lease takes too long
                 return _best_effort(deps, mailbox_id, row, cycle_ran, (row.lease_until - now).total_seconds())
@@ -125,15 +128,30 @@ async def access_token(
 
 def _best_effort(deps: CycleDeps, mailbox_id: int, row: _Row, cycle_ran: bool, retry_after: float) -> IssuedToken:
     """The stored token while it is still valid at all (the caller asked for more), else 'try again later'."""
-    if row.ciphertext is not None and (row.expires_at is None or row.expires_at > deps.clock()):
-        return _issue(deps.cipher, mailbox_id, row, cycle_ran)
+    still_valid = row.ciphertext is not None and (row.expires_at is None or row.expires_at > deps.clock())
+    if still_valid and (issued := _issue(deps.cipher, mailbox_id, row, cycle_ran)) is not None:
+        return issued
     raise RefreshUnavailableError(mailbox_id, retry_after)
 
 
-def _issue(cipher: TokenCipher, mailbox_id: int, row: _Row, cycle_ran: bool) -> IssuedToken:
+def _issue(cipher: TokenCipher, mailbox_id: int, row: _Row, cycle_ran: bool) -> IssuedToken | None:
     assert row.ciphertext is not None
-    token = cipher.decrypt(row.ciphertext, mailbox_id=mailbox_id, role="access")
-    return IssuedToken(token, row.expires_at, cycle_ran)
+    token = open_access_token(cipher, mailbox_id, row.ciphertext)
+    return None if token is None else IssuedToken(token, row.expires_at, cycle_ran)
+
+
+def open_access_token(cipher: TokenCipher, mailbox_id: int, ciphertext: bytes) -> str | None:
+    """The stored access token in clear; None when no key of TOKENWARDEN_ENCRYPTION_KEYS opens it.
+
+    Such a token counts as no token: the caller refreshes, and the cycle stores one the current key opens
+    (or fails as a config error, `token_undecryptable`, when the refresh token is unreadable too). A host
+    app gets a token or a 503, never a 500 for our keys.
+    """
+    try:
+        return cipher.decrypt(ciphertext, mailbox_id=mailbox_id, role="access")
+    except TokenDecryptionError:
+        logger.warning("no key opens a stored access token; refreshing instead", extra={"mailbox_id": mailbox_id})
+        return None
 
 
 AUTH_FAILURE_EVENT = "auth_failure_reported"

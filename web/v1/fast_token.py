@@ -21,6 +21,7 @@ from starlette.requests import Request
 
 from statemachine.core.secrets import TokenCipher
 from statemachine.core.states import State
+from statemachine.services.access_tokens import open_access_token
 from web.signing import hash_secret
 from web.v1.keys import KEY_PREFIX, LAST_USED_EVERY
 from web.v1.requests import MAX_BODY_BYTES
@@ -42,9 +43,11 @@ WITH key AS (
 ), audit AS (
     INSERT INTO access_token_audit (key_name, mailbox_id, cycle_ran)
     SELECT key.name, $2, false FROM key, mailbox
+    RETURNING id
 )
-SELECT mailbox.access_token_ciphertext, mailbox.access_token_expires_at FROM key, mailbox
+SELECT mailbox.access_token_ciphertext, mailbox.access_token_expires_at, (SELECT id FROM audit) FROM key, mailbox
 """
+UNDO_AUDIT = "DELETE FROM access_token_audit WHERE id = $1"
 
 
 def _min_valid_seconds(raw: bytes, default: int, high: int) -> int | None:
@@ -77,7 +80,10 @@ async def issue_stored(
         row = await connection.fetchrow(
             ISSUE_STORED, hash_secret(key), mailbox_id, now, now + timedelta(seconds=min_valid)
         )
-    if row is None:
-        return None
-    token = cipher.decrypt(row[0], mailbox_id=mailbox_id, role="access")
+        if row is None:
+            return None
+        token = open_access_token(cipher, mailbox_id, row[0])
+        if token is None:  # not handed out, so not audited: the general path refreshes and answers
+            await connection.execute(UNDO_AUDIT, row[2])
+            return None
     return {"access_token": token, "expires_at": row[1].isoformat(), "scope": None}

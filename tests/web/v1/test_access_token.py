@@ -13,9 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from cryptography.fernet import Fernet
+from sqlalchemy import select, update
 
+from statemachine.core.secrets import Secret, TokenCipher
 from statemachine.store import queries
+from statemachine.store.models import Mailbox
 from tests.web.support import now, row, start_serving, stop_serving
 from tests.web.v1.conftest import KEY_NAME, Api
 from tests.web.v1.support import granted_mailbox, token_requests
@@ -114,6 +117,49 @@ async def test_a_transient_failure_with_an_expired_token_is_503_with_retry_after
     again = await client.post(f"/v1/mailboxes/{mailbox_id}/access-token")
     assert again.status_code == 503
     assert await token_requests(google) == requests  # a failing mailbox waits for its next_refresh_at
+
+
+async def seal_under_a_retired_key(web: WebContext, mailbox_id: int, *, refresh_token: bool) -> None:
+    """A stored access token (and the refresh token, if asked) that no configured key opens."""
+    retired = TokenCipher([Secret(Fernet.generate_key().decode())])
+    values = {"access_token_ciphertext": retired.encrypt("ya29.retired-SECRET", mailbox_id=mailbox_id, role="access")}
+    if refresh_token:
+        values["refresh_token_ciphertext"] = retired.encrypt("1//retired", mailbox_id=mailbox_id, role="refresh")
+    async with web.runtime.sessionmaker() as session, session.begin():
+        await session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(**values))
+
+
+async def test_a_stored_token_no_key_opens_is_replaced_by_a_refresh_not_a_500(
+    web: WebContext, api: Api, google: httpx.AsyncClient
+) -> None:
+    mailbox_id = await granted_mailbox(web, google, token_seconds=3000)
+    await seal_under_a_retired_key(web, mailbox_id, refresh_token=False)
+    response = await api().post(f"/v1/mailboxes/{mailbox_id}/access-token")
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    assert token.startswith("ya29.")
+    assert "retired" not in token
+    assert await token_requests(google) == 1
+    assert await audit(web) == [(KEY_NAME, mailbox_id, True)]  # the token handed out, once; none for the unreadable
+    again = await api().post(f"/v1/mailboxes/{mailbox_id}/access-token")
+    assert again.json()["access_token"] == token  # the new one is stored under the current key
+    assert await token_requests(google) == 1
+
+
+async def test_no_readable_token_at_all_is_503_and_a_config_failure_not_a_500(
+    web: WebContext, api: Api, google: httpx.AsyncClient
+) -> None:
+    mailbox_id = await granted_mailbox(web, google, token_seconds=3000)
+    await seal_under_a_retired_key(web, mailbox_id, refresh_token=True)
+    response = await api().post(f"/v1/mailboxes/{mailbox_id}/access-token")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "refresh_failed"
+    assert "SECRET" not in response.text
+    assert "retired" not in response.text
+    assert await token_requests(google) == 0
+    assert await audit(web) == []
+    mailbox = await row(web, mailbox_id)
+    assert (mailbox.failure_kind, mailbox.token_refresh_error.split(":")[0]) == ("config", "token_undecryptable")
 
 
 async def test_min_valid_seconds_outside_0_to_1800_and_bad_bodies_get_422(web: WebContext, api: Api) -> None:
