@@ -75,13 +75,35 @@ _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _UNSENT_KINDS = frozenset({"connect_error", "connect_timeout", "pool_timeout"})
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing a response sets."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _TokenClient(HttpxAiohttpClient):
+    """The token client keeps no cookies: one client serves every user's refresh, so a cookie a provider set
+    during one user's request would ride along every other user's (a revocation, built by `client.post`,
+    carried it). OAuth's back channel never needs one. Not parsing every answer for them also spares about
+    a tenth of `send` (0.38 -> 0.34 ms in a micro-benchmark), too little to see in a whole refresh."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NoCookies()
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("the token client keeps no cookies")
+
+
 def make_http_client(timeout_seconds: float) -> httpx.AsyncClient:
     """Build the process-wide token client: httpx's API on the aiohttp transport (README, Measurements: ~5x less CPU).
 
     HttpxAiohttpClient uses AiohttpTransport for proxied routes too (AsyncClient(transport=...) would send
     env-proxied requests through httpcore). A 3xx is never followed: it is classified as transient.
     """
-    return HttpxAiohttpClient(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False)
+    return _TokenClient(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False)
 
 
 @dataclass(frozen=True)
@@ -279,10 +301,16 @@ def transport_kind(exc: BaseException) -> str:
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
-    """Read the (decoded) body, giving up with None past `limit` bytes, before buffering more than that."""
+    """Read the (decoded) body, giving up with None past `limit` bytes, before buffering more than that.
+
+    A declared length within the limit, with no content encoding that could inflate it, is read in one go
+    (aiohttp reads exactly that many bytes); anything else is counted chunk by chunk as it is decoded.
+    """
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         return None
+    if declared.isascii() and declared.isdigit() and response.headers.get("content-encoding", "identity") == "identity":
+        return await response.aread()
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import dataclasses
+import gzip
 import hashlib
 import json
 import logging
@@ -288,6 +289,30 @@ async def test_redirect_is_not_followed(http_client: httpx.AsyncClient, endpoint
     with pytest.raises(OAuthTransientError, match="http_302"):
         await make_provider(http_client).refresh(REFRESH_TOKEN)
     assert route.call_count == endpoint.calls.call_count == 3
+
+
+async def test_a_small_declared_body_that_inflates_past_the_limit_is_oversized(
+    http_client: httpx.AsyncClient, endpoint: respx.MockRouter
+) -> None:
+    bomb = gzip.compress(json.dumps({**OK, "padding": "x" * 100_000}).encode())  # about 400 bytes on the wire
+    endpoint.post(TOKEN_URL).respond(200, content=bomb, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(OAuthTransientError, match="oversized_response"):
+        await make_provider(http_client, tries=1, max_body_bytes=1024).refresh(REFRESH_TOKEN)
+
+
+async def test_a_cookie_one_answer_sets_never_rides_along_a_later_request(
+    http_client: httpx.AsyncClient, endpoint: respx.MockRouter
+) -> None:
+    # one client serves every user's refresh: a provider's cookie from one user's answer must reach nobody else
+    refresh = endpoint.post(TOKEN_URL).respond(200, json=OK, headers={"Set-Cookie": "NID=user-a; Path=/"})
+    revoke = endpoint.post("https://oauth2.example.test/revoke").respond(200)
+    provider = make_provider(http_client)
+    provider.revoke_url = "https://oauth2.example.test/revoke"
+    await provider.refresh(REFRESH_TOKEN)
+    await provider.refresh(REFRESH_TOKEN)
+    assert await provider.revoke(REFRESH_TOKEN)
+    sent = [call.request.headers.get("cookie") for call in [*refresh.calls, *revoke.calls]]
+    assert sent == [None, None, None]
 
 
 def test_make_http_client_uses_the_aiohttp_transport() -> None:
