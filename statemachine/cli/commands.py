@@ -87,7 +87,8 @@ async def mailbox_add(args: argparse.Namespace, env: Env) -> int:
             mailbox, mailbox_id, users[mailbox.user_email], rt.cipher, rt.settings.policy, now, 0.0
         )
         if not await accounts.insert_mailboxes(session, [row]):
-            raise accounts.InvalidInputError(f"{mailbox.address} is already connected for {mailbox.user_email}")
+            why = await accounts.why_not_inserted(session, mailbox, users[mailbox.user_email])
+            raise accounts.InvalidInputError(why)
     print(mailbox_id)
     return 0
 

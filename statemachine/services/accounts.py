@@ -153,6 +153,23 @@ def row_values(
     return values
 
 
+async def why_not_inserted(session: AsyncSession, mailbox: NewMailbox, user_id: int) -> str:
+    """Why `insert_mailboxes` skipped this mailbox, in words for the operator: it is connected, or it was
+    removed. A removed mailbox comes back only through a consent (the dashboard's reconnect, or a connect
+    session), which checks the account is the same one: a bare refresh token cannot prove that."""
+    removed_at = await session.scalar(
+        select(Mailbox.removed_at).where(
+            Mailbox.user_id == user_id, Mailbox.provider == mailbox.provider, Mailbox.address == mailbox.address
+        )
+    )
+    if removed_at is None:
+        return f"{mailbox.address} is already connected for {mailbox.user_email}"
+    return (
+        f"{mailbox.address} was removed for {mailbox.user_email} on {removed_at:%Y-%m-%d}; connect it again from "
+        "the dashboard or with a connect session, which checks the account is the same"
+    )
+
+
 async def insert_mailboxes(session: AsyncSession, rows: list[dict[str, object]]) -> set[int]:
     """Insert rows, skipping ones that duplicate (user, provider, address); return the inserted ids.
 

@@ -92,9 +92,10 @@ async def import_mailboxes(
                 for (_, m), mailbox_id in zip(batch, ids, strict=True)
             ]
             inserted = await accounts.insert_mailboxes(session, rows)
+            for (number, mailbox), mailbox_id in zip(batch, ids, strict=True):
+                if mailbox_id not in inserted:
+                    why = await accounts.why_not_inserted(session, mailbox, users[mailbox.user_email])
+                    report.problems.append((number, why))
         report.imported += len(inserted)
-        for (number, mailbox), mailbox_id in zip(batch, ids, strict=True):
-            if mailbox_id not in inserted:
-                report.problems.append((number, f"{mailbox.address} is already connected for {mailbox.user_email}"))
     report.problems.sort()
     return report

@@ -376,3 +376,18 @@ def test_an_imported_microsoft_mailbox_refreshes_and_keeps_the_newest_token(
     sent = microsoft.get("/_sandbox/requests").json()["by_refresh_token"]
     assert len(sent) == 3  # each refresh sent the token the one before it stored
     assert next(iter(sent)) == token
+
+
+def test_adding_a_removed_mailbox_again_says_it_was_removed_and_how_to_bring_it_back(
+    cli: Cli, control: httpx.Client, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    mailbox_id, _ = connect(cli, control)
+    removed = f"update mailboxes set removed_at = '2026-11-02' where id = {mailbox_id}"
+    asyncio.run(_execute(cli_env["DATABASE_URL"], removed))
+    args = ("--user", "owner@example.test", "--provider", "google", "--address", "ana@gmail.test")
+    err = cli("mailbox", "add", *args, "--refresh-token", "1//again", code=1)
+    why = "ana@gmail.test was removed for owner@example.test on 2026-11-02; connect it again from the dashboard"
+    assert why in err
+    assert "1//again" not in err
+    line = {"user": "owner@example.test", "provider": "google", "address": "ana@gmail.test", "refresh_token": "1//x"}
+    assert why in import_file(cli, tmp_path, [json.dumps(line).encode()], code=1)
