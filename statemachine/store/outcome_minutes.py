@@ -65,16 +65,18 @@ async def roll_up(sessionmaker: Sessionmaker, now: datetime, chunk: timedelta = 
     """Count the outcomes before `now`'s minute into per-minute rows, a chunk per transaction.
 
     A first run starts at the retention (48 h ago); a run after downtime catches up from where the last
-    one stopped. Each chunk commits with the boundary it reached, so a run cut short loses nothing.
+    one stopped, or from the retention if that is later. Each chunk commits with the boundary it reached,
+    so a run cut short loses nothing.
     """
     target, chunks = _minute(now), 0
+    kept_from = target - OUTCOME_RETENTION  # older outcomes are pruned: nothing to count before it
     while True:
         async with sessionmaker() as session, session.begin():
             if not await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_CLASS, 0))):
                 return RollUp(chunks, None)
             done = await session.scalar(select(RefreshOutcomeRollup.rolled_up_to))
-            start = target - OUTCOME_RETENTION if done is None else done - MARGIN
-            done = start if done is None else done
+            start = kept_from if done is None else max(done - MARGIN, kept_from)
+            done = start if done is None else max(done, start)
             end = max(done, min(done + chunk, target))  # never backwards, whatever this worker's clock says
             await session.execute(_recount(start, end))
             mark = insert(RefreshOutcomeRollup).values(id=1, rolled_up_to=end)

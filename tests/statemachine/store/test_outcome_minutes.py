@@ -87,6 +87,13 @@ async def test_a_catch_up_after_downtime_goes_in_bounded_chunks(runtime: Runtime
     assert await rows(runtime, ROLLED) == await rows(runtime, RAW, before=MINUTE)
 
 
+async def test_after_downtime_longer_than_the_retention_the_catch_up_starts_at_the_retention(runtime: Runtime) -> None:
+    await roll_up(runtime.sessionmaker, NOW - timedelta(hours=60))
+    await a_day_of_outcomes(runtime)
+    assert await roll_up(runtime.sessionmaker, NOW) == RollUp(chunks=48, rolled_up_to=MINUTE)  # not 60
+    assert await rows(runtime, ROLLED) == await rows(runtime, RAW, before=MINUTE)
+
+
 async def test_a_run_while_another_holds_the_lock_passes_and_concurrent_runs_agree(runtime: Runtime) -> None:
     await a_day_of_outcomes(runtime)
     async with runtime.sessionmaker() as other, other.begin():
