@@ -1,4 +1,4 @@
-"""Housekeeping crons: close recovered incidents, prune old outcomes and expired web rows, fold mailbox counts."""
+"""Housekeeping crons: close recovered incidents, roll up and prune outcomes, prune expired web rows, fold counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from jobs import timed
 from statemachine.services.runtime import Runtime
-from statemachine.store import counts, expired, incidents
+from statemachine.store import counts, expired, incidents, outcome_minutes
 
 
 async def check_incidents(ctx: Mapping[str, Any]) -> dict[str, int]:
@@ -22,9 +22,18 @@ async def check_incidents(ctx: Mapping[str, Any]) -> dict[str, int]:
 
 
 async def prune_outcomes(ctx: Mapping[str, Any]) -> dict[str, int]:
-    """Keep 48 h of cycle outcomes: enough for the incident window and the 24 h success rate."""
+    """Keep 48 h of cycle outcomes and of their per-minute rollup: enough for the incident window and the 24 h pages."""
     runtime: Runtime = ctx["runtime"]
-    return {"deleted": await incidents.prune_outcomes(runtime.sessionmaker, datetime.now(UTC))}
+    now = datetime.now(UTC)
+    deleted = await incidents.prune_outcomes(runtime.sessionmaker, now)
+    return {"deleted": deleted, "minutes_deleted": await outcome_minutes.prune(runtime.sessionmaker, now)}
+
+
+async def roll_up_outcomes(ctx: Mapping[str, Any]) -> dict[str, int]:
+    """Count the finished minutes' outcomes for /ops and the summary; a run another worker is doing is skipped."""
+    runtime: Runtime = ctx["runtime"]
+    done = await outcome_minutes.roll_up(runtime.sessionmaker, datetime.now(UTC))
+    return {"chunks": done.chunks, "skipped": int(done.rolled_up_to is None)}
 
 
 async def fold_mailbox_counts(ctx: Mapping[str, Any]) -> dict[str, int]:

@@ -32,7 +32,7 @@ from jobs.refresh import cycle_slots, refresh_batch, refresh_mailbox, refresh_ti
 from jobs.reminders import queue_reminders
 from jobs.scan import REFRESH_BATCH_JOB, REFRESH_BATCH_SIZE, REFRESH_JOB, scan_due
 from jobs.timed import URGENT_QUEUE
-from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes, purge_expired_web_rows
+from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes, purge_expired_web_rows, roll_up_outcomes
 from statemachine.services.runtime import open_runtime
 from statemachine.services.settings import Settings, SettingsError, load_settings
 
@@ -119,8 +119,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def refresh_crons(settings: Settings) -> list[CronJob]:
-    """The due-scan, the incident close check (both every scan interval), the hourly outcome pruning and the hourly
-    purge of expired web sessions and OAuth states."""
+    """The due-scan, the incident close check and the count fold (every scan interval), the outcomes' rollup
+    (every minute), the hourly outcome pruning and the hourly purge of expired web sessions and OAuth states."""
     every_scan = cron_fields(settings.scan_interval_seconds)
     scan_timeout = settings.scan_interval_seconds + 30
     return [
@@ -128,6 +128,8 @@ def refresh_crons(settings: Settings) -> list[CronJob]:
         cron(check_incidents, name="check_incidents", timeout=scan_timeout, **every_scan),
         cron(fold_mailbox_counts, name="fold_mailbox_counts", timeout=scan_timeout, **every_scan),
         cron(prune_outcomes, name="prune_outcomes", minute={7}, second=0, timeout=600),
+        # every minute, a few seconds in: the minute that just ended is rolled up (a catch-up takes longer)
+        cron(roll_up_outcomes, name="roll_up_outcomes", second={5}, timeout=600),
         cron(purge_expired_web_rows, name="purge_expired_web_rows", minute={17}, second=0, timeout=600),
     ]
 

@@ -1,7 +1,8 @@
 """Read queries behind the dashboard, the operator pages and the API (no token column is ever selected).
 
-Incidents and refresh outcomes are read straight from their tables: the web needs only "which
-providers have an open incident" and a ratio, not the worker's incident logic.
+Incidents are read straight from their table: the web needs only "which providers have an open incident",
+not the worker's incident logic. Refresh outcomes are read from their per-minute rollup plus the few raw
+minutes after it (store/outcome_minutes.py), not from a day of raw rows.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.incident_rules import Cause, holds
-from statemachine.store import counts as mailbox_counts
-from statemachine.store.models import Incident, Mailbox, RefreshOutcome, StateTransition
+from statemachine.store import counts as mailbox_counts, outcome_minutes
+from statemachine.store.models import Incident, Mailbox, StateTransition
 from statemachine.store.queries import json_row, mailboxes_with_owner
 from web.banners import Banner, banner_for
 
@@ -110,10 +111,13 @@ async def counts(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def success_rate(session: AsyncSession, now: datetime, hours: int = 24) -> dict[str, Any]:
-    """Successful refresh cycles / all cycles over the last `hours`; `rate` is None when there were none."""
-    succeeded = func.count().filter(RefreshOutcome.outcome == "success")
-    statement = select(succeeded, func.count()).where(RefreshOutcome.at > now - timedelta(hours=hours))
-    ok, total = (await session.execute(statement)).one()
+    """Successful refresh cycles / all cycles over the last `hours`; `rate` is None when there were none.
+
+    From the per-minute rollup (store/outcome_minutes.py): the minute `hours` ago is counted whole.
+    """
+    table = await outcome_minutes.cycles_by_hour(session, now - timedelta(hours=hours))
+    ok = sum(outcomes.get("success", 0) for outcomes in table.values())
+    total = sum(sum(outcomes.values()) for outcomes in table.values())
     return {"hours": hours, "succeeded": ok, "cycles": total, "rate": ok / total if total else None, "target": 0.95}
 
 
@@ -122,13 +126,8 @@ def _hour(column: Any) -> Any:
 
 
 async def cycles_by_hour(session: AsyncSession, since: datetime) -> dict[datetime, dict[str, int]]:
-    """{hour: {outcome: cycles}} since `since` (the outcomes table keeps 48 h)."""
-    hour = _hour(RefreshOutcome.at)
-    statement = select(hour, RefreshOutcome.outcome, func.count()).where(RefreshOutcome.at >= since)
-    table: dict[datetime, dict[str, int]] = {}
-    for at, outcome, count in await session.execute(statement.group_by(hour, RefreshOutcome.outcome)):
-        table.setdefault(at, {})[outcome] = count
-    return table
+    """{hour: {outcome: cycles}} since `since`, an hour's start (the rollup and the outcomes keep 48 h)."""
+    return await outcome_minutes.cycles_by_hour(session, since)
 
 
 async def incidents_since(session: AsyncSession, since: datetime) -> list[dict[str, Any]]:

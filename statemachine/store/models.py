@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Sequence,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -205,6 +206,31 @@ class RefreshOutcome(Base):
         CheckConstraint(one_of("outcome", ("success", *FAILURE_KINDS)), name="outcome"),
         Index("ix_refresh_outcomes_provider_at", "provider", "at"),
     )
+
+
+class RefreshOutcomeMinute(Base):
+    """Cycles per (minute, provider, outcome), counted from `refresh_outcomes` by a cron (migration 0011).
+
+    The ops pages read these instead of a day of raw rows; `store.outcome_minutes` keeps them.
+    """
+
+    __tablename__ = "refresh_outcome_minutes"
+
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    cycles: Mapped[int] = mapped_column(BigInteger)
+
+
+class RefreshOutcomeRollup(Base):
+    """One row: outcomes before `rolled_up_to` are in `refresh_outcome_minutes` (no row: nothing is yet)."""
+
+    __tablename__ = "refresh_outcome_rollup"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    rolled_up_to: Mapped[datetime]
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
 
 
 OPEN_TRANSIENT = text("status = 'open' AND code IS NULL")

@@ -1,15 +1,16 @@
-"""Housekeeping crons on real PostgreSQL: expired web rows are purged on the worker's schedule."""
+"""Housekeeping crons on real PostgreSQL: expired web rows are purged, outcomes rolled up and pruned."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
-from jobs.upkeep import purge_expired_web_rows
+from jobs.upkeep import prune_outcomes, purge_expired_web_rows, roll_up_outcomes
 from jobs.worker import worker_settings
 from statemachine.services.runtime import Runtime
-from statemachine.store.models import User
+from statemachine.store import outcome_minutes
+from statemachine.store.models import RefreshOutcome, User
 from tests.factories import add_mailbox
 from web.tables import LoginToken, OAuthState, WebSession
 
@@ -50,3 +51,21 @@ async def test_web_rows_a_day_past_expiry_are_purged_and_the_rest_kept(runtime: 
     assert [await count(runtime, model) for model in (WebSession, LoginToken, OAuthState)] == [2, 2, 2]
     names = [job.name for job in worker_settings(runtime.settings)["cron_jobs"]]
     assert "purge_expired_web_rows" in names
+
+
+async def test_the_rollup_job_counts_the_finished_minutes_and_pruning_keeps_48_hours_of_them(runtime: Runtime) -> None:
+    now = datetime.now(UTC)
+    ages = (timedelta(hours=1), timedelta(hours=47), timedelta(hours=49))
+    rows = [{"provider": "google", "mailbox_id": 1, "outcome": "success", "at": now - age} for age in ages]
+    async with runtime.sessionmaker() as session, session.begin():
+        await session.execute(insert(RefreshOutcome), rows)
+    # a first run rolls up the retention's 48 hours, so an earlier one stands for a worker that ran two hours ago
+    await outcome_minutes.roll_up(runtime.sessionmaker, now - timedelta(hours=2))
+    assert (await roll_up_outcomes({"runtime": runtime}))["skipped"] == 0
+    minutes = "select minute from refresh_outcome_minutes order by minute"
+    async with runtime.sessionmaker() as session:
+        assert len((await session.execute(text(minutes))).all()) == 3  # the hour-old one by the job
+    assert await prune_outcomes({"runtime": runtime}) == {"deleted": 1, "minutes_deleted": 1}
+    async with runtime.sessionmaker() as session:
+        kept = [minute for (minute,) in await session.execute(text(minutes))]
+    assert kept == [(now - age).replace(second=0, microsecond=0) for age in reversed(ages[:2])]

@@ -63,6 +63,7 @@ def test_settings_given_in_code_set_every_schedule() -> None:
         "check_incidents": every_15_seconds,
         "fold_mailbox_counts": every_15_seconds,
         "prune_outcomes": ({7}, 0),
+        "roll_up_outcomes": (None, {5}),
         "purge_expired_web_rows": ({17}, 0),
         "sweep_outbox": every_2_minutes,
         "queue_reminders": every_2_minutes,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import insert
 
 from statemachine.store import queries
 from statemachine.store.models import Incident, Notification, RefreshOutcome
+from statemachine.store.outcome_minutes import roll_up
 from tests.web.support import ADMIN, OTHER, OWNER, Browser, SignIn, csrf_of, mailbox, now, row
 from web.pages import WebContext
 
@@ -188,6 +190,41 @@ async def test_the_overview_draws_the_last_day(web: WebContext, sign_in: SignIn)
     # connected and disconnected within this hour: no column before it, one disconnected mailbox in it
     assert re.findall(r'data-kind="(\w+)"', states.group(0)) == ["disconnected"]
     assert "now: 1 disconnected" in states.group(0)
+
+
+async def shown(admin: httpx.AsyncClient) -> tuple[object, ...]:
+    """The success rate /ops and /api/ops/summary show, and the titles of the cycles chart's bars."""
+    page = (await admin.get("/ops")).text
+    cycles = re.search(r'<svg class="chart" data-chart="cycles".*?</svg>', page, re.S)
+    assert cycles is not None
+    rate = re.search(r'data-rate="([0-9.]+)"', page)
+    assert rate is not None
+    summary = (await admin.get("/api/ops/summary")).json()["success_rate_24h"]
+    return (
+        rate.group(1),
+        summary["succeeded"],
+        summary["cycles"],
+        re.findall(r"<title>([^<]*)</title>", cycles.group(0)),
+    )
+
+
+async def test_the_rate_and_the_chart_are_the_same_whether_the_outcomes_are_rolled_up_or_not(
+    web: WebContext, sign_in: SignIn
+) -> None:
+    await outcomes(web, ok=60, failed=5, hours_ago=3)
+    await outcomes(web, ok=0, failed=50, hours_ago=25)  # outside the window
+    await outcomes(web, ok=30, failed=5, hours_ago=0)
+    admin = await sign_in(ADMIN, admin=True)
+    raw = await shown(admin)  # nothing rolled up yet: all read from the outcomes, as before the rollup
+    assert raw[:3] == ("0.9000", 90, 100)
+    bars = raw[3]
+    assert isinstance(bars, list)
+    assert sum("92.3% of 65 cycles succeeded" in bar for bar in bars) == 2  # its success and transient parts
+    assert sum("85.7% of 35 cycles succeeded" in bar for bar in bars) == 2
+    await roll_up(web.runtime.sessionmaker, now())  # the current minute's 35 stay raw
+    assert await shown(admin) == raw
+    await roll_up(web.runtime.sessionmaker, now() + timedelta(minutes=1))  # all of them rolled up
+    assert await shown(admin) == raw
 
 
 async def test_a_mailbox_page_draws_its_timeline(web: WebContext, sign_in: SignIn) -> None:
