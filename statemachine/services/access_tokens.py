@@ -36,6 +36,7 @@ class IssuedToken:
     access_token: str
     expires_at: datetime | None
     cycle_ran: bool
+    scope: str | None = None  # as the provider last named it
 
 
 class MailboxDisconnectedError(Exception):
@@ -62,11 +63,12 @@ class _Row:
     expires_at: datetime | None
     next_refresh_at: datetime | None
     lease_until: datetime | None
+    scope: str | None
 
 
 async def _read_in(session: AsyncSession, mailbox_id: int) -> _Row:
     columns = (Mailbox.state, Mailbox.revision, Mailbox.access_token_ciphertext, Mailbox.access_token_expires_at,
-               Mailbox.next_refresh_at, Mailbox.lease_until)  # fmt: skip
+               Mailbox.next_refresh_at, Mailbox.lease_until, Mailbox.granted_scope)  # fmt: skip
     row = (await session.execute(select(*columns).where(Mailbox.id == mailbox_id))).one_or_none()
     if row is None:
         raise UnknownMailboxError(mailbox_id)
@@ -137,7 +139,7 @@ def _best_effort(deps: CycleDeps, mailbox_id: int, row: _Row, cycle_ran: bool, r
 def _issue(cipher: TokenCipher, mailbox_id: int, row: _Row, cycle_ran: bool) -> IssuedToken | None:
     assert row.ciphertext is not None
     token = open_access_token(cipher, mailbox_id, row.ciphertext)
-    return None if token is None else IssuedToken(token, row.expires_at, cycle_ran)
+    return None if token is None else IssuedToken(token, row.expires_at, cycle_ran, row.scope)
 
 
 def open_access_token(cipher: TokenCipher, mailbox_id: int, ciphertext: bytes) -> str | None:

@@ -73,6 +73,7 @@ async def _insert(
         (mailbox_id,) = await accounts.reserve_ids(session, 1)
         row = accounts.row_values(new, mailbox_id, user_id, cipher, events.policy, datetime.now(UTC), random.random())
         row["provider_subject"] = grant.subject
+        row["granted_scope"] = grant.scope
         row["last_refreshed_at"] = datetime.now(UTC)
         inserted = await accounts.insert_mailboxes(session, [row])
     return mailbox_id if inserted else None

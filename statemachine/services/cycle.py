@@ -60,6 +60,8 @@ class Grant(Protocol):
     def refresh_token(self) -> str | None: ...
     @property
     def subject(self) -> str | None: ...  # from the refresh answer's id_token, if it had one
+    @property
+    def scope(self) -> str | None: ...  # None: the answer did not name it (the stored one stands)
 
 
 class TokenRefresher(Protocol):
@@ -226,7 +228,7 @@ async def _apply_routine_refresh(deps: CycleDeps, lease: Lease, grant: Grant, ac
     if lifecycle.records or lifecycle.emails or lifecycle.state != from_state:
         return None
     sealed = seal_access_token(deps.cipher, lease.mailbox_id, grant.access_token, grant.expires_in, now)
-    refresh = RoutineRefresh(sealed, grant.subject, now)
+    refresh = RoutineRefresh(sealed, grant.subject, grant.scope, now)
     written = await cycle_rows.apply_routine_refresh(
         deps.statements, lease, lifecycle, refresh, record_outcome=deps.observer is not None
     )
@@ -250,6 +252,7 @@ def _store_access_token(cipher: TokenCipher, mailbox: Mailbox, grant: Grant, now
     sealed = seal_access_token(cipher, mailbox.id, grant.access_token, grant.expires_in, now)
     mailbox.access_token_ciphertext, mailbox.access_token_expires_at = sealed
     mailbox.last_refreshed_at = now
+    mailbox.granted_scope = grant.scope or mailbox.granted_scope
 
 
 def _release(mailbox: Mailbox, lease: Lease) -> None:

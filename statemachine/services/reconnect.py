@@ -79,6 +79,7 @@ def _store_grant(cipher: TokenCipher, mailbox: Mailbox, grant: ConsentGrant, now
     mailbox.access_token_ciphertext, mailbox.access_token_expires_at = sealed
     mailbox.last_refreshed_at = now
     mailbox.provider_subject = mailbox.provider_subject or grant.subject
+    mailbox.granted_scope = grant.scope  # the new consent's, which may be narrower than the old one
     mailbox.removed_at = None  # connecting a removed mailbox again revives it
     mailbox.grant_generation += 1  # a cycle still refreshing the old grant must not overwrite this one
 

@@ -47,14 +47,16 @@ RETURNING id
 """
 
 # $1 id, $2 revision leased, $3 now, $4 lease owner, $5/$6 access token and expiry, $7 the id_token's subject,
-# $8 record the incident guard's outcome row, $9 is_active; then the new lifecycle values, then the leased ones
-_NEW = 10
+# $8 record the incident guard's outcome row, $9 is_active, $10 the granted scope (or NULL: keep it); then the
+# new lifecycle values, then the leased ones
+_NEW = 11
 _LEASED = _NEW + len(LIFECYCLE)
 ROUTINE = f"""
 WITH refreshed AS (
     UPDATE mailboxes SET {", ".join(f"{column} = ${_NEW + i}" for i, column in enumerate(LIFECYCLE))},
         is_active = $9, revision = revision + 1, updated_at = $3, last_refreshed_at = $3,
         access_token_ciphertext = $5, access_token_expires_at = $6, provider_subject = COALESCE(provider_subject, $7),
+        granted_scope = COALESCE($10, granted_scope),
         lease_owner = NULLIF(lease_owner, $4), lease_until = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_until END
     WHERE id = $1 AND revision = $2
       AND {" AND ".join(f"{c} IS NOT DISTINCT FROM ${_LEASED + i}" for i, c in enumerate(LIFECYCLE))}
@@ -112,10 +114,12 @@ async def store_rotated_refresh_token(pool: Pool, lease: Lease, ciphertext: byte
 
 @dataclass(frozen=True)
 class RoutineRefresh:
-    """What a routine refresh writes beyond the lifecycle: the sealed access token and the account, if named."""
+    """What a routine refresh writes beyond the lifecycle: the sealed access token, and the account and the
+    scope when the answer named them."""
 
     sealed: SealedAccessToken
     subject: str | None
+    scope: str | None
     at: datetime
 
 
@@ -126,6 +130,6 @@ async def apply_routine_refresh(
     new = tuple(getattr(lifecycle, field) for field in LIFECYCLE_COLUMNS)
     written = await pool.fetchval(
         ROUTINE, lease.mailbox_id, lease.revision, refresh.at, lease.owner, *refresh.sealed, refresh.subject,
-        record_outcome, lifecycle.is_active, *new, *lease.leased,
+        record_outcome, lifecycle.is_active, refresh.scope, *new, *lease.leased,
     )  # fmt: skip
     return bool(written)

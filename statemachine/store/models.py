@@ -83,6 +83,7 @@ class Mailbox(Base):
     provider: Mapped[str] = mapped_column(String(16))
     address: Mapped[str] = mapped_column(Text)
     provider_subject: Mapped[str | None] = mapped_column(Text)
+    granted_scope: Mapped[str | None] = mapped_column(Text)  # as the provider's last token answer named it
     state: Mapped[str] = mapped_column(String(16), server_default=State.HEALTHY.value)
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
     refresh_token_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)

@@ -37,7 +37,7 @@ WITH key AS (
     WHERE api_keys.id = key.id
       AND (key.last_used_at IS NULL OR key.last_used_at <= $3::timestamptz - interval '{LAST_USED_SECONDS} s')
 ), mailbox AS (
-    SELECT access_token_ciphertext, access_token_expires_at FROM mailboxes
+    SELECT access_token_ciphertext, access_token_expires_at, granted_scope FROM mailboxes
     WHERE id = $2 AND state <> '{State.DISCONNECTED.value}' AND access_token_ciphertext IS NOT NULL
       AND access_token_expires_at >= $4
 ), audit AS (
@@ -45,7 +45,8 @@ WITH key AS (
     SELECT key.name, $2, false FROM key, mailbox
     RETURNING id
 )
-SELECT mailbox.access_token_ciphertext, mailbox.access_token_expires_at, (SELECT id FROM audit) FROM key, mailbox
+SELECT mailbox.access_token_ciphertext, mailbox.access_token_expires_at, (SELECT id FROM audit), mailbox.granted_scope
+FROM key, mailbox
 """
 UNDO_AUDIT = "DELETE FROM access_token_audit WHERE id = $1"
 
@@ -86,4 +87,4 @@ async def issue_stored(
         if token is None:  # not handed out, so not audited: the general path refreshes and answers
             await connection.execute(UNDO_AUDIT, row[2])
             return None
-    return {"access_token": token, "expires_at": row[1].isoformat(), "scope": None}
+    return {"access_token": token, "expires_at": row[1].isoformat(), "scope": row[3]}

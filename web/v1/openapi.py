@@ -75,7 +75,10 @@ ACCESS_TOKEN: Schema = {
     "properties": {
         "access_token": {"type": "string"},
         "expires_at": NULLABLE_TIME,
-        "scope": {"type": ["string", "null"]},
+        "scope": {
+            "type": ["string", "null"],
+            "description": "The grant's scopes, space-separated, as the provider last named them; null until it has.",
+        },
     },
 }
 ENDPOINT: Schema = {

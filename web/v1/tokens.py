@@ -103,7 +103,7 @@ async def issue_access_token(request: Request) -> Response:
         message = "No valid access token can be had right now; the refresh is retried automatically."
         raise ApiError(503, "refresh_failed", message, headers={"retry-after": str(err.retry_after)}) from None
     expires_at = issued.expires_at.isoformat() if issued.expires_at else None
-    return JSONResponse({"access_token": issued.access_token, "expires_at": expires_at, "scope": None})
+    return JSONResponse({"access_token": issued.access_token, "expires_at": expires_at, "scope": issued.scope})
 
 
 async def report_auth_failure(request: Request) -> Response:

@@ -35,6 +35,7 @@ class Consent:
     subject: str | None = "sub-ana"
     email: str | None = ADDRESS
     email_verified: bool | None = True
+    scope: str | None = None
 
 
 async def by_refresh(runtime: Runtime, provider: respx.Route, expires_in: int) -> int:

@@ -22,6 +22,7 @@ class Grant:
     subject: str | None = "sub-ana"
     email: str | None = "ana@gmail.test"
     email_verified: bool | None = True
+    scope: str | None = "https://mail.google.com/"
 
 
 async def owner_id(runtime) -> int:

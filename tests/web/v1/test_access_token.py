@@ -16,6 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select, update
 
+from devkit.sandbox.state import DEFAULT_SCOPE
 from statemachine.core.secrets import Secret, TokenCipher
 from statemachine.store import queries
 from statemachine.store.models import Mailbox
@@ -117,6 +118,25 @@ async def test_a_transient_failure_with_an_expired_token_is_503_with_retry_after
     again = await client.post(f"/v1/mailboxes/{mailbox_id}/access-token")
     assert again.status_code == 503
     assert await token_requests(google) == requests  # a failing mailbox waits for its next_refresh_at
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{}, {"state": "retrying", "failure_kind": "transient", "token_refresh_attempt_count": 1}],
+    ids=["routine-refresh", "recovery"],  # the one-statement outcome, and the transaction's
+)
+async def test_the_answer_names_the_scope_the_provider_last_named_on_both_paths(
+    web: WebContext, api: Api, google: httpx.AsyncClient, state: dict[str, object]
+) -> None:
+    mailbox_id = await granted_mailbox(web, google, token_seconds=-10, **state)
+    path = f"/v1/mailboxes/{mailbox_id}/access-token"
+    refreshed = await api().post(path)  # a cycle: the sandbox's answer names the grant's scope
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["scope"] == DEFAULT_SCOPE
+    stored = await api().post(path)  # the stored token, in one statement
+    assert stored.json() == refreshed.json()
+    assert await token_requests(google) == 1
+    assert (await row(web, mailbox_id)).granted_scope == DEFAULT_SCOPE
 
 
 async def seal_under_a_retired_key(web: WebContext, mailbox_id: int, *, refresh_token: bool) -> None:

@@ -104,6 +104,7 @@ class Consent:
     subject: str | None = "104400000000000000001"
     email: str | None = "ana@gmail.test"
     email_verified: bool | None = True
+    scope: str | None = None
 
 
 async def test_connecting_a_removed_mailbox_again_revives_it(
