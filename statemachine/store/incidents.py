@@ -108,28 +108,46 @@ def _failing(provider: str, cause: Cause, *, beyond: datetime | None = None) -> 
 
 
 async def window_counts(session: AsyncSession, provider: str, since: datetime) -> WindowCounts:
-    """One provider's outcomes since `since`: per (kind, code), plus distinct transient mailboxes."""
-    rows = (
-        await session.execute(
-            select(
-                RefreshOutcome.outcome,
-                RefreshOutcome.code,
-                func.count(),
-                func.count(RefreshOutcome.mailbox_id.distinct()),
-                func.grouping(RefreshOutcome.code),
-            )
-            .where(RefreshOutcome.provider == provider, RefreshOutcome.at > since)
-            .group_by(func.grouping_sets(RefreshOutcome.outcome, tuple_(RefreshOutcome.outcome, RefreshOutcome.code)))
-        )
-    ).all()
-    per_kind = {kind: (cycles, boxes) for kind, _, cycles, boxes, grouped in rows if grouped}
-    codes = tuple(CodeCount(kind, code, cycles, boxes) for kind, code, cycles, boxes, grouped in rows if not grouped)
+    """One provider's outcomes since `since`: cycles per (kind, code), and distinct mailboxes per failing kind
+    and (kind, code).
+
+    Two aggregates in one statement: the cycles by a hash aggregate over every row, the distinct mailboxes
+    over the failures only. One grouped count with distinct aggregates sorted every row of the window, the
+    successes too (most of them, and spilled to disk at 1,000,000 mailboxes): 230 ms against 45 ms for
+    167,000 outcomes here, and the fleet runs it once per interval at an outage's onset.
+    """
+    recent = (RefreshOutcome.provider == provider, RefreshOutcome.at > since)
+    kind, code = RefreshOutcome.outcome, RefreshOutcome.code
+    cycles = select(kind, code, func.count(), literal(0), literal(-1)).where(*recent).group_by(kind, code)
+    hit = (
+        select(kind, code, literal(0), func.count(RefreshOutcome.mailbox_id.distinct()), func.grouping(code))
+        .where(*recent, kind != SUCCESS)
+        .group_by(func.grouping_sets(kind, tuple_(kind, code)))
+    )
+    per_code: dict[tuple[str, str | None], int] = {}
+    mailboxes: dict[tuple[str, str | None], int] = {}
+    per_kind_mailboxes: dict[str, int] = {}
+    for outcome, code_value, count, boxes, grouped in await session.execute(cycles.union_all(hit)):
+        if grouped == -1:
+            per_code[(outcome, code_value)] = count
+        elif grouped == 1:
+            per_kind_mailboxes[outcome] = boxes
+        else:
+            mailboxes[(outcome, code_value)] = boxes
+
+    def kind_cycles(wanted: str) -> int:
+        return sum(n for (outcome, _), n in per_code.items() if outcome == wanted)
+
     return WindowCounts(
-        cycles=sum(cycles for cycles, _ in per_kind.values()),
-        successes=per_kind.get(SUCCESS, (0, 0))[0],
-        transient_cycles=per_kind.get(TRANSIENT, (0, 0))[0],
-        transient_mailboxes=per_kind.get(TRANSIENT, (0, 0))[1],
-        codes=tuple(c for c in codes if c.kind != SUCCESS),
+        cycles=sum(per_code.values()),
+        successes=kind_cycles(SUCCESS),
+        transient_cycles=kind_cycles(TRANSIENT),
+        transient_mailboxes=per_kind_mailboxes.get(TRANSIENT, 0),
+        codes=tuple(
+            CodeCount(outcome, code_value, n, mailboxes.get((outcome, code_value), 0))
+            for (outcome, code_value), n in per_code.items()
+            if outcome != SUCCESS
+        ),
     )
 
 
