@@ -73,6 +73,7 @@ async def arq_noop_jobs(redis_url: str, count: int) -> float:
     """arq's worker-side CPU per job, enqueued beforehand, at most IN_FLIGHT at once."""
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
     try:
+        await pool.flushdb()  # the benchmark's own Redis: the workers' leftover cron jobs are not this worker's
         for index in range(count):
             await pool.enqueue_job("noop", _job_id=f"noop:{index}")
         worker = Worker(functions=[func(_noop, name="noop")], redis_pool=pool, burst=True, max_jobs=IN_FLIGHT,
