@@ -125,7 +125,9 @@ async def test_an_outage_opens_an_incident_that_holds_back_escalation_and_email(
     assert await outbox_kinds(runtime) == []
     opened = [row for row in rows if row[1] == "provider_incident_opened"]
     closed = [row for row in rows if row[1] == "provider_incident_closed"]
-    assert 4 <= len(opened) <= len(BOXES)
+    # the opening writes a row for each box it holds that is not in the middle of its own cycle (SKIP LOCKED:
+    # docs/incidents.md); how many are mid-cycle at that moment is timing (a run saw 3 of 8), so: some, none twice
+    assert 1 <= len(opened) == len({mailbox for mailbox, *_ in opened}) <= len(BOXES)
     assert sorted(mailbox for mailbox, *_ in closed) == sorted(boxes)  # held back until the close pulled them
     assert all((frm, to, actor) == ("retrying", "retrying", "system") for _, _, frm, to, actor in opened + closed)
 
