@@ -76,6 +76,7 @@ def start_embedded_postgres(data_dir: Path | None = None) -> Iterator[str]:
             yield server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
         finally:
             server.cleanup()
+            _stop_restarted(pgdata)
     finally:
         if data_dir is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -189,7 +190,19 @@ def start_embedded_redis(data_dir: Path | None = None) -> Iterator[str]:
 
 def restart_embedded_postgres(data_dir: Path) -> None:
     """Restart (fast shutdown: open connections are cut) the server `start_embedded_postgres(data_dir)` runs."""
+    _pg_ctl(data_dir / "pgdata", "restart")
+
+
+def _pg_ctl(pgdata: Path, action: str) -> None:
     from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     user = "embedded_postgres" if os.geteuid() == 0 else None  # as embedded-postgres runs it (see above)
-    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=data_dir / "pgdata", user=user, timeout=60)
+    pg_ctl(["-w", action, "-m", "fast"], pgdata=pgdata, user=user, timeout=60)
+
+
+def _stop_restarted(pgdata: Path) -> None:
+    """Stop a server that still runs after embedded-postgres's cleanup: one restarted by
+    `restart_embedded_postgres` has a new postmaster, which that cleanup does not know (chaos left it running)."""
+    if (pgdata / "postmaster.pid").exists():
+        with contextlib.suppress(Exception):  # best effort: the server may be going away on its own
+            _pg_ctl(pgdata, "stop")
