@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
 import aiohttp
@@ -70,6 +70,9 @@ _KIND_BY_EXCEPTION: tuple[tuple[type[BaseException], str], ...] = (
     (TimeoutError, "read_timeout"),
 )
 _NO_RESPONSE_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
+_SCOPE_TOKEN = r"[\x21\x23-\x5B\x5D-\x7E]+"  # RFC 6749 section 3.3
+_SCOPE = re.compile(f"{_SCOPE_TOKEN}(?: {_SCOPE_TOKEN})*")
+MAX_SCOPE_LENGTH = 4096
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # failures that certainly happened before any byte of the request left: only these may resend a single-use code
 _UNSENT_KINDS = frozenset({"connect_error", "connect_timeout", "pool_timeout"})
@@ -352,8 +355,9 @@ def _grant(payload: Mapping[str, Any], claims: Mapping[str, Any] | None, subject
         expires_in=_seconds(payload.get("expires_in")),
         refresh_token=_text(payload.get("refresh_token")),
         refresh_token_expires_in=_seconds(payload.get("refresh_token_expires_in")),
-        scope=_text(payload.get("scope")),
-        subject="/".join(part for part in parts if part) if all(parts) else None,
+        scope=_scope(payload.get("scope")),
+        # PostgreSQL refuses a NUL in text: such a claim names no account, rather than failing the cycle
+        subject="/".join(cast(list[str], parts)) if all(part and "\x00" not in part for part in parts) else None,
         email=_text(claims.get("email")),
         email_verified=claims["email_verified"] in (True, "true") if "email_verified" in claims else None,
     )
@@ -404,6 +408,14 @@ def _issued_by(iss: object, issuer: str, tid: str | None) -> bool:
     if "{tid}" in issuer:
         return tid is not None and iss == issuer.format(tid=tid)
     return iss == issuer
+
+
+def _scope(value: object) -> str | None:
+    """A scope in RFC 6749's syntax, else None, as if the answer named none (the stored one stands): it is kept
+    in PostgreSQL and handed to host apps, and a NUL would fail the cycle's statement."""
+    if isinstance(value, str) and len(value) <= MAX_SCOPE_LENGTH and _SCOPE.fullmatch(value):
+        return value
+    return None
 
 
 def _text(value: object) -> str | None:

@@ -427,6 +427,30 @@ async def test_exchange_code_rejects_a_bad_id_token(
         await make_provider(http_client).exchange_code(code="c", redirect_uri="r", code_verifier="v")
 
 
+@pytest.mark.parametrize(
+    ("scope", "kept"),
+    [("openid https://mail.google.com/", True), ("a\x00b", False), ("x" * 5000, False), ('a"b', False),
+     ("a  b", False), (42, False), ("", False)],
+    ids=["rfc-6749", "nul", "huge", "quote", "double-space", "number", "empty"],
+)  # fmt: skip
+async def test_a_scope_outside_rfc_6749_syntax_counts_as_none_named(
+    scope: object, kept: bool, http_client: httpx.AsyncClient, endpoint: respx.MockRouter
+) -> None:
+    endpoint.post(TOKEN_URL).respond(200, json={**OK, "scope": scope})
+    grant = await make_provider(http_client).refresh(REFRESH_TOKEN)
+    assert grant.scope == (scope if kept else None)
+    assert grant.access_token == ACCESS_TOKEN  # the refresh itself succeeds
+
+
+async def test_an_id_token_subject_with_a_nul_names_no_account(
+    http_client: httpx.AsyncClient, endpoint: respx.MockRouter
+) -> None:
+    token = id_token(sub="9\x00", iss="accounts.google.com", aud=CLIENT_ID, exp=time.time() + 60)
+    endpoint.post(TOKEN_URL).respond(200, json={**OK, "id_token": token})
+    grant = await make_provider(http_client).exchange_code(code="c", redirect_uri="r", code_verifier="v")
+    assert (grant.subject, grant.access_token) == (None, ACCESS_TOKEN)
+
+
 async def test_exchange_code_accepts_an_audience_list_and_no_id_token(
     http_client: httpx.AsyncClient, endpoint: respx.MockRouter
 ) -> None:
