@@ -310,10 +310,11 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
     (aiohttp reads exactly that many bytes); anything else is counted chunk by chunk as it is decoded.
     """
     declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
-        return None
-    if declared.isascii() and declared.isdigit() and response.headers.get("content-encoding", "identity") == "identity":
-        return await response.aread()
+    if declared.isascii() and declared.isdigit():
+        if len(declared) > 18 or int(declared) > limit:
+            return None
+        if response.headers.get("content-encoding", "identity") == "identity":
+            return await response.aread()
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
