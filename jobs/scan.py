@@ -82,7 +82,7 @@ async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime) ->
 
 
 async def _timed_jobs_will_take_over(redis: ArqRedis, claims: list[Claim]) -> set[Claim]:
-    """The claims whose due time has a timed job waiting (in any queue) that takes them over: one round trip.
+    """The claims whose due time has a timed job waiting (in any queue) that takes them over: one command.
 
     A running one may be a dead worker's, which arq holds for minutes: the scan's job runs too (only one
     of the two takes the claim over). An owner left by a dead job is carried only by the scan's jobs.
@@ -90,14 +90,23 @@ async def _timed_jobs_will_take_over(redis: ArqRedis, claims: list[Claim]) -> se
     derived = [claim for claim in claims if claim.owner == claim_owner(claim.mailbox_id, claim.due)]
     if not derived:
         return set()
-    async with redis.pipeline(transaction=False) as pipe:
-        for claim in derived:
-            job_id = timed_job_id(claim.mailbox_id, claim.due)
-            pipe.exists(job_key_prefix + job_id)
-            pipe.exists(in_progress_key_prefix + job_id)
-        found = await pipe.execute()
-    waiting = [bool(queued) and not running for queued, running in zip(found[::2], found[1::2], strict=True)]
+    keys: list[str] = []
+    for claim in derived:
+        job_id = timed_job_id(claim.mailbox_id, claim.due)
+        keys += (job_key_prefix + job_id, in_progress_key_prefix + job_id)
+    waiting = await redis.eval(_WAITING_JOBS, len(keys), *keys)  # type: ignore[misc]  # redis-py's union return
     return {claim for claim, waits in zip(derived, waiting, strict=True) if waits}
+
+
+# For each (job key, in-progress key) pair: 1 when that job is queued and not running. One EVAL rather than two
+# EXISTS per claim: the due-scan's Redis work per 1,000 claims went from 2,000 commands to one.
+_WAITING_JOBS = """
+local waiting = {}
+for i = 1, #KEYS, 2 do
+  waiting[#waiting + 1] = (redis.call('exists', KEYS[i]) == 1 and redis.call('exists', KEYS[i + 1]) == 0) and 1 or 0
+end
+return waiting
+"""
 
 
 def batch_job_id(batch: list[Claim]) -> str:
