@@ -46,6 +46,8 @@ async def refresh_at(
     """Defer a refresh job to each (mailbox, due time) within the horizon (0: none); return how many were enqueued."""
     horizon = timedelta(seconds=horizon_seconds)
     soon = [(mailbox_id, at) for mailbox_id, at in due if horizon_seconds > 0 and at - now <= horizon]
+    if not soon:  # a routine refresh's next attempt, most of the time: no gate, no gather
+        return 0
     gate = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
 
     async def one(mailbox_id: int, at: datetime) -> bool:
