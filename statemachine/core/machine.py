@@ -311,6 +311,8 @@ MACHINE = Machine(
     after_state_change=[_settle],
     name="mailbox",
 )
+# The events each state accepts, read off the machine once: `get_triggers` scans every event per call.
+ACCEPTED = {state["name"]: frozenset(MACHINE.get_triggers(state["name"])) for state in STATES}
 
 
 def fire(lifecycle: Lifecycle, event: Event, occurrence: Occurrence, policy: Policy) -> Lifecycle:
@@ -319,10 +321,10 @@ def fire(lifecycle: Lifecycle, event: Event, occurrence: Occurrence, policy: Pol
     Raises InvalidEventError when the current state does not accept the event (e.g. disconnecting
     a mailbox that is already disconnected), leaving the lifecycle unchanged.
     """
-    if event.value not in MACHINE.get_triggers(lifecycle.state):
+    if event.value not in ACCEPTED.get(lifecycle.state, frozenset()):
         raise InvalidEventError(f"event {event.value} is not possible in state {lifecycle.state}")
     try:
         MACHINE.events[event.value].trigger(lifecycle, occurrence=occurrence, policy=policy)
-    except MachineError as err:  # pragma: no cover - guarded by get_triggers above
+    except MachineError as err:  # pragma: no cover - guarded by ACCEPTED above
         raise InvalidEventError(str(err.value)) from err
     return lifecycle
