@@ -165,8 +165,8 @@ class OAuthProvider:
         self.spec = spec
         self.name = spec.name
         self.client_id = client_id
-        self.token_url = token_url
         self._token_url = httpx.URL(token_url)  # parsed once: parsing it took a tenth of building each request
+        self._token_url_text = token_url
         self.auth_url = auth_url
         self.scopes = tuple(scopes or spec.scopes)  # what the consent URL asks for
         self.tenant = tenant
@@ -232,6 +232,11 @@ class OAuthProvider:
         if login_hint:
             params["login_hint"] = login_hint
         return str(httpx.URL(self.auth_url).copy_merge_params(params))
+
+    @property
+    def token_url(self) -> str:
+        """Read-only: the request is built from its parsed form, which must not go stale."""
+        return self._token_url_text
 
     @property
     def retry(self) -> RetryPolicy:
