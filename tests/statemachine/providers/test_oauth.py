@@ -599,3 +599,31 @@ async def test_revoke_is_best_effort_and_logs_no_token(
         assert await provider.revoke(REFRESH_TOKEN) is (isinstance(answer, httpx.Response) and answer.is_success)
     assert parse_qs(route.calls.last.request.content.decode()) == {"token": [REFRESH_TOKEN]}
     assert not any(secret in caplog.text for secret in SECRETS)
+
+
+async def test_a_token_request_goes_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment behind an egress proxy: the token POST takes the client's proxied route (never DNS here)."""
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        body = json.dumps(OK).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    client = make_http_client(5.0)  # reads the environment, as the worker's does at start-up
+    provider = OAuthProvider(
+        client, spec=google.SPEC, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+        token_url="http://oauth2.example.test/token", auth_url=AUTH_URL, retry=RetryPolicy(1),
+    )  # fmt: skip
+    try:
+        assert (await provider.refresh(REFRESH_TOKEN)).access_token == ACCESS_TOKEN
+    finally:
+        server.close()
+        await client.aclose()
+    assert [request.split(b"\r\n")[0] for request in seen] == [b"POST http://oauth2.example.test/token HTTP/1.1"]
