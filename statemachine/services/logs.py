@@ -36,7 +36,15 @@ def log_context(**fields: Any) -> Iterator[None]:
         LOG_CONTEXT.reset(token)
 
 
+# Values JSON takes as they are: the usual case, checked by exact type before anything slower.
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+# One encoder for every line: json.dumps builds a new one per call for any option but the defaults.
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, str | int | float | bool) or value is None:
@@ -58,7 +66,7 @@ class JsonFormatter(logging.Formatter):
         data.update({key: _plain(value) for key, value in record.__dict__.items() if key not in _STANDARD})
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False)
+        return _ENCODE(data)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
