@@ -2,7 +2,8 @@
 
 Claims are committed before anything is enqueued, in short batches, so a crash in between leaves
 only leases that run out and are claimed again: Redis may lose every job and no mailbox is
-forgotten. Each `refresh_batch` job carries up to `REFRESH_BATCH_SIZE` claims, under an id derived
+forgotten. Each `refresh_batch` job carries up to `refresh_batch_size` claims, on the refresh queue
+(`REFRESH_QUEUE`, served by each worker's batch lane, jobs/worker.py), under an id derived
 from them, so a batch enqueued twice runs once; and a claim carried by two jobs (a batch that arq
 runs again, a re-claim batched differently) is still refreshed once: the cycle's takeover of the
 claim lets only one of them run it (jobs/refresh.py). A claim whose due time already has a timed job
@@ -33,10 +34,18 @@ logger = logging.getLogger(__name__)
 
 REFRESH_JOB = "refresh_mailbox"
 REFRESH_BATCH_JOB = "refresh_batch"
-# One batch is one worker's worth of cycles at the default TOKENWARDEN_WORKER_MAX_JOBS: the per-job cost of arq
-# and Redis is shared by 10 refreshes, and a burst is still cut into enough jobs for every worker to take a share.
-REFRESH_BATCH_SIZE = 10
+REFRESH_QUEUE = "arq:queue:refresh"
+MAX_REFRESH_BATCH_SIZE = 20
 ENQUEUE_CONCURRENCY = 20
+
+
+def refresh_batch_size(worker_max_jobs: int) -> int:
+    """Claims per batch job: two rounds of a worker's cycle slots, at most 20 (20 at the default 10 slots).
+
+    arq's and Redis's cost per job (about 17 commands) is shared by that many refreshes, and a worker's batch
+    lane takes only as many jobs as keep its slots busy, so what a worker holds stays a few rounds of its slots.
+    """
+    return max(1, min(MAX_REFRESH_BATCH_SIZE, 2 * worker_max_jobs))
 
 
 def scan_budget_seconds(interval_seconds: float) -> float:
@@ -57,7 +66,7 @@ async def scan_due(ctx: Mapping[str, Any]) -> dict[str, int]:
         totals["claimed"] += len(claims)
         if reclaimed := sum(claim.reclaimed for claim in claims):
             totals["reclaimed"] += reclaimed  # leases that ran out before their job finished
-        totals.update(await enqueue_claims(ctx["redis"], claims, now))
+        totals.update(await enqueue_claims(ctx["redis"], claims, now, refresh_batch_size(settings.worker_max_jobs)))
         if len(claims) < settings.scan_batch_size or time.monotonic() >= deadline:
             break
     if totals["claimed"]:
@@ -65,12 +74,12 @@ async def scan_due(ctx: Mapping[str, Any]) -> dict[str, int]:
     return dict(totals)
 
 
-async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime) -> Counter[str]:
+async def enqueue_claims(redis: ArqRedis, claims: list[Claim], now: datetime, batch_size: int) -> Counter[str]:
     """Leave the claims a timed job takes over to it, batch the others and enqueue the batches a few at a time;
     count what happened to each claim, and the batch jobs added."""
     timed = await _timed_jobs_will_take_over(redis, claims)
     rest = [claim for claim in claims if claim not in timed]
-    batches = [rest[start : start + REFRESH_BATCH_SIZE] for start in range(0, len(rest), REFRESH_BATCH_SIZE)]
+    batches = [rest[start : start + batch_size] for start in range(0, len(rest), batch_size)]
     gate = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
 
     async def one(batch: list[Claim]) -> Counter[str]:
@@ -118,13 +127,13 @@ def batch_job_id(batch: list[Claim]) -> str:
 async def _enqueue(redis: ArqRedis, batch: list[Claim], now: datetime) -> str:
     job_id = batch_job_id(batch)
     args = (REFRESH_BATCH_JOB, [(claim.mailbox_id, str(claim.owner)) for claim in batch])
-    if await redis.enqueue_job(*args, _job_id=job_id) is not None:
+    if await redis.enqueue_job(*args, _job_id=job_id, _queue_name=REFRESH_QUEUE) is not None:
         return "enqueued"
-    if await Job(job_id, redis).status() in (JobStatus.queued, JobStatus.deferred):
+    if await Job(job_id, redis, _queue_name=REFRESH_QUEUE).status() in (JobStatus.queued, JobStatus.deferred):
         return "already_queued"  # it will run, and the claims kept their owners for it
     # "In progress" although the leases ran out means its worker died (most likely: a live batch's cycles keep
     # their leases, only claims still waiting for a slot lose theirs), and
     # arq would retry it only once its in-progress key expires; a failed job's result blocks the id for
     # a moment. Either way, enqueue anew: the cycle's takeover of each claim lets only one of the two jobs run it.
-    await redis.enqueue_job(*args, _job_id=f"{job_id}:reclaim:{epoch_ms(now)}")
+    await redis.enqueue_job(*args, _job_id=f"{job_id}:reclaim:{epoch_ms(now)}", _queue_name=REFRESH_QUEUE)
     return "re-enqueued"

@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from jobs.refresh import refresh_timeout_seconds
-from jobs.worker import outbox_crons, refresh_crons, shutdown, startup, urgent_lane, worker_settings
+from jobs.worker import lanes, outbox_crons, refresh_crons, shutdown, startup, worker_settings
 from statemachine.services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ REDIS_PROBE_SECONDS = 0.5
 
 
 class _Stop:
-    """Set by SIGTERM/SIGINT, whether an arq worker is running (its handler) or we wait for Redis (ours)."""
+    """Set by SIGTERM/SIGINT, whether the arq lanes run or we wait for Redis (arq's own handlers are off: they
+    would stop only the lane that installed them)."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
@@ -44,10 +45,6 @@ class _Stop:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.event.set)
-
-    def on_worker_stop(self, sig: signal.Signals) -> None:
-        if sig != signal.SIGUSR1:  # arq's own close() signals SIGUSR1
-            self.event.set()
 
 
 def redis_pool(url: str) -> ArqRedis:
@@ -113,29 +110,37 @@ async def _run_arq(settings: Settings, ctx: dict[str, Any], pool: ArqRedis, stop
     del options["redis_settings"]
     if burst:
         options["cron_jobs"] = []
-    worker = Worker(**options, redis_pool=pool, burst=burst, handle_signals=True)
-    worker.on_stop = stop.on_worker_stop
-    # the urgent lane (jobs/timed.py): its own few slots in this process; it runs and stops with the worker
-    urgent = Worker(**urgent_lane(options), redis_pool=pool, burst=burst, handle_signals=False)
+    workers = [Worker(**lane, redis_pool=pool, burst=burst, handle_signals=False) for lane in lanes(options)]
+    running: asyncio.Future[Any] = asyncio.gather(*(lane.async_run() for lane in workers))
+    stopped: asyncio.Future[Any] = asyncio.create_task(stop.event.wait())
     try:
-        await asyncio.gather(worker.async_run(), urgent.async_run())
-    except asyncio.CancelledError:
-        if not stop.event.is_set():
-            raise
-        logger.info("worker stopped by signal")
+        await asyncio.wait([running, stopped], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await _finish([worker, urgent], pool, refresh_timeout_seconds(settings))
+        stopped.cancel()
+        if stop.event.is_set():
+            logger.info("worker stopped by signal")
+            await _finish(workers, pool, settings.shutdown_grace_seconds, cancel_late=True)
+        else:  # the end of a burst, or Redis lost: each cycle ends within its own timeout, committed or rolled back
+            await _finish(workers, pool, refresh_timeout_seconds(settings), cancel_late=False)
+    with contextlib.suppress(asyncio.CancelledError):  # a lane that _finish stopped; a Redis error is raised
+        await running
 
 
-async def _finish(workers: list[Worker], pool: ArqRedis, wait_seconds: float) -> None:
-    """Let running jobs end (their cycles commit or roll back on their own); a dead Redis is not an error here."""
+async def _finish(workers: list[Worker], pool: ArqRedis, wait_seconds: float, *, cancel_late: bool) -> None:
+    """Stop every lane picking jobs, let the running ones end for up to `wait_seconds`; a dead Redis is not an
+    error here. On a signal, what is still running after the shutdown grace is cancelled (`cancel_late`): a
+    cycle cut short rolls back whole."""
     for worker in workers:
         worker.allow_pick_jobs = False
         if worker.main_task is not None:
             worker.main_task.cancel()
     tasks = [task for worker in workers for task in worker.tasks.values() if not task.done()]
     if tasks:
-        await asyncio.wait(tasks, timeout=wait_seconds)
+        _, late = await asyncio.wait(tasks, timeout=wait_seconds)
+        if late and cancel_late:
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=REDIS_SOCKET_TIMEOUT_SECONDS)  # the rollbacks land before we exit
     for task in (task for worker in workers for task in worker.tasks.values()):
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: a job that could not report to a dead Redis is not an error here

@@ -1,22 +1,23 @@
 """The arq worker's configuration, built from the same environment as the CLI.
 
 `worker_settings(settings)` is the wiring, every cron schedule included, so settings passed in code
-configure the worker exactly as the environment does; `WorkerSettings` (resolved lazily, so
-importing this module never reads the environment) lets `arq jobs.worker.WorkerSettings` run it too, although
-`tokenwarden worker` is the supported entry point (it also survives Redis restarts: jobs/serve.py).
+configure the worker exactly as the environment does, and `lanes` splits it into the process's three arq
+workers, one per queue. `tokenwarden worker` runs them (jobs/serve.py, which also survives Redis restarts);
+arq's own command line runs one queue only, and would leave the batches and the urgent work unserved.
 The arq traps this avoids: arq refuses to enqueue an id while that job or its kept result exists,
 so refresh jobs, whose ids are deterministic (docs/transactions.md), keep no result (`keep_result=0`),
 and failed jobs keep theirs only briefly (arq applies the worker's `keep_result` to every terminal
 failure); `max_jobs`, and the slots that all batch jobs of the process share for their cycles
 (`refresh_slots`, made at startup), stay under the database pool; SIGTERM lets running cycles finish for
 `TOKENWARDEN_SHUTDOWN_GRACE_SECONDS`. arq holds a job that a killed worker was running "in progress" for its
-longest timeout (a batch's, about 50 minutes by default): the scan and the sweeps give such work a fresh job id.
+longest timeout (a batch's, about 20 minutes by default): the scan and the sweeps give such work a fresh job id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
 from typing import Any
@@ -30,7 +31,7 @@ from prometheus_client import start_http_server
 from jobs import mail, metrics, revocations, webhooks
 from jobs.refresh import cycle_slots, refresh_batch, refresh_mailbox, refresh_timeout_seconds
 from jobs.reminders import queue_reminders
-from jobs.scan import REFRESH_BATCH_JOB, REFRESH_BATCH_SIZE, REFRESH_JOB, scan_due
+from jobs.scan import REFRESH_BATCH_JOB, REFRESH_JOB, REFRESH_QUEUE, refresh_batch_size, scan_due
 from jobs.timed import URGENT_QUEUE
 from jobs.upkeep import check_incidents, fold_mailbox_counts, prune_outcomes, purge_expired_web_rows, roll_up_outcomes
 from statemachine.services.runtime import open_runtime
@@ -57,16 +58,25 @@ def cron_fields(seconds: float) -> dict[str, Any]:
     return {"minute": 0, "second": 0}
 
 
+def batch_jobs_in_flight(worker_max_jobs: int) -> int:
+    """The batch lane's arq slots: enough batches to fill the process's cycle slots, and one more, so the slots
+    stay busy while a finished batch's successor is fetched. No more: claims wait in Redis, where any worker
+    may take them, rather than in one worker's memory behind its own slots (2 batches of 20 for 10 slots)."""
+    return math.ceil(worker_max_jobs / refresh_batch_size(worker_max_jobs)) + 1
+
+
 def batch_timeout_seconds(settings: Settings) -> float:
     """arq's timeout of a batch job: long enough that it never cuts a cycle short (each cycle has its own,
     `refresh_timeout_seconds`, under its lease), since cutting one could lose a rotated token before its commit.
 
-    The batch's cycles share the process's `worker_max_jobs` slots with the cycles of every other batch the
-    process runs, at most `worker_max_jobs` of them (arq's own limit): up to `worker_max_jobs` times
-    `REFRESH_BATCH_SIZE` cycles for `worker_max_jobs` slots. In the worst case (every cycle taking its whole
-    timeout, the slots served in order) that is `REFRESH_BATCH_SIZE` rounds before the batch's last cycle ends.
+    The batch's cycles share the process's `worker_max_jobs` slots with the cycles of the other batches its
+    batch lane runs, `batch_jobs_in_flight` in all: that many times `refresh_batch_size` cycles for
+    `worker_max_jobs` slots. In the worst case (every cycle taking its whole timeout, the slots served in
+    order) that is their quotient, rounded up, in rounds before the batch's last cycle ends: 4 at the defaults.
     """
-    return REFRESH_BATCH_SIZE * refresh_timeout_seconds(settings) + BATCH_TIMEOUT_MARGIN_SECONDS
+    slots = settings.worker_max_jobs
+    cycles = batch_jobs_in_flight(slots) * refresh_batch_size(slots)
+    return math.ceil(cycles / slots) * refresh_timeout_seconds(settings) + BATCH_TIMEOUT_MARGIN_SECONDS
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -174,12 +184,17 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def urgent_lane(options: dict[str, Any]) -> dict[str, Any]:
-    """`worker_settings` for the urgent queue: the same jobs, a few slots, no crons."""
-    return {**options, "queue_name": URGENT_QUEUE, "cron_jobs": [], "max_jobs": URGENT_MAX_JOBS}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "WorkerSettings":
-        return worker_settings(load_settings(os.environ))
-    raise AttributeError(name)
+def lanes(options: dict[str, Any]) -> list[dict[str, Any]]:
+    """One process's arq workers, one per queue, from (possibly edited) `worker_settings`: the main lane (crons,
+    sweeps, timed refreshes), the urgent lane (jobs/timed.py: a few slots of its own, no crons) and the batch
+    lane (`refresh_batch` alone, `batch_jobs_in_flight` slots). Batches run only in theirs, so a burst of
+    them never holds the slots the crons need (the due-scan included) and a worker takes no more of them than
+    its cycle slots can run."""
+    batch = [function for function in options["functions"] if function.name == REFRESH_BATCH_JOB]
+    main = {**options, "functions": [function for function in options["functions"] if function not in batch]}
+    return [
+        main,
+        {**main, "queue_name": URGENT_QUEUE, "cron_jobs": [], "max_jobs": URGENT_MAX_JOBS},
+        {**options, "queue_name": REFRESH_QUEUE, "functions": batch, "cron_jobs": [],
+         "max_jobs": batch_jobs_in_flight(options["max_jobs"])},
+    ]  # fmt: skip

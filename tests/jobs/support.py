@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,8 @@ from devkit.sandbox import create_sandbox_app, sandbox_state
 from devkit.serving import RunningServer, serve_in_thread
 from jobs.refresh import cycle_slots
 from jobs.scan import REFRESH_BATCH_JOB, REFRESH_JOB
-from jobs.worker import refresh_crons, worker_settings
+from jobs.timed import URGENT_QUEUE
+from jobs.worker import lanes, refresh_crons, worker_settings
 from statemachine.services import accounts
 from statemachine.services.runtime import Runtime
 from tests.database import CLIENT_ID, CLIENT_SECRET
@@ -136,28 +138,48 @@ def worker_ctx(runtime: Runtime) -> dict[str, Any]:
     return {"runtime": runtime, "refresh_slots": cycle_slots(runtime.settings)}
 
 
+@dataclass(frozen=True)
+class Lanes:
+    """A worker's arq lanes running on the test's loop (jobs/worker.py `lanes`)."""
+
+    workers: list[Worker]
+
+    @property
+    def jobs_failed(self) -> int:
+        return sum(worker.jobs_failed for worker in self.workers)
+
+    def lane(self, queue: str) -> Worker:
+        return next(worker for worker in self.workers if worker.queue_name == queue)
+
+
 @contextlib.asynccontextmanager
-async def running_worker(runtime: Runtime, redis_url: str, *, poll_delay: float = 0.05) -> AsyncIterator[Worker]:
-    """The real worker configuration (refresh job and its crons, no email delivery) on the test's loop."""
-    options = worker_settings(runtime.settings)
+async def running_lanes(
+    runtime: Runtime, redis_url: str, *, urgent: bool = True, **options: Any
+) -> AsyncIterator[Lanes]:
+    """The real worker's lanes (the urgent one too, or not), from its settings with `options` in place of some
+    (its crons, its functions...)."""
+    settings = worker_settings(runtime.settings) | {"ctx": worker_ctx(runtime), **options}
+    for unused in ("redis_settings", "on_startup", "on_shutdown"):
+        del settings[unused]
     pool = await arq_pool(redis_url)
-    worker = Worker(
-        functions=refresh_functions(options),
-        cron_jobs=refresh_crons(runtime.settings),
-        redis_pool=pool,
-        ctx=worker_ctx(runtime),
-        poll_delay=poll_delay,
-        handle_signals=False,
-        keep_result=options["keep_result"],
-        max_jobs=options["max_jobs"],
-    )
-    task = asyncio.create_task(worker.async_run())
+    chosen = [lane for lane in lanes(settings) if urgent or lane.get("queue_name") != URGENT_QUEUE]
+    workers = [Worker(**lane, redis_pool=pool, handle_signals=False) for lane in chosen]
+    tasks = [asyncio.create_task(worker.async_run()) for worker in workers]
     try:
-        yield worker
+        yield Lanes(workers)
     finally:
-        worker.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+        for worker in workers:
+            worker.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(*tasks, *(t for worker in workers for t in worker.tasks.values()), return_exceptions=True)
         await pool.aclose()
+
+
+def running_worker(runtime: Runtime, redis_url: str, *, poll_delay: float = 0.05) -> AbstractAsyncContextManager[Lanes]:
+    """The real worker's refresh side (refresh jobs and their crons, no urgent lane, so no email delivery) on the
+    test's loop."""
+    functions = refresh_functions(worker_settings(runtime.settings))
+    return running_lanes(runtime, redis_url, urgent=False, functions=functions,
+                         cron_jobs=refresh_crons(runtime.settings), poll_delay=poll_delay)  # fmt: skip
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

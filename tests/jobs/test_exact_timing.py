@@ -9,35 +9,33 @@ sweep is left out, so only the deferred job and the hand-off at commit can be th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from arq.constants import in_progress_key_prefix
-from arq.worker import Worker
 
 from jobs import timed
 from jobs.refresh import refresh_mailbox
-from jobs.scan import scan_due
+from jobs.scan import REFRESH_QUEUE, scan_due
 from jobs.timed import URGENT_QUEUE
 from jobs.upkeep import check_incidents
-from jobs.worker import refresh_crons, urgent_lane, worker_settings
+from jobs.worker import refresh_crons
 from statemachine.services.cycle import run_cycle
 from statemachine.services.runtime import Runtime, open_runtime
 from statemachine.services.settings import load_settings
 from statemachine.store.scheduling import timed_job_id
 from tests.database import service_environment
 from tests.jobs.support import (
+    Lanes,
     Sandbox,
     add_mailboxes,
-    arq_pool,
     fetch,
+    running_lanes,
     serve_sandbox,
     tokens,
     wait_until,
-    worker_ctx,
 )
 from tests.jobs.test_scan import drain
 from tests.smtp import SmtpServer, smtp_server_fixture  # noqa: F401
@@ -74,25 +72,9 @@ async def runtime(
         yield rt
 
 
-@contextlib.asynccontextmanager
-async def worker(runtime: Runtime, redis_url: str) -> AsyncIterator[None]:
-    """Every job of the real worker, its refresh crons (no outbox sweep) and its urgent lane."""
-    options = worker_settings(runtime.settings) | {
-        "cron_jobs": refresh_crons(runtime.settings),
-        "ctx": worker_ctx(runtime),
-    }
-    for unused in ("redis_settings", "on_startup", "on_shutdown"):
-        del options[unused]
-    pool = await arq_pool(redis_url)
-    lanes = [Worker(**lane, redis_pool=pool, handle_signals=False) for lane in (options, urgent_lane(options))]
-    tasks = [asyncio.create_task(lane.async_run()) for lane in lanes]
-    try:
-        yield
-    finally:
-        for lane in lanes:
-            lane.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*tasks, *(t for lane in lanes for t in lane.tasks.values()), return_exceptions=True)
-        await pool.aclose()
+def worker(runtime: Runtime, redis_url: str) -> AbstractAsyncContextManager[Lanes]:
+    """Every job of the real worker, its refresh crons (no outbox sweep) and all its lanes."""
+    return running_lanes(runtime, redis_url, cron_jobs=refresh_crons(runtime.settings))
 
 
 async def history(runtime: Runtime, mailbox_id: int) -> list[tuple[str, str, datetime]]:
@@ -180,6 +162,7 @@ async def test_a_scan_adds_no_job_for_a_due_time_that_a_timed_job_waits_for(runt
     assert await timed.refresh_at(arq_redis, [(mailbox_id, due)], 60, due) == 1
     assert await scan_due({"runtime": runtime, "redis": arq_redis}) == {"claimed": 1, "timed": 1}
     assert [job.job_id for job in await arq_redis.queued_jobs()] == [timed_job_id(mailbox_id, due)]
+    assert await arq_redis.queued_jobs(queue_name=REFRESH_QUEUE) == []
     await drain(runtime, arq_redis)  # the timed job takes the scan's claim over
     assert sandbox.requests_by_token() == {REVOKED[0]: 1}
     assert await fetch(runtime, "select state, lease_owner from mailboxes") == [("healthy", None)]

@@ -16,13 +16,22 @@ from arq.connections import ArqRedis
 import jobs.refresh
 from jobs import timed
 from jobs.refresh import refresh_batch, refresh_mailbox, refresh_timeout_seconds
-from jobs.scan import REFRESH_BATCH_SIZE, scan_due
+from jobs.scan import REFRESH_QUEUE, refresh_batch_size, scan_due
 from jobs.worker import batch_timeout_seconds, worker_settings
 from statemachine.services.cycle import CycleResult
 from statemachine.services.runtime import Runtime
 from statemachine.services.settings import load_settings
 from tests.database import service_environment
-from tests.jobs.support import Sandbox, add_mailboxes, fetch, sandbox_fixture, tokens, worker_ctx
+from tests.jobs.support import (
+    Sandbox,
+    add_mailboxes,
+    fetch,
+    running_worker,
+    sandbox_fixture,
+    scalar,
+    tokens,
+    worker_ctx,
+)
 from tests.jobs.test_scan import drain
 
 MANY = tokens(23, "batch")
@@ -33,16 +42,21 @@ sandbox = sandbox_fixture(MANY)
 
 
 @pytest.fixture
-def env(database_url: str, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
+def overrides() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+def env(database_url: str, redis_url: str, sandbox: Sandbox, overrides: dict[str, str]) -> dict[str, str]:
     """The global `runtime` fixture's environment: Google's token endpoint is this module's sandbox."""
-    return service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
+    return service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url, **overrides)
 
 
 async def scanned(runtime: Runtime, redis: ArqRedis, refresh_tokens: list[str]) -> list[list[tuple[int, str]]]:
     """Connect a due mailbox per token and scan: the claims of each batch job the scan enqueued."""
     await add_mailboxes(runtime, refresh_tokens)
     await scan_due({"runtime": runtime, "redis": redis})
-    return [job.args[0] for job in await redis.queued_jobs()]
+    return [job.args[0] for job in await redis.queued_jobs(queue_name=REFRESH_QUEUE)]
 
 
 def job_ctx(runtime: Runtime, redis: ArqRedis, **extra: Any) -> dict[str, Any]:
@@ -53,10 +67,10 @@ async def test_a_scan_of_n_due_mailboxes_enqueues_ceil_n_over_size_batches_and_r
     runtime, arq_redis, sandbox
 ) -> None:
     ids = await add_mailboxes(runtime, MANY)
-    batches = math.ceil(len(MANY) / REFRESH_BATCH_SIZE)
+    batches = math.ceil(len(MANY) / refresh_batch_size(runtime.settings.worker_max_jobs))
     totals = await scan_due({"runtime": runtime, "redis": arq_redis})
     assert totals == {"claimed": len(MANY), "enqueued": len(MANY), "batches": batches}
-    queued = await arq_redis.queued_jobs()
+    queued = await arq_redis.queued_jobs(queue_name=REFRESH_QUEUE)
     assert len(queued) == batches
     assert all(job.job_id.startswith("refresh-batch:") for job in queued)
     assert sorted(mailbox_id for job in queued for mailbox_id, _ in job.args[0]) == sorted(ids)
@@ -130,7 +144,7 @@ async def test_the_process_slots_bound_the_cycles_running_at_once_across_batches
         seen.add(await in_flight(runtime, owners))
         await asyncio.sleep(0.02)
     assert sum(result["refreshed"] for result in await running) == len(MANY)
-    assert max(seen) == slots  # reached, never passed, with 23 cycles of 3 batches waiting for them
+    assert max(seen) == slots  # reached, never passed, with all 23 cycles waiting for them
     assert sandbox.requests_by_token() == dict.fromkeys(MANY, 1)
 
 
@@ -140,7 +154,7 @@ async def test_a_claim_whose_due_time_a_timed_job_waits_for_stays_out_of_the_bat
     assert await timed.refresh_at(arq_redis, [(ids[1], due)], 60, due) == 1
     totals = await scan_due({"runtime": runtime, "redis": arq_redis})
     assert totals == {"claimed": 3, "timed": 1, "enqueued": 2, "batches": 1}
-    batch = next(job for job in await arq_redis.queued_jobs() if job.function == "refresh_batch")
+    [batch] = await arq_redis.queued_jobs(queue_name=REFRESH_QUEUE)
     assert sorted(mailbox_id for mailbox_id, _ in batch.args[0]) == [ids[0], ids[2]]
     await drain(runtime, arq_redis)  # the batch and the timed job, which takes its claim over
     assert sandbox.requests_by_token() == dict.fromkeys(MANY[:3], 1)
@@ -150,5 +164,25 @@ def test_a_batch_job_outlasts_its_cycles_queued_behind_every_other_batch_of_the_
     settings = load_settings({"TOKENWARDEN_LEASE_SECONDS": "60", "TOKENWARDEN_WORKER_MAX_JOBS": "4"})
     functions = {function.name: function for function in worker_settings(settings)["functions"]}
     assert functions["refresh_mailbox"].timeout_s == refresh_timeout_seconds(settings) == 55
-    # 4 batches of 10 cycles in 4 slots: 10 rounds of a whole cycle timeout at worst, and a margin
-    assert functions["refresh_batch"].timeout_s == batch_timeout_seconds(settings) == 10 * 55 + 10
+    # 4 slots: batches of 8, 2 of them at once: 16 cycles in 4 slots, 4 rounds of a whole cycle timeout at
+    # worst, and a margin
+    assert functions["refresh_batch"].timeout_s == batch_timeout_seconds(settings) == 4 * 55 + 10
+
+
+@pytest.mark.parametrize("overrides", [{"TOKENWARDEN_WORKER_MAX_JOBS": "2"}])
+async def test_a_worker_takes_only_the_batches_its_slots_can_run_and_leaves_the_rest_queued(
+    runtime, arq_redis, redis_url, sandbox
+) -> None:
+    batches = await scanned(runtime, arq_redis, MANY)
+    assert sorted(len(claims) for claims in batches) == [3, 4, 4, 4, 4, 4]  # two rounds of the 2 slots per batch
+    for token in MANY:
+        sandbox.fault(mode="timeout", seconds=STALL_SECONDS / 2, refresh_token=token, count=1)
+    held = set()
+    async with running_worker(runtime, redis_url) as worker:
+        lane = worker.lane(REFRESH_QUEUE)
+        while await scalar(runtime, "select count(*) from mailboxes where last_refreshed_at is null"):
+            held.add(sum(not task.done() for task in lane.tasks.values()))
+            await asyncio.sleep(0.02)
+    assert max(held) == 2  # the others waited in Redis, where another worker could have taken them
+    assert worker.jobs_failed == 0
+    assert sandbox.requests_by_token() == dict.fromkeys(MANY, 1)

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
+from arq.constants import default_queue_name
 from arq.worker import Worker
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from jobs.refresh import refresh_mailbox
-from jobs.scan import REFRESH_BATCH_SIZE, scan_due
+from jobs.scan import REFRESH_QUEUE, refresh_batch_size, scan_due
 from jobs.worker import cron_fields, worker_settings
 from statemachine.services.runtime import Runtime
 from tests.database import service_environment
@@ -37,7 +38,9 @@ sandbox = sandbox_fixture(DUE + LATER)
 @pytest.fixture
 def env(database_url: str, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
     """The global `runtime` fixture's environment: Google's token endpoint is this module's sandbox."""
-    return service_environment(database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url)
+    return service_environment(  # 5 cycle slots: batches of 10, so 12 due mailboxes make two
+        database_url, GOOGLE_TOKEN_URL=sandbox.token_url, REDIS_URL=redis_url, TOKENWARDEN_WORKER_MAX_JOBS="5"
+    )
 
 
 @pytest.fixture
@@ -51,17 +54,20 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 
 
 async def drain(runtime: Runtime, redis: ArqRedis) -> None:
+    """Run the refresh jobs queued now: the batches first, then the main queue (timed jobs the cycles queued)."""
     options = worker_settings(runtime.settings)
-    worker = Worker(
-        functions=refresh_functions(options),
-        redis_pool=redis,
-        ctx=worker_ctx(runtime),
-        burst=True,
-        poll_delay=0.01,
-        handle_signals=False,
-        keep_result=options["keep_result"],
-    )
-    await worker.main()
+    for queue in (REFRESH_QUEUE, default_queue_name):
+        worker = Worker(
+            functions=refresh_functions(options),
+            queue_name=queue,
+            redis_pool=redis,
+            ctx=worker_ctx(runtime),
+            burst=True,
+            poll_delay=0.01,
+            handle_signals=False,
+            keep_result=options["keep_result"],
+        )
+        await worker.main()
 
 
 def successes() -> float:
@@ -74,10 +80,10 @@ async def test_each_due_mailbox_is_refreshed_once_and_a_second_scan_enqueues_not
     await add_mailboxes(runtime, LATER, due_in_seconds=3600)
     ctx = {"runtime": runtime, "redis": redis}
     first = await scan_due(ctx)
-    assert first == {"claimed": len(DUE), "enqueued": len(DUE), "batches": 2}  # 12 claims: batches of 10 and 2
+    assert first == {"claimed": len(DUE), "enqueued": len(DUE), "batches": 2}  # 12 claims, 5 slots: 10 and 2
     owners = dict(await fetch(runtime, "select id, lease_owner from mailboxes where id = any(:ids)", ids=due))
-    queued = [(job.function, *job.args) for job in await redis.queued_jobs()]
-    assert sorted(len(claims) for _, claims in queued) == [2, REFRESH_BATCH_SIZE]
+    queued = [(job.function, *job.args) for job in await redis.queued_jobs(queue_name=REFRESH_QUEUE)]
+    assert sorted(len(claims) for _, claims in queued) == [2, refresh_batch_size(5)]
     assert {function for function, _ in queued} == {"refresh_batch"}
     assert sorted(claim for _, claims in queued for claim in claims) == [(i, str(owners[i])) for i in sorted(due)]
     assert await scan_due(ctx) == {"claimed": 0}  # the same window: the leases hold
@@ -94,12 +100,12 @@ async def test_a_claim_that_outlived_its_lease_is_claimed_again_under_the_same_j
     await add_mailboxes(runtime, DUE)
     ctx = {"runtime": runtime, "redis": redis}
     await scan_due(ctx)
-    jobs_before = sorted(job.job_id for job in await redis.queued_jobs())
+    jobs_before = sorted(job.job_id for job in await redis.queued_jobs(queue_name=REFRESH_QUEUE))
     async with runtime.sessionmaker() as session, session.begin():
         await session.execute(text("update mailboxes set lease_until = now() - interval '1 second'"))
     again = await scan_due(ctx)
     assert again == {"claimed": len(DUE), "reclaimed": len(DUE), "already_queued": len(DUE)}
-    assert sorted(job.job_id for job in await redis.queued_jobs()) == jobs_before
+    assert sorted(job.job_id for job in await redis.queued_jobs(queue_name=REFRESH_QUEUE)) == jobs_before
     await drain(runtime, redis)
     assert sandbox.requests_by_token() == dict.fromkeys(DUE, 1)
 
