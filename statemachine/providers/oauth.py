@@ -181,12 +181,11 @@ class OAuthProvider:
         """Exchange a refresh token, retrying transient failures per `self.retry`; raises the last OAuthError."""
         form = {**self.spec.refresh_params, "grant_type": "refresh_token", "refresh_token": refresh_token}
         payload = await self._refresh_with_retries(form)
-        claims = None
-        if payload.get("id_token") is not None:  # most refresh answers have none: not even the clock is read
-            try:  # an id_token here names the account of a mailbox added by the CLI or an import (no consent yet)
-                claims = self._claims(payload["id_token"])
-            except OAuthError:
-                logger.warning("ignoring an id_token from %s that failed validation in a refresh answer", self.name)
+        try:  # an id_token here names the account of a mailbox added by the CLI or an import (no consent yet)
+            claims = self._claims(payload.get("id_token"))
+        except OAuthError:
+            logger.warning("ignoring an id_token from %s that failed validation in a refresh answer", self.name)
+            claims = None
         return _grant(payload, claims, self.spec.subject_claims)
 
     async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenGrant:
