@@ -231,8 +231,8 @@ async def run(say: Callable[[str], None]) -> bool:
                 grant.rotate = True
         served = stack.enter_context(serve_in_thread(app))
         proxy = ResettingProxy(int(served.url.rsplit(":", 1)[1]))
-        proxy_url = await proxy.start()
-        stack.push_async_callback(proxy.stop)
+        proxy_url = proxy.start()
+        stack.callback(proxy.stop)
         services = Services(admin_url, SmtpSink(url=smtp_url), Fernet.generate_key().decode(), workdir, {})
         env = {**os.environ, **service_environment(services, database, redis.url, served.url, COMPRESSION)}
         env |= {"GOOGLE_TOKEN_URL": f"{proxy_url}/token", "TOKENWARDEN_SECRET_KEY": Fernet.generate_key().decode()}

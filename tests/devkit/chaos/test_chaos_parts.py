@@ -25,16 +25,30 @@ def test_a_restarted_redis_is_empty_and_on_the_same_url() -> None:
 async def test_the_proxy_forwards_then_resets_without_reaching_the_provider() -> None:
     with serve_in_thread(create_sandbox_app(client_id="c", client_secret="s")) as sandbox:
         proxy = ResettingProxy(int(sandbox.url.rsplit(":", 1)[1]))
-        url = await proxy.start()
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-            assert (await client.get("/_sandbox/requests")).json()["total"] == 0
-            proxy.resetting = True
-            with pytest.raises(httpx.TransportError):
-                await client.post("/token", data={"grant_type": "refresh_token"})
-            proxy.resetting = False
-            assert (await client.get("/_sandbox/requests")).json()["total"] == 0  # the token request never arrived
-        await proxy.stop()
+        url = proxy.start()
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+                assert (await client.get("/_sandbox/requests")).json()["total"] == 0
+                proxy.resetting = True
+                with pytest.raises(httpx.TransportError):
+                    await client.post("/token", data={"grant_type": "refresh_token"})
+                proxy.resetting = False
+                assert (await client.get("/_sandbox/requests")).json()["total"] == 0  # the token request never arrived
+        finally:
+            proxy.stop()
     assert proxy.resets == 1
+
+
+async def test_the_proxy_answers_while_the_harness_loop_is_busy() -> None:
+    """The harness's checks hold its loop; the token path must not wait for them (a late answer is resent)."""
+    with serve_in_thread(create_sandbox_app(client_id="c", client_secret="s")) as sandbox:
+        proxy = ResettingProxy(int(sandbox.url.rsplit(":", 1)[1]))
+        url = proxy.start()
+        try:  # a blocking call: this test's loop, the one that started the proxy, runs nothing meanwhile
+            answer = httpx.get(f"{url}/_sandbox/requests", timeout=2)  # noqa: ASYNC210
+        finally:
+            proxy.stop()
+    assert answer.status_code == 200
 
 
 def test_the_schedule_is_in_order_and_ends_before_the_checks() -> None:
