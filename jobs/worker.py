@@ -180,7 +180,6 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "poll_delay": POLL_DELAY_SECONDS,
         "max_tries": MAX_TRIES,
         "health_check_interval": HEALTH_CHECK_SECONDS,
-        "job_completion_wait": settings.shutdown_grace_seconds,
     }
 
 
