@@ -28,7 +28,15 @@ from statemachine.services.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, asyncio.TimeoutError)
+# WatchError too: redis-py raises it for a connection lost under WATCH, which arq's start_jobs catches only
+# around its EXEC (a chaos run saw it end 3 workers during a Redis restart, each restarted by the supervisor).
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.WatchError,
+    OSError,
+    asyncio.TimeoutError,
+)
 REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
 REDIS_PROBE_SECONDS = 0.5
