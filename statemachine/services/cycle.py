@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from asyncpg import Pool, PostgresError
+from asyncpg import PostgresError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.access_tokens import seal_access_token
@@ -37,6 +37,7 @@ from statemachine.store import cycle_rows, repository
 from statemachine.store.cycle_rows import Lease, RoutineRefresh
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
+from statemachine.store.statements import StatementPool
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class CycleDeps:
     """Everything a cycle needs; built once per process (the worker's ctx, the CLI's main)."""
 
     sessionmaker: Sessionmaker
-    statements: Pool  # plain asyncpg connections for the lease, a rotated token and a routine refresh
+    statements: StatementPool  # plain asyncpg connections for the lease, a rotated token and a routine refresh
     providers: Mapping[str, TokenRefresher]
     cipher: TokenCipher
     events: EventContext

@@ -12,7 +12,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from asyncpg import Pool
 
 from statemachine.core.secrets import TokenCipher
 from statemachine.providers.oauth import OAuthProvider, RetryPolicy, make_http_client
@@ -22,7 +21,7 @@ from statemachine.services.settings import Settings
 from statemachine.services.unit_of_work import EventContext
 from statemachine.store.db import Sessionmaker, make_engine, make_sessionmaker
 from statemachine.store.incidents import IncidentGuard
-from statemachine.store.statements import statement_pool
+from statemachine.store.statements import StatementPool, statement_pool
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Runtime:
     cipher: TokenCipher
     providers: dict[str, OAuthProvider]
     events: EventContext
-    statements: Pool  # plain asyncpg connections for a cycle's hot statements and the access-token route
+    statements: StatementPool  # plain asyncpg connections for a cycle's hot statements and the access-token route
     incidents: IncidentGuard | None = None
 
     def cycle_deps(self) -> CycleDeps:

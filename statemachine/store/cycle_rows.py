@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from asyncpg import Pool
-
 from statemachine.core.access_tokens import SealedAccessToken
 from statemachine.core.machine import Lifecycle
 from statemachine.store.repository import LIFECYCLE_COLUMNS, UnknownMailboxError
+from statemachine.store.statements import StatementPool
 
 LIFECYCLE = tuple(LIFECYCLE_COLUMNS.values())
 
@@ -87,7 +86,7 @@ class Lease:
 
 
 async def take_lease(
-    pool: Pool, mailbox_id: int, owner: uuid.UUID, now: datetime, until: datetime,
+    pool: StatementPool, mailbox_id: int, owner: uuid.UUID, now: datetime, until: datetime,
     *, takeover_from: uuid.UUID | None = None, revision: int | None = None,
 ) -> Lease | None:  # fmt: skip
     """Lease the mailbox to `owner` unless another live lease holds it (then None).
@@ -106,7 +105,7 @@ async def take_lease(
     return Lease(mailbox_id, owner, row[0], row[1], row[2], row[3], tuple(row[4:]))
 
 
-async def store_rotated_refresh_token(pool: Pool, lease: Lease, ciphertext: bytes) -> bool:
+async def store_rotated_refresh_token(pool: StatementPool, lease: Lease, ciphertext: bytes) -> bool:
     """Keep a newly issued refresh token at once (RFC 9700 §4.14.2), while our lease holds and the grant we
     refreshed is still the mailbox's: a reconnect's newer grant always wins over an old grant's rotated token."""
     return await pool.fetchval(ROTATED, lease.mailbox_id, lease.owner, lease.grant_generation, ciphertext) is not None
@@ -124,7 +123,7 @@ class RoutineRefresh:
 
 
 async def apply_routine_refresh(
-    pool: Pool, lease: Lease, lifecycle: Lifecycle, refresh: RoutineRefresh, *, record_outcome: bool
+    pool: StatementPool, lease: Lease, lifecycle: Lifecycle, refresh: RoutineRefresh, *, record_outcome: bool
 ) -> bool:
     """Write the refreshed row, release the lease and record the outcome, only if the row is as leased."""
     new = tuple(getattr(lifecycle, field) for field in LIFECYCLE_COLUMNS)

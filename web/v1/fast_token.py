@@ -16,12 +16,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asyncpg import Pool
 from starlette.requests import Request
 
 from statemachine.core.secrets import TokenCipher
 from statemachine.core.states import State
 from statemachine.services.access_tokens import open_access_token
+from statemachine.store.statements import StatementPool
 from web.signing import hash_secret
 from web.v1.keys import KEY_PREFIX, LAST_USED_EVERY
 from web.v1.requests import MAX_BODY_BYTES
@@ -66,7 +66,7 @@ def _min_valid_seconds(raw: bytes, default: int, high: int) -> int | None:
 
 
 async def issue_stored(
-    request: Request, pool: Pool, cipher: TokenCipher, *, default: int, high: int
+    request: Request, pool: StatementPool, cipher: TokenCipher, *, default: int, high: int
 ) -> dict[str, Any] | None:
     """The response body when the stored token lasts, with its audit row written; None for any other case."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")

@@ -1,0 +1,92 @@
+"""The cycle's statement pool on real PostgreSQL: bounded, lazy, replacing lost connections, never reusing a bad one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from statemachine.store.statements import StatementPool, statement_pool
+
+PID = "select pg_backend_pid()"
+
+
+def plain(database_url: str) -> str:
+    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def backend_alive(database_url: str, pid: int) -> bool:
+    connection = await asyncpg.connect(plain(database_url))
+    try:
+        return bool(await connection.fetchval("select count(*) from pg_stat_activity where pid = $1", pid))
+    finally:
+        await connection.close()
+
+
+async def until_gone(database_url: str, pid: int) -> None:
+    async with asyncio.timeout(10):
+        while await backend_alive(database_url, pid):
+            await asyncio.sleep(0.02)
+
+
+async def test_connections_open_when_first_needed_and_never_more_than_max_size(database_url: str) -> None:
+    async with statement_pool(database_url, max_size=3) as pool:
+        pids = await asyncio.gather(*(pool.fetchval("select pg_backend_pid() from pg_sleep(0.05)") for _ in range(9)))
+        again = {await pool.fetchval(PID) for _ in range(5)}
+
+    assert len(set(pids)) == 3  # nine callers shared three connections, the others waited for one
+    assert again <= set(pids)  # and the connections were kept for the next statements
+
+
+async def test_a_connection_the_server_closed_is_replaced_when_taken(database_url: str) -> None:
+    async with statement_pool(database_url, max_size=1) as pool:
+        first = await pool.fetchval(PID)
+        admin = await asyncpg.connect(plain(database_url))
+        try:
+            assert await admin.fetchval("select pg_terminate_backend($1)", first)
+        finally:
+            await admin.close()
+        await until_gone(database_url, first)
+        await asyncio.sleep(0.05)  # the client side reads the server's goodbye
+
+        assert await pool.fetchval("select 41 + 1") == 42
+        assert await pool.fetchval(PID) != first
+
+
+async def test_a_statement_cut_short_gives_its_place_back_and_its_connection_is_not_reused(database_url: str) -> None:
+    async with statement_pool(database_url, max_size=1) as pool:
+        first = await pool.fetchval(PID)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await pool.fetchval("select pg_sleep(30)")
+
+        async with asyncio.timeout(5):  # one place only: the cancelled statement gave it back
+            second = await pool.fetchval(PID)
+
+    assert second != first  # a connection whose statement may still be running is never handed out again
+
+
+async def test_a_failed_statement_does_not_leave_its_connection_to_the_next_caller(database_url: str) -> None:
+    async with statement_pool(database_url, max_size=1) as pool:
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await pool.fetchval("select 1 / 0")
+        assert await pool.fetchval("select 1") == 1
+
+        async with pool.acquire() as connection:
+            left_open = await connection.fetchval(PID)
+            await connection.execute("begin")  # a caller that forgot its transaction
+        async with pool.acquire() as connection:
+            assert not connection.is_in_transaction()
+            assert await connection.fetchval(PID) != left_open
+
+
+async def test_closing_closes_every_connection_and_refuses_new_statements(database_url: str) -> None:
+    pool = StatementPool(database_url, max_size=2)
+    pids = set(await asyncio.gather(*(pool.fetchval("select pg_backend_pid() from pg_sleep(0.05)") for _ in range(2))))
+    await pool.close()
+
+    for pid in pids:
+        await until_gone(database_url, pid)
+    with pytest.raises(asyncpg.InterfaceError, match="statement pool is closed"):
+        await pool.fetchval("select 1")
