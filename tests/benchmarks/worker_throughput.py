@@ -7,8 +7,9 @@ and once with two, waits until every mailbox is refreshed. Printed: the workers'
 (from /proc, between the first refresh seen and the last), the whole box's busy CPU per refresh over
 the same span (workers, PostgreSQL, Redis and the endpoint: the issue's prototype spent 3.4-3.8 ms),
 refreshes per second, and the largest worker RSS seen, each beside its floor measured in the same run
-(tests/benchmarks/floors.py): a bare aiohttp refresh loop (the median of one run before the workers and
-two after, as the box's speed drifts), a bare SQL lock+update, arq no-op jobs.
+(tests/benchmarks/floors.py): a bare aiohttp refresh loop in a process of its own, as each worker is (the
+median of one run before the workers and two after, as the box's speed drifts), a bare SQL lock+update, arq
+no-op jobs.
 Not part of the test suite.
 """
 
@@ -97,7 +98,7 @@ async def measure(env: dict[str, str], count: int, refresh_tokens: list[str], to
     assert env["DATABASE_URL"]
     await migrate(env["DATABASE_URL"])
     log = Path(tempfile.mkdtemp(prefix="twbench")) / "worker.log"
-    http_rounds = [await floors.aiohttp_loop(token_url, refresh_tokens, CLIENT)]
+    http_rounds = [await floors.aiohttp_loop_apart(token_url, refresh_tokens, CLIENT)]
     async with open_runtime(load_settings(env)) as rt:
         for start in range(0, count, 1000):
             await add_mailboxes(rt, refresh_tokens[start : start + 1000])
@@ -105,7 +106,7 @@ async def measure(env: dict[str, str], count: int, refresh_tokens: list[str], to
         async with rt.sessionmaker() as session, session.begin():
             await session.execute(text(RESET))
         two = await refresh_all(rt, env, count, 2, log)
-    http_rounds += [await floors.aiohttp_loop(token_url, refresh_tokens, CLIENT) for _ in range(2)]
+    http_rounds += [await floors.aiohttp_loop_apart(token_url, refresh_tokens, CLIENT) for _ in range(2)]
     http = statistics.median(http_rounds)  # before and after the workers: the box's speed drifts
     sql = await floors.sql_lock_update(env["DATABASE_URL"], count)
     arq = await floors.arq_noop_jobs(env["REDIS_URL"], count)
