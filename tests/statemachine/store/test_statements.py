@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from statemachine.store.statements import StatementPool, statement_pool
+from tests.jobs.support import wait_until
 
 PID = "select pg_backend_pid()"
 
@@ -25,9 +26,10 @@ async def backend_alive(database_url: str, pid: int) -> bool:
 
 
 async def until_gone(database_url: str, pid: int) -> None:
-    async with asyncio.timeout(10):
-        while await backend_alive(database_url, pid):
-            await asyncio.sleep(0.02)
+    async def gone() -> bool:
+        return not await backend_alive(database_url, pid)
+
+    await wait_until(gone, 10, f"backend {pid} to end")
 
 
 async def test_connections_open_when_first_needed_and_never_more_than_max_size(database_url: str) -> None:
