@@ -17,23 +17,29 @@ def plain(database_url: str) -> str:
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def backend_alive(database_url: str, pid: int) -> bool:
+async def backends(database_url: str) -> set[int]:
+    """The server's backends for this database, but the one asking."""
     connection = await asyncpg.connect(plain(database_url))
     try:
-        return bool(await connection.fetchval("select count(*) from pg_stat_activity where pid = $1", pid))
+        rows = await connection.fetch(
+            "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        )
+        return {row[0] for row in rows}
     finally:
         await connection.close()
 
 
 async def until_gone(database_url: str, pid: int) -> None:
     async def gone() -> bool:
-        return not await backend_alive(database_url, pid)
+        return pid not in await backends(database_url)
 
     await wait_until(gone, 10, f"backend {pid} to end")
 
 
 async def test_connections_open_when_first_needed_and_never_more_than_max_size(database_url: str) -> None:
+    before = await backends(database_url)
     async with statement_pool(database_url, max_size=3) as pool:
+        assert not await backends(database_url) - before  # nothing opened before the first statement
         pids = await asyncio.gather(*(pool.fetchval("select pg_backend_pid() from pg_sleep(0.05)") for _ in range(9)))
         again = {await pool.fetchval(PID) for _ in range(5)}
 
