@@ -58,15 +58,20 @@ async def aiohttp_loop_apart(token_url: str, refresh_tokens: list[str], client: 
     endpoint, and that contention inflated its CPU by about half (199 vs 129 µs per refresh, the median of
     4 runs each, alternated; the note of issue 12), which made the worker's ratio look better than it was.
     """
+    asked = {"token_url": token_url, "refresh_tokens": refresh_tokens, "client": client}
+    return float(await in_own_process("tests.benchmarks.floors", asked))
+
+
+async def in_own_process(module: str, request: dict[str, Any]) -> bytes:
+    """Run `python -m module` with `request` as JSON on its stdin; its stdout, once it exited cleanly."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.benchmarks.floors", cwd=Path(__file__).parents[2],
+        sys.executable, "-m", module, cwd=Path(__file__).parents[2],
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    asked = {"token_url": token_url, "refresh_tokens": refresh_tokens, "client": client}
-    out, _ = await child.communicate(json.dumps(asked).encode())
+    out, _ = await child.communicate(json.dumps(request).encode())
     if child.returncode:
-        raise RuntimeError(f"the aiohttp floor's process exited with {child.returncode}")
-    return float(out)
+        raise RuntimeError(f"python -m {module} exited with {child.returncode}")
+    return out
 
 
 async def sql_lock_update(database_url: str, count: int) -> float:
