@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import aiohttp
 import backoff
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
+from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 
 from statemachine.core.classify import classify_parsed, classify_transport, parse_json_object
 from statemachine.core.errors import OAuthError, OAuthTransientError, Verdict, error_for
@@ -98,6 +98,30 @@ class _TokenClient(HttpxAiohttpClient):
     @cookies.setter
     def cookies(self, cookies: object) -> None:
         raise TypeError("the token client keeps no cookies")
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+        return _without_cookies(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+        return _without_cookies(super()._init_proxy_transport(*args, **kwargs))
+
+
+def _without_cookies(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+    """Under httpx's jar there is aiohttp's: the transport's session would keep a cookie from one user's answer
+    and send it with everyone's next token request (on a host name; aiohttp refuses cookies from IP addresses).
+    Its session is opened as httpx-aiohttp opens it (TLS context, pool size, keep-alive), with a jar that keeps
+    nothing, when first used."""
+    if isinstance(transport, AiohttpTransport):
+        limits, tls = transport.limits, transport.ssl_context
+
+        def open_session() -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(
+                limit=limits.max_connections or 0, keepalive_timeout=limits.keepalive_expiry, ssl=tls
+            )
+            return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+        transport.client = open_session
+    return transport
 
 
 def make_http_client(timeout_seconds: float) -> httpx.AsyncClient:

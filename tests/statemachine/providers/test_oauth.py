@@ -627,3 +627,38 @@ async def test_a_token_request_goes_through_the_proxy_the_environment_names(monk
         server.close()
         await client.aclose()
     assert [request.split(b"\r\n")[0] for request in seen] == [b"POST http://oauth2.example.test/token HTTP/1.1"]
+
+
+async def test_a_cookie_one_answer_sets_never_rides_along_a_later_request_on_the_wire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The aiohttp session under the token client keeps no cookie either (a host name, through a proxy, so a
+    cookie jar would accept one: it refuses cookies from bare IP addresses)."""
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof() and (head := await reader.readuntil(b"\r\n\r\n")):
+            seen.append(head)
+            await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+            body = json.dumps(OK).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: NID=user-a; Path=/\r\nContent-Length: %d\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    client = make_http_client(5.0)
+    provider = OAuthProvider(
+        client, spec=google.SPEC, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+        token_url="http://oauth2.example.test/token", auth_url=AUTH_URL, retry=RetryPolicy(1),
+    )  # fmt: skip
+    try:
+        for _ in range(2):
+            assert (await provider.refresh(REFRESH_TOKEN)).access_token == ACCESS_TOKEN
+    finally:
+        server.close()
+        await client.aclose()
+    assert len(seen) == 2
+    assert not any(b"\r\ncookie:" in head.lower() for head in seen)
