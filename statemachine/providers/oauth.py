@@ -35,17 +35,18 @@ from statemachine.core.secrets import Secret
 from statemachine.core.states import FailureKind
 from statemachine.providers.revocation import revoke_token
 from statemachine.providers.spec import ProviderSpec
+from statemachine.providers.token_post import Answer, post_form
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TOKEN_REQUEST_HEADERS = httpx.Headers({
+_TOKEN_REQUEST_HEADERS = {
     "Accept": "application/json",
     "Accept-Encoding": "identity",  # no gzip bomb past our limit
     "Content-Type": "application/x-www-form-urlencoded",
     "User-Agent": f"python-httpx/{httpx.__version__}",  # what the client's defaults sent before
-})  # fmt: skip
+}
 
 # Matched in order, against the aiohttp cause when there is one: httpx-aiohttp 0.2 turns a refused connection, DNS
 # failure or server hang-up into httpx.ConnectTimeout and lets a bad status line out as aiohttp's ClientResponseError.
@@ -189,7 +190,7 @@ class OAuthProvider:
         self.spec = spec
         self.name = spec.name
         self.client_id = client_id
-        self._token_url = httpx.URL(token_url)  # parsed once: parsing it took a tenth of building each request
+        self._token_url = httpx.URL(token_url)  # parsed once, to pick the transport for it
         self._token_url_text = token_url
         self.auth_url = auth_url
         self.scopes = tuple(scopes or spec.scopes)  # what the consent URL asks for
@@ -298,48 +299,20 @@ class OAuthProvider:
     async def _attempt(self, form: dict[str, str]) -> dict[str, Any]:
         return self._check(*await self._send(form))
 
-    async def _send(self, form: dict[str, str]) -> tuple[int, httpx.Headers, bytes | None]:
+    async def _send(self, form: dict[str, str]) -> Answer:
         """POST the form with our client credentials; the body is None when it exceeds max_body_bytes."""
         data = {**form, "client_id": self.client_id, "client_secret": self._client_secret.reveal()}
+        body = urlencode(data).encode("ascii")
         try:
             async with asyncio.timeout(self.deadline_seconds):
-                response = await self._exchange(self._token_request(data))
-                try:
-                    return response.status_code, response.headers, await _read_limited(response, self.max_body_bytes)
-                finally:
-                    await response.aclose()
+                return await post_form(self._client, self._token_url, _TOKEN_REQUEST_HEADERS, body, self.max_body_bytes)
         except _NO_RESPONSE_ERRORS as exc:
             kind = transport_kind(exc)
             logger.debug("token request to %s failed: %s", self.name, type(exc).__name__)
         # raised outside the except block: the httpx exception holds the request, and with it our secrets
         raise error_for(classify_transport(kind))
 
-    async def _exchange(self, request: httpx.Request) -> httpx.Response:
-        """Hand the token POST to the transport the client's own `send` would pick, by the same method
-        (`_transport_for_url`: the client's mounts, so its proxies, and what respx's httpx mocker patches).
-
-        This skips what `send` wraps around that call: auth flows, redirect handling, event hooks and
-        cookie extraction, none of which the token client has (no auth, no hooks, no cookies, and a 3xx is
-        never followed but classified). That layer cost more than the transport's own conversion: 0.68 ->
-        0.53 ms a request, bare aiohttp 0.44 ms (20 in flight, alternated in one process; the note of
-        issue 12). The method is private to httpx, which constraints.txt pins: the respx tests of this
-        module fail at once if an upgrade renames it, as respx itself would.
-        """
-        return await self._client._transport_for_url(request.url).handle_async_request(request)
-
-    def _token_request(self, data: Mapping[str, str]) -> httpx.Request:
-        """The token POST, built whole rather than by `client.stream`, which merges the client's base URL,
-        default headers, cookies and query parameters into every request: about 8 % of a refresh's client
-        CPU (0.75 -> 0.69 ms, 20 in flight, alternated in one process). Its URL is parsed once and its headers
-        are an `httpx.Headers` already (copied, not normalised, per request): 34 -> 13 µs to build it.
-        The transport is still picked by URL (`_exchange`), so proxies and respx apply as before.
-        """
-        return httpx.Request(
-            "POST", self._token_url, headers=_TOKEN_REQUEST_HEADERS, content=urlencode(data).encode("ascii"),
-            extensions={"timeout": self._client.timeout.as_dict()},
-        )  # fmt: skip
-
-    def _check(self, status: int, headers: httpx.Headers, body: bytes | None) -> dict[str, Any]:
+    def _check(self, status: int, headers: Mapping[str, str], body: bytes | None) -> dict[str, Any]:
         """Return the usable token payload or raise the classified error."""
         if body is None:
             raise error_for(classify_transport("oversized_response"))
@@ -356,31 +329,6 @@ def transport_kind(exc: BaseException) -> str:
     cause = exc.__cause__
     source = cause if isinstance(cause, aiohttp.ClientError) else exc
     return next((kind for cls, kind in _KIND_BY_EXCEPTION if isinstance(source, cls)), "network_error")
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
-    """Read the (decoded) body, giving up with None past `limit` bytes, before buffering more than that.
-
-    A declared length within the limit, with no content encoding that could inflate it, is read in one go
-    straight from the transport's stream (aiohttp reads exactly that many bytes): httpx's decoding layers
-    would have nothing to do, and cost 5 % of a token request (0.652 -> 0.619 ms, alternated in one
-    process). Anything else is counted chunk by chunk as it is decoded.
-    """
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit():
-        if len(declared) > 18 or int(declared) > limit:
-            return None
-        if response.headers.get("content-encoding", "identity") == "identity":
-            stream = cast(httpx.AsyncByteStream, response.stream)  # what an async transport answers with
-            return b"".join([chunk async for chunk in stream])
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _waits(*, base_seconds: float, max_seconds: float) -> Generator[float, Any, None]:

@@ -536,6 +536,15 @@ async def test_token_grant_repr_hides_tokens() -> None:
 SILENT = b"<never answers>"
 
 
+def _chunked(body: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])) + b"0\r\n\r\n"
+
+
+def _gzipped(body: bytes) -> bytes:
+    packed = gzip.compress(body)
+    return b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(packed), packed)
+
+
 def _answer(raw: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)
@@ -559,10 +568,31 @@ def _answer(raw: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter]
         (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "read_error"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Encoding: gzip\r\n\r\nabcde", "remote_protocol_error"),
         (b'HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n{"access_token": "at"}', None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n" + b" " * 2000, "oversized_response"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(b'{"access_token": "at"}'), None),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(b" " * 2000), "oversized_response"),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b" " * 2000, "oversized_response"),
+        (_gzipped(b'{"access_token": "at"}'), None),
+        (_gzipped(b" " * 2000), "oversized_response"),  # a few bytes on the wire, inflating past the limit
     ],
-    ids=["refused", "hang-up", "silent", "bad-status-line", "truncated", "bad-gzip", "ok"],
+    ids=[
+        "refused",
+        "hang-up",
+        "silent",
+        "bad-status-line",
+        "truncated",
+        "bad-gzip",
+        "ok",
+        "declared-too-big",
+        "chunked",
+        "chunked-too-big",
+        "until-close-too-big",
+        "gzip",
+        "gzip-inflates-too-big",
+    ],
 )
 async def test_real_sockets_through_the_aiohttp_transport(raw: bytes | None, code: str | None) -> None:
+    """The production path: the token POST straight on the aiohttp session, its answer read within the limit."""
     server = await asyncio.start_server(_answer(raw or b""), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
     if raw is None:
@@ -571,7 +601,7 @@ async def test_real_sockets_through_the_aiohttp_transport(raw: bytes | None, cod
     client = make_http_client(0.5)
     provider = OAuthProvider(
         client, spec=google.SPEC, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, token_url=url, auth_url=AUTH_URL,
-        retry=RetryPolicy(1),
+        retry=RetryPolicy(1), max_body_bytes=1024,
     )  # fmt: skip
     try:
         if code is None:
