@@ -13,12 +13,16 @@ own (no BEGIN, no COMMIT, nothing to reset), so `StatementPool` keeps only what 
   and a caller waits for one when all are in use;
 - a connection the server closed (a restart) is replaced when taken;
 - a connection whose use did not end cleanly (an error, a cancellation mid-statement, a transaction left
-  open) is never handed out again: it is terminated, and the next caller opens a new one.
+  open) is never handed out again: it is terminated, and the next caller opens a new one;
+- a connection idle for `idle_seconds` (5 minutes, asyncpg's Pool's default) is closed, so a burst does not
+  hold `max_size` backends of every process for good. The most recently used connection is handed out first,
+  so under a steady load the ones a burst opened go idle and are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -32,10 +36,13 @@ T = TypeVar("T")
 class StatementPool:
     """Up to `max_size` asyncpg connections to `database_url` (SQLAlchemy's form is accepted), one caller each."""
 
-    def __init__(self, database_url: str, *, max_size: int) -> None:
+    def __init__(self, database_url: str, *, max_size: int, idle_seconds: float = 300.0) -> None:
         self._dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._in_use = asyncio.Semaphore(max_size)
-        self._idle: list[Connection] = []
+        self._idle: list[tuple[Connection, float]] = []  # (connection, idle since), the most recent last
+        self._idle_seconds = idle_seconds
+        self._reaper: asyncio.TimerHandle | None = None
+        self._closing_idle: set[asyncio.Task[None]] = set()
         self._closing = False
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
@@ -58,8 +65,11 @@ class StatementPool:
     async def close(self) -> None:
         """Close the idle connections now, and each one in use when it is given back."""
         self._closing = True
+        if self._reaper is not None:
+            self._reaper.cancel()
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(connection.close(timeout=5) for connection in idle), return_exceptions=True)
+        closing = [connection.close(timeout=5) for connection, _ in idle]
+        await asyncio.gather(*closing, *self._closing_idle, return_exceptions=True)
 
     async def _run(self, statement: Callable[[Connection], Awaitable[T]]) -> T:
         connection = await self._take()
@@ -77,7 +87,7 @@ class StatementPool:
         await self._in_use.acquire()
         try:
             while self._idle:
-                connection = self._idle.pop()
+                connection, _ = self._idle.pop()
                 if not connection.is_closed():
                     return connection
             return await asyncpg.connect(self._dsn)
@@ -88,9 +98,32 @@ class StatementPool:
     def _give_back(self, connection: Connection, *, clean: bool) -> None:
         self._in_use.release()
         if clean and not self._closing and not connection.is_closed() and not connection.is_in_transaction():
-            self._idle.append(connection)
+            self._idle.append((connection, time.monotonic()))
+            if self._reaper is None:
+                self._reaper = asyncio.get_running_loop().call_later(self._idle_seconds, self._close_idle)
         else:
             connection.terminate()
+
+    def _close_idle(self) -> None:
+        """Close the connections idle for `idle_seconds` (the oldest first in the list); look again when the
+        next one will be."""
+        self._reaper = None
+        expired = time.monotonic() - self._idle_seconds
+        while self._idle and self._idle[0][1] <= expired:
+            task = asyncio.ensure_future(_close_quietly(self._idle.pop(0)[0]))
+            self._closing_idle.add(task)
+            task.add_done_callback(self._closing_idle.discard)
+        if self._idle:
+            delay = self._idle[0][1] - expired
+            self._reaper = asyncio.get_running_loop().call_later(delay, self._close_idle)
+
+
+async def _close_quietly(connection: Connection) -> None:
+    """Say goodbye to the server; a connection that cannot is dropped (nobody awaits this close)."""
+    try:
+        await connection.close(timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        connection.terminate()
 
 
 @asynccontextmanager

@@ -98,3 +98,35 @@ async def test_closing_closes_every_connection_and_refuses_new_statements(databa
         await until_gone(database_url, pid)
     with pytest.raises(asyncpg.InterfaceError, match="statement pool is closed"):
         await pool.fetchval("select 1")
+
+
+async def test_connections_idle_for_idle_seconds_are_closed_and_a_steady_caller_keeps_one(database_url: str) -> None:
+    before = await backends(database_url)
+    pool = StatementPool(database_url, max_size=3, idle_seconds=0.5)
+
+    async def opened_by_pool() -> set[int]:
+        return await backends(database_url) - before
+
+    try:
+        sleepers = (pool.fetchval("select pg_backend_pid() from pg_sleep(0.05)") for _ in range(3))
+        burst = set(await asyncio.gather(*sleepers))
+        assert len(burst) == 3
+        steady = set()
+        for _ in range(30):  # a statement every 50 ms for 1.5 s: always the most recently used connection
+            steady.add(await pool.fetchval(PID))
+            await asyncio.sleep(0.05)
+        assert len(steady) == 1
+        assert steady <= burst
+
+        async def only_steady_left() -> bool:
+            return await opened_by_pool() == steady  # the two others the burst opened were closed
+
+        async def none_left() -> bool:
+            return not await opened_by_pool()
+
+        await wait_until(only_steady_left, 10, "the burst's idle connections to close")
+        await wait_until(none_left, 10, "the last idle connection to close")
+        assert await pool.fetchval("select 41 + 1") == 42  # and the next statement opens a new one
+        assert await opened_by_pool()
+    finally:
+        await pool.close()
