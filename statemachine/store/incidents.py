@@ -12,12 +12,13 @@ the mailboxes it held forward with jitter.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, literal, or_, select, tuple_, update
+from sqlalchemy import CursorResult, and_, delete, extract, func, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -212,7 +213,16 @@ def _spacing(window_cycles: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, window_cycles / float(WINDOW_ROWS_PER_SECOND))
 
 
-async def _claim_count(session: AsyncSession, provider: str) -> bool:
+@dataclass(frozen=True)
+class CountClaim:
+    """Whether this cycle counts the provider's window; if not, in how many seconds the fleet's next count of
+    a big window is due (0: no such wait known, e.g. another cycle holds a due claim)."""
+
+    counts: bool
+    due_in: float
+
+
+async def _claim_count(session: AsyncSession, provider: str) -> CountClaim:
     """Whether this cycle counts the provider's window: for a big window, one cycle per interval in the fleet.
 
     The claim is one conditional UPDATE that matches nothing while the next count is not due (nearly
@@ -245,7 +255,10 @@ async def _claim_count(session: AsyncSession, provider: str) -> bool:
         .cte("created")
     )
     either = select(claimed.c.provider).union_all(select(created.c.provider), small)
-    return bool(await session.scalar(select(either.exists())))
+    # read from the statement's snapshot, before the claim's update: when the next count is due
+    due_in = select(extract("epoch", WindowCheck.next_count_at - func.clock_timestamp())).where(big).scalar_subquery()
+    counts, seconds = (await session.execute(select(either.exists(), func.coalesce(due_in, 0)))).one()
+    return CountClaim(bool(counts), max(0.0, float(seconds)))
 
 
 @dataclass
@@ -254,6 +267,9 @@ class IncidentGuard:
 
     rules: IncidentThresholds
     listeners: list[Callable[[OpenedIncident], None]] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic  # this process's clock for the waits below
+    # per provider: until when (self.clock) the fleet's next count of its big window is not due
+    _not_due_until: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     async def observe(
         self, session: AsyncSession, *, provider: str, mailbox_id: int, verdict: Verdict | None, at: datetime
@@ -282,8 +298,19 @@ class IncidentGuard:
         return holds(opening.about, verdict.kind.value, verdict.code)
 
     async def _window(self, session: AsyncSession, provider: str, at: datetime) -> WindowCounts | None:
-        """The provider's window, or None while the fleet's last count of it is too recent for its size."""
-        if not await _claim_count(session, provider):
+        """The provider's window, or None while the fleet's last count of it is too recent for its size.
+
+        A failure that finds the next count not yet due learns when it will be, and this process's failures
+        skip the claim until then: the claim is a statement, and at an outage's onset nearly every cycle fails,
+        so the guard's cost would grow with the failure rate. With the wait known, it is about one claim per
+        process per interval, and the count is claimed as soon as it is due, as before.
+        """
+        if self.clock() < self._not_due_until.get(provider, float("-inf")):
+            return None
+        claim = await _claim_count(session, provider)
+        if not claim.counts:
+            if claim.due_in > 0:
+                self._not_due_until[provider] = self.clock() + claim.due_in
             return None
         counts = await window_counts(session, provider, at - timedelta(seconds=self.rules.window_seconds))
         if counts.cycles >= SMALL_WINDOW or await _was_big(session, provider):

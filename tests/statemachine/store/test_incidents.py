@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import respx
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from statemachine.core.errors import Verdict
 from statemachine.core.incident_rules import WindowCounts
@@ -160,10 +160,21 @@ async def test_one_providers_outage_opens_its_own_incident_and_the_other_keeps_e
     assert {m for (m,) in told} == set(escalating)
 
 
-async def count_due_now(runtime: Runtime) -> None:
-    """Time passes: the provider's next window count is due."""
+class Clock:
+    """The guards' process clock, which the tests move on with the database's (`count_due_now`)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def count_due_now(runtime: Runtime, clock: Clock) -> None:
+    """Time passes: the provider's next window count is due, and the guards' clock says so too."""
     async with runtime.sessionmaker() as session, session.begin():
         await session.execute(text("update incident_window_checks set next_count_at = clock_timestamp()"))
+    clock.now += 3600
 
 
 async def test_two_workers_count_the_window_once_per_interval_and_the_next_count_opens_the_incident(
@@ -181,7 +192,8 @@ async def test_two_workers_count_the_window_once_per_interval_and_the_next_count
         return await window_counts(session, provider, since)
 
     monkeypatch.setattr(incidents, "window_counts", counting)
-    guards = [IncidentGuard(runtime.settings.incidents) for _ in range(2)]
+    clock = Clock()
+    guards = [IncidentGuard(runtime.settings.incidents, clock=clock) for _ in range(2)]
 
     async def cycle(worker: int, mailbox_id: int, verdict: Verdict | None) -> bool:
         async with runtime.sessionmaker() as session, session.begin():
@@ -193,7 +205,7 @@ async def test_two_workers_count_the_window_once_per_interval_and_the_next_count
         await cycle(0, mailbox_id, None)
     assert await asyncio.gather(*(cycle(i % 2, m, OUTAGE) for i, m in enumerate(ids))) == [False] * 6
     assert counted == ["google"]  # the first failure counted 5 cycles: the next count is due 5 s later
-    await count_due_now(runtime)
+    await count_due_now(runtime, clock)
     assert await cycle(1, ids[0], OUTAGE) is True  # 7 of 11 cycles failed, 6 mailboxes: opened, and held
     assert (await cycle(0, ids[1], OUTAGE), counted) == (True, ["google"] * 2)  # held by the open incident
     assert await rows(runtime, "select kind, mailboxes_affected from incidents") == [("transient", 6)]
@@ -209,7 +221,8 @@ async def test_the_next_count_waits_the_window_size_over_100_000_rows_per_second
         return WindowCounts(cycles=200_000, successes=199_000, transient_cycles=1_000, transient_mailboxes=900)
 
     monkeypatch.setattr(incidents, "window_counts", big_window)
-    guard = IncidentGuard(runtime.settings.incidents)
+    clock = Clock()
+    guard = IncidentGuard(runtime.settings.incidents, clock=clock)
     for _ in range(3):
         async with runtime.sessionmaker() as session, session.begin():
             await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC))
@@ -218,7 +231,7 @@ async def test_the_next_count_waits_the_window_size_over_100_000_rows_per_second
                                     "incident_window_checks")  # fmt: skip
     assert 1.5 < wait <= 2.0
     assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 3
-    await count_due_now(runtime)
+    await count_due_now(runtime, clock)
     claimed = asyncio.Event()
 
     async def counting_slowly() -> None:
@@ -236,3 +249,41 @@ async def test_the_next_count_waits_the_window_size_over_100_000_rows_per_second
         assert await asyncio.wait_for(observing, timeout=2) is False
     assert len(counted) == 2
     slow.cancel()
+
+
+async def test_a_process_claims_the_next_count_when_it_is_due_not_on_every_failure(runtime, monkeypatch) -> None:
+    """At an outage's onset nearly every cycle fails. Once a process knows when the fleet's next count of a big
+    window is due, its failures record their outcome and nothing more until then; the first after it counts."""
+    (mailbox_id,) = await mailboxes(runtime, 1)
+    counted = []
+
+    async def big_window(session, provider, since):  # type: ignore[no-untyped-def]
+        counted.append(provider)
+        return WindowCounts(cycles=200_000, successes=199_000, transient_cycles=1_000, transient_mailboxes=900)
+
+    monkeypatch.setattr(incidents, "window_counts", big_window)
+    clock = Clock()
+    counter, other = (IncidentGuard(runtime.settings.incidents, clock=clock) for _ in range(2))
+
+    async def fail(guard: IncidentGuard) -> None:
+        async with runtime.sessionmaker() as session, session.begin():
+            await guard.observe(session, provider="google", mailbox_id=mailbox_id, verdict=OUTAGE, at=datetime.now(UTC))
+
+    await fail(counter)  # counts 200,000 cycles: the fleet's next count is due in 2 s
+    await fail(other)  # finds it not due, and learns when it will be
+    sent: list[str] = []
+    engine = runtime.sessionmaker.kw["bind"].sync_engine
+    listener = lambda conn, cursor, statement, *rest: sent.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        for _ in range(5):
+            await fail(other)
+        claims = [statement for statement in sent if "incident_window_checks" in statement]
+        assert (len(sent), claims, counted) == (5, [], ["google"])  # five outcome rows, no claim, no count
+
+        await count_due_now(runtime, clock)
+        await fail(other)
+        assert counted == ["google", "google"]  # due: the next failure claims it and counts
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(await rows(runtime, "select 1 from refresh_outcomes")) == 8
