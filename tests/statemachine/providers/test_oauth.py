@@ -23,6 +23,7 @@ from statemachine.core.errors import OAuthConfigError, OAuthError, OAuthPermanen
 from statemachine.providers import google, microsoft
 from statemachine.providers.oauth import OAuthProvider, RetryPolicy, TokenGrant, make_http_client, new_pkce_pair
 from statemachine.providers.spec import ProviderSpec
+from tests.smtp import self_signed_tls
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).resolve().parents[4] / "shared" / "oauth-error-cases.json").read_text()
@@ -692,3 +693,47 @@ async def test_a_cookie_one_answer_sets_never_rides_along_a_later_request_on_the
         await client.aclose()
     assert len(seen) == 2
     assert not any(b"\r\ncookie:" in head.lower() for head in seen)
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted-certificate", "trusted-certificate"])
+async def test_the_token_post_verifies_the_endpoint_certificate(
+    trusted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct POST keeps the transport's TLS context: a certificate nobody vouches for is refused before the
+    form (with the client secret and the refresh token) leaves; one the trust store names is accepted."""
+    context, ca_file = self_signed_tls(tmp_path)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    else:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    received: list[bytes] = []
+
+    async def endpoint(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            received.append(await reader.readuntil(b"\r\n\r\n"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the client refused the handshake
+        body = json.dumps(OK).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(endpoint, "127.0.0.1", 0, ssl=context)
+    client = make_http_client(5.0)  # reads the trust store at start-up, as the worker's does
+    provider = OAuthProvider(
+        client, spec=google.SPEC, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, retry=RetryPolicy(1),
+        token_url=f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/token", auth_url=AUTH_URL,
+    )  # fmt: skip
+    try:
+        if trusted:
+            assert (await provider.refresh(REFRESH_TOKEN)).access_token == ACCESS_TOKEN
+            assert len(received) == 1
+        else:
+            with pytest.raises(OAuthTransientError) as caught:
+                await provider.refresh(REFRESH_TOKEN)
+            assert caught.value.error_code == "connect_error"
+            assert received == []
+    finally:
+        server.close()
+        await client.aclose()
