@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -28,12 +29,16 @@ def served(web_env: dict[str, str], sandbox: RunningServer, tmp_path: Path) -> I
            "TOKENWARDEN_ALLOWED_RETURN_URLS": "https://app.example.test/"}  # fmt: skip
     url, process = start_serving(env, tmp_path / "serve.log")
     try:
-        yield url, _seed(env)
+        yield url, _seed(env, sandbox)
     finally:
         stop_serving(process)
 
 
-def _seed(env: dict[str, str]) -> str:
+def _seed(env: dict[str, str], sandbox: RunningServer) -> str:
+    """Two mailboxes whose grants the sandbox honours: a token request for either is answered as documented
+    (a grant it did not know failed with invalid_grant, which leaves a healthy mailbox retrying, and the
+    route's 503 "try again later" is a deliberate answer that schemathesis still counts as a server error)."""
+
     def cli(*args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "statemachine.cli.main", *args], env=env, capture_output=True,
                               text=True, check=True)  # fmt: skip
@@ -41,8 +46,12 @@ def _seed(env: dict[str, str]) -> str:
 
     cli("user", "add", "owner@example.test")
     for address in ("ana@gmail.test", "bob@gmail.test"):
+        refresh_token = f"1//refresh-{address}"
+        httpx.post(f"{sandbox.url}/_sandbox/accounts", json={"email": address}, timeout=5).raise_for_status()
+        grant = {"email": address, "refresh_token": refresh_token}
+        httpx.post(f"{sandbox.url}/_sandbox/tokens", json=grant, timeout=5).raise_for_status()
         cli("mailbox", "add", "--user", "owner@example.test", "--provider", "google", "--address", address,
-            "--refresh-token", f"1//refresh-{address}")  # fmt: skip
+            "--refresh-token", refresh_token)  # fmt: skip
     return cli("api-key", "create", "schemathesis")
 
 
