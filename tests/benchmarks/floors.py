@@ -16,11 +16,18 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import psutil
 from arq import func
 from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker
 
 IN_FLIGHT = 20
+
+
+def box_cpu_seconds() -> float:
+    """Every core's busy time (all but idle and iowait), whoever spent it."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 async def per_operation(count: int, operation: Callable[[int], Awaitable[object]]) -> float:

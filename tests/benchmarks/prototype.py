@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
-import psutil
 
 from statemachine.core.secrets import Secret, TokenCipher
 from tests.benchmarks import floors
@@ -58,11 +57,6 @@ class PrototypeRun:
     refreshed: int
 
 
-def box_busy_seconds() -> float:
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-
 async def refresh_due(database_url: str, token_url: str, client: dict[str, str], keys: str) -> PrototypeRun:
     """Refresh every due mailbox, IN_FLIGHT at a time, until none is left."""
     cipher = TokenCipher([Secret(key) for key in keys.split(",")])
@@ -88,9 +82,9 @@ async def refresh_due(database_url: str, token_url: str, client: dict[str, str],
 
     try:
         async with aiohttp.ClientSession() as session:
-            started, cpu, box = time.monotonic(), time.process_time(), box_busy_seconds()
+            started, cpu, box = time.monotonic(), time.process_time(), floors.box_cpu_seconds()
             await asyncio.gather(*(lane(session) for _ in range(IN_FLIGHT)))
-            wall, cpu, box = time.monotonic() - started, time.process_time() - cpu, box_busy_seconds() - box
+            wall, cpu, box = time.monotonic() - started, time.process_time() - cpu, floors.box_cpu_seconds() - box
     finally:
         await pool.close()
     if not refreshed:

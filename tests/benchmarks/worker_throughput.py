@@ -60,12 +60,6 @@ def postgres_seconds(server: psutil.Process) -> float:
     return sum(scale.postgres_cpu(server).values())
 
 
-def box_cpu_seconds() -> float:
-    """Every core's busy time (all but idle and iowait), whoever spent it."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-
 async def refresh_all(rt: Runtime, env: dict[str, str], count: int, workers: int, log: Path) -> Run:
     """Start `workers` workers, wait until every mailbox is refreshed, sampling CPU and RSS as they go."""
     procs = [start_worker(env, log) for _ in range(workers)]
@@ -78,13 +72,13 @@ async def refresh_all(rt: Runtime, env: dict[str, str], count: int, workers: int
             peak = max([peak, *(p.memory_info().rss for p in watched)])
             if first is None and done > 0:
                 pg, ours = postgres_seconds(postgres), cpu_seconds([endpoint])
-                first = (time.monotonic(), cpu_seconds(watched), box_cpu_seconds(), pg, ours, done)
+                first = (time.monotonic(), cpu_seconds(watched), floors.box_cpu_seconds(), pg, ours, done)
             assert all(p.poll() is None for p in procs), f"a worker exited; see {log}"
             await asyncio.sleep(0.05)
         assert first is not None, "every mailbox was refreshed between two samples: raise --count"
         started, cpu, box, pg, ours, done_then = first
         refreshed = count - done_then
-        return Run((cpu_seconds(watched) - cpu) / refreshed, (box_cpu_seconds() - box) / refreshed,
+        return Run((cpu_seconds(watched) - cpu) / refreshed, (floors.box_cpu_seconds() - box) / refreshed,
                    (postgres_seconds(postgres) - pg) / refreshed, (cpu_seconds([endpoint]) - ours) / refreshed,
                    refreshed / (time.monotonic() - started), peak)  # fmt: skip
     finally:
