@@ -211,16 +211,22 @@ async def test_two_workers_count_the_window_once_per_interval_and_the_next_count
     assert await rows(runtime, "select kind, mailboxes_affected from incidents") == [("transient", 6)]
 
 
-async def test_the_next_count_waits_the_window_size_over_100_000_rows_per_second(runtime, monkeypatch) -> None:
-    """Big fleets: failures keep being recorded, but a window of 200,000 cycles is counted every 2 s at most."""
-    (mailbox_id,) = await mailboxes(runtime, 1)
-    counted = []
+def count_big_windows(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every window count finds 200,000 cycles (the next is due 2 s later); returns the providers counted."""
+    counted: list[str] = []
 
     async def big_window(session, provider, since):  # type: ignore[no-untyped-def]
         counted.append(provider)
         return WindowCounts(cycles=200_000, successes=199_000, transient_cycles=1_000, transient_mailboxes=900)
 
     monkeypatch.setattr(incidents, "window_counts", big_window)
+    return counted
+
+
+async def test_the_next_count_waits_the_window_size_over_100_000_rows_per_second(runtime, monkeypatch) -> None:
+    """Big fleets: failures keep being recorded, but a window of 200,000 cycles is counted every 2 s at most."""
+    (mailbox_id,) = await mailboxes(runtime, 1)
+    counted = count_big_windows(monkeypatch)
     clock = Clock()
     guard = IncidentGuard(runtime.settings.incidents, clock=clock)
     for _ in range(3):
@@ -255,13 +261,7 @@ async def test_a_process_claims_the_next_count_when_it_is_due_not_on_every_failu
     """At an outage's onset nearly every cycle fails. Once a process knows when the fleet's next count of a big
     window is due, its failures record their outcome and nothing more until then; the first after it counts."""
     (mailbox_id,) = await mailboxes(runtime, 1)
-    counted = []
-
-    async def big_window(session, provider, since):  # type: ignore[no-untyped-def]
-        counted.append(provider)
-        return WindowCounts(cycles=200_000, successes=199_000, transient_cycles=1_000, transient_mailboxes=900)
-
-    monkeypatch.setattr(incidents, "window_counts", big_window)
+    counted = count_big_windows(monkeypatch)
     clock = Clock()
     counter, other = (IncidentGuard(runtime.settings.incidents, clock=clock) for _ in range(2))
 
