@@ -575,6 +575,11 @@ def _answer(raw: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter]
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b" " * 2000, "oversized_response"),
         (_gzipped(b'{"access_token": "at"}'), None),
         (_gzipped(b" " * 2000), "oversized_response"),  # a few bytes on the wire, inflating past the limit
+        (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}", "remote_protocol_error"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", "remote_protocol_error"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}", "remote_protocol_error"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n{}", "remote_protocol_error"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n\xff\xfe", "non_json_body"),
     ],
     ids=[
         "refused",
@@ -590,6 +595,11 @@ def _answer(raw: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter]
         "until-close-too-big",
         "gzip",
         "gzip-inflates-too-big",
+        "length-not-a-number",
+        "two-lengths",
+        "negative-length",
+        "length-past-int64",
+        "not-utf-8",
     ],
 )
 async def test_real_sockets_through_the_aiohttp_transport(raw: bytes | None, code: str | None) -> None:
