@@ -13,7 +13,8 @@ job comes without a claim: it first claims its mailbox as the scan would, only i
 unleased; if the scan claimed that due time first, it takes the scan's claim over
 (store/scheduling.py). The jobs log one line per state transition (the cycle counts itself:
 statemachine/services/metrics.py), then hand the new emails to delivery and time the next attempt
-if it is near.
+if it is near. Each job logs one `refresh job` line naming its mailboxes by outcome: the only INFO
+line of a routine refresh, whose own cycle line is DEBUG (services/cycle.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ async def refresh_mailbox(ctx: Mapping[str, Any], mailbox_id: int, claim: str | 
     """Refresh one mailbox under `claim`: the scan's lease owner, or a timed job's due moment; returns what
     happened, for arq's log."""
     with log_context(job_id=ctx.get("job_id"), job_try=ctx.get("job_try")):
-        return await refresh_claim(ctx, mailbox_id, claim)
+        status = await refresh_claim(ctx, mailbox_id, claim)
+        _log_job([mailbox_id], [status])
+    return status
 
 
 async def refresh_batch(ctx: Mapping[str, Any], claims: list[tuple[int, str]]) -> dict[str, int]:
@@ -73,6 +76,7 @@ async def refresh_batch(ctx: Mapping[str, Any], claims: list[tuple[int, str]]) -
     with log_context(job_id=ctx.get("job_id"), job_try=ctx.get("job_try")):
         ended = await asyncio.gather(*(one(mailbox_id, owner) for mailbox_id, owner in claims), return_exceptions=True)
         errors = _log_errors([mailbox_id for mailbox_id, _ in claims], ended)
+        _log_job([mailbox_id for mailbox_id, _ in claims], ended)
     if errors:
         raise errors[0]
     return dict(Counter(result for result in ended if isinstance(result, str)))
@@ -86,6 +90,19 @@ def _log_errors(mailbox_ids: list[int], ended: list[str | BaseException]) -> lis
     for mailbox_id, error in errors:
         logger.error("refresh cycle raised", extra={"mailbox_id": mailbox_id, "error": type(error).__name__})
     return [error for _, error in errors]
+
+
+def _log_job(mailbox_ids: list[int], ended: list[str | BaseException]) -> None:
+    """One line per job: its mailbox ids under each outcome (`refreshed`, `failed`, `skipped`, ..., `raised`).
+
+    It stands for the DEBUG lines of routine refreshes: one line per job rather than per cycle keeps the logs of a
+    large fleet in proportion (1,000,000 mailboxes on 1-hour tokens make 24 M cycles a day), and an operator
+    still finds when a mailbox was last refreshed by searching for its id.
+    """
+    by_outcome: dict[str, list[int]] = {}
+    for mailbox_id, result in zip(mailbox_ids, ended, strict=True):
+        by_outcome.setdefault(result if isinstance(result, str) else "raised", []).append(mailbox_id)
+    logger.info("refresh job", extra=by_outcome)
 
 
 async def refresh_claim(ctx: Mapping[str, Any], mailbox_id: int, claim: str | datetime) -> str:

@@ -263,8 +263,15 @@ def _release(mailbox: Mailbox, lease: Lease) -> None:
 
 
 def _log_cycle(result: CycleResult, provider: str, seconds: float) -> None:
+    """INFO for every cycle but a routine refresh (a new access token and nothing else), which is most of a fleet's
+    cycles: its line is DEBUG, and the worker's one line per job names its mailbox (jobs/refresh.py)."""
     outcome = result.outcome
-    logger.info(
+    routine = result.status == "refreshed" and outcome is not None and not outcome.records
+    level = logging.DEBUG if routine else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    logger.log(
+        level,
         "refresh cycle",
         extra={
             "mailbox_id": result.mailbox_id,

@@ -49,6 +49,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if isinstance(value, list | tuple):  # e.g. a job line's mailbox ids: a JSON array, searchable as one
+        return [_plain(item) for item in value]
     return str(value)
 
 

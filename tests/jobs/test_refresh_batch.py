@@ -87,6 +87,33 @@ async def test_a_batch_run_twice_refreshes_nothing_twice(runtime, arq_redis, san
     assert sandbox.requests_by_token() == dict.fromkeys(MANY[:5], 1)
 
 
+def job_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [record.__dict__ for record in caplog.records if record.message == "refresh job"]
+
+
+async def test_a_batch_logs_one_line_naming_its_mailboxes_by_outcome_and_no_info_line_per_routine_cycle(
+    runtime, arq_redis, sandbox, caplog
+) -> None:
+    [claims] = await scanned(runtime, arq_redis, MANY[:5])
+    ids = sorted(mailbox_id for mailbox_id, _ in claims)
+    with caplog.at_level(logging.INFO):
+        await refresh_batch(job_ctx(runtime, arq_redis), claims)
+        await refresh_batch(job_ctx(runtime, arq_redis, job_try=2), claims)
+    [first, second] = job_lines(caplog)
+    assert (sorted(first["refreshed"]), sorted(second["skipped"])) == (ids, ids)  # arq ran it again: nothing to do
+    assert not [record for record in caplog.records if record.message == "refresh cycle"]
+
+
+async def test_a_routine_refresh_logs_its_cycle_line_at_debug_and_a_failure_at_info(
+    runtime, arq_redis, sandbox, caplog
+) -> None:
+    [claims] = await scanned(runtime, arq_redis, [MANY[0], *tokens(1, "unknown-to-the-sandbox")])  # invalid_grant
+    with caplog.at_level(logging.DEBUG, logger="statemachine.services.cycle"):  # TOKENWARDEN_LOG_LEVEL=DEBUG
+        assert await refresh_batch(job_ctx(runtime, arq_redis), claims) == {"refreshed": 1, "failed": 1}
+    lines = {record.outcome: record.levelname for record in caplog.records if record.message == "refresh cycle"}  # type: ignore[attr-defined]
+    assert lines == {"refreshed": "DEBUG", "failed": "INFO"}
+
+
 async def test_a_claim_another_job_took_is_skipped_and_the_others_refreshed(runtime, arq_redis, sandbox) -> None:
     [claims] = await scanned(runtime, arq_redis, MANY[:4])
     ctx = job_ctx(runtime, arq_redis)
@@ -111,13 +138,15 @@ async def test_a_cycle_that_raises_neither_stops_nor_cancels_the_others_and_the_
         return await real_run_cycle(deps, mailbox_id, **kwargs)
 
     monkeypatch.setattr(jobs.refresh, "run_cycle", run_cycle)
-    with caplog.at_level(logging.ERROR, logger="jobs.refresh"), pytest.raises(RuntimeError, match="a bug"):
+    with caplog.at_level(logging.INFO, logger="jobs.refresh"), pytest.raises(RuntimeError, match="a bug"):
         await refresh_batch(job_ctx(runtime, arq_redis), claims)
     assert sandbox.requests_by_token() == dict.fromkeys(MANY[1:5], 1)
     states = dict(await fetch(runtime, "select id, state from mailboxes where last_refreshed_at is not null"))
     assert sorted(states) == sorted(mailbox_id for mailbox_id, _ in claims[1:])
     [line] = [record for record in caplog.records if record.message == "refresh cycle raised"]
     assert (line.mailbox_id, line.error) == (broken_id, "RuntimeError")  # type: ignore[attr-defined]
+    [job] = job_lines(caplog)
+    assert (job["raised"], sorted(job["refreshed"])) == ([broken_id], sorted(id_ for id_, _ in claims[1:]))
 
     monkeypatch.setattr(jobs.refresh, "run_cycle", real_run_cycle)  # arq runs the batch again, say
     assert await refresh_batch(job_ctx(runtime, arq_redis, job_try=2), claims) == {"refreshed": 1, "skipped": 4}

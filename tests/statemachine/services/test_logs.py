@@ -34,6 +34,12 @@ def test_a_line_carries_extra_fields_and_the_context() -> None:
     assert data["at"] == "2026-11-28T15:00:00+00:00"
 
 
+def test_a_list_of_ids_is_a_json_array_and_anything_else_its_text() -> None:
+    at = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    data = json.loads(JsonFormatter().format(record("refresh job", refreshed=[7, 8], when=(at,), odd={1: 2})))
+    assert (data["refreshed"], data["when"], data["odd"]) == ([7, 8], ["2026-11-28T15:00:00+00:00"], "{1: 2}")
+
+
 def test_the_context_ends_with_its_block_and_exceptions_stay_on_one_line() -> None:
     with log_context(job_id="x"):
         pass
