@@ -202,12 +202,16 @@ class OAuthProvider:
         self._client = client
         self._client_secret = client_secret if isinstance(client_secret, Secret) else Secret(client_secret)
 
-    async def refresh(self, refresh_token: str) -> TokenGrant:
-        """Exchange a refresh token, retrying transient failures per `self.retry`; raises the last OAuthError."""
+    async def refresh(self, refresh_token: str, *, account_known: bool = False) -> TokenGrant:
+        """Exchange a refresh token, retrying transient failures per `self.retry`; raises the last OAuthError.
+
+        The answer's id_token is read only while the mailbox's account is not known (`account_known`): it names
+        the account of a mailbox added by the CLI or an import, and nothing else in a refresh uses it.
+        """
         form = {**self.spec.refresh_params, "grant_type": "refresh_token", "refresh_token": refresh_token}
         payload = await self._refresh_with_retries(form)
-        try:  # an id_token here names the account of a mailbox added by the CLI or an import (no consent yet)
-            claims = self._claims(payload.get("id_token"))
+        try:
+            claims = None if account_known else self._claims(payload.get("id_token"))
         except OAuthError:
             logger.warning("ignoring an id_token from %s that failed validation in a refresh answer", self.name)
             claims = None

@@ -66,7 +66,10 @@ class Grant(Protocol):
 
 
 class TokenRefresher(Protocol):
-    async def refresh(self, refresh_token: str) -> Grant: ...
+    async def refresh(self, refresh_token: str, *, account_known: bool = False) -> Grant:
+        """`account_known`: the mailbox names its account already, so the answer's id_token need not be read (the
+        grant's subject may then be None; a cycle never replaces a known account)."""
+        ...
 
 
 class OutcomeObserver(Protocol):
@@ -153,7 +156,7 @@ async def _call_provider(deps: CycleDeps, lease: Lease) -> tuple[Grant | None, V
             FailureKind.CONFIG, "provider_not_configured", f"No {lease.provider} client is configured."
         )
     try:
-        return await provider.refresh(refresh_token), None
+        return await provider.refresh(refresh_token, account_known=lease.account_known), None
     except OAuthError as err:
         return None, err.verdict
 

@@ -33,7 +33,8 @@ UPDATE mailboxes SET lease_owner = $2, lease_until = $3
 WHERE id = $1 AND removed_at IS NULL
   AND CASE WHEN $5::uuid IS NULL THEN lease_until IS NULL OR lease_until <= $4 ELSE lease_owner = $5::uuid END
   AND ($6::integer IS NULL OR revision = $6::integer)
-RETURNING revision, provider, refresh_token_ciphertext, grant_generation, {", ".join(LIFECYCLE)}
+RETURNING revision, provider, refresh_token_ciphertext, grant_generation, provider_subject IS NOT NULL,
+    {", ".join(LIFECYCLE)}
 """
 
 EXISTS = "SELECT 1 FROM mailboxes WHERE id = $1"
@@ -78,6 +79,7 @@ class Lease:
     provider: str
     refresh_token_ciphertext: bytes
     grant_generation: int
+    account_known: bool  # the row names its account (provider_subject): a refresh answer's id_token is not needed
     leased: tuple[Any, ...]  # the LIFECYCLE columns as the lease read them
 
     def lifecycle(self) -> Lifecycle:
@@ -102,7 +104,7 @@ async def take_lease(
         if await pool.fetchval(EXISTS, mailbox_id) is None:
             raise UnknownMailboxError(mailbox_id)
         return None
-    return Lease(mailbox_id, owner, row[0], row[1], row[2], row[3], tuple(row[4:]))
+    return Lease(mailbox_id, owner, row[0], row[1], row[2], row[3], row[4], tuple(row[5:]))
 
 
 async def store_rotated_refresh_token(pool: StatementPool, lease: Lease, ciphertext: bytes) -> bool:

@@ -49,7 +49,7 @@ PYTHON_GC_THRESHOLD = 700
 class InstantProvider:
     """A provider that answers every refresh at once, as Google would: the cycle minus its HTTP call."""
 
-    async def refresh(self, refresh_token: str) -> TokenGrant:
+    async def refresh(self, refresh_token: str, *, account_known: bool = False) -> TokenGrant:
         await asyncio.sleep(0)
         return TokenGrant(access_token="ya29.bench-" + refresh_token[-12:], expires_in=3599)
 

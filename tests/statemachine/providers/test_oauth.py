@@ -452,6 +452,25 @@ async def test_an_id_token_subject_with_a_nul_names_no_account(
     assert (grant.subject, grant.access_token) == (None, ACCESS_TOKEN)
 
 
+async def test_a_refresh_reads_the_id_token_only_while_the_mailboxs_account_is_unknown(
+    http_client: httpx.AsyncClient, endpoint: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = id_token(sub="9", iss="accounts.google.com", aud=CLIENT_ID, exp=time.time() + 60)
+    bad = id_token(sub="9", iss="accounts.google.com", aud="another-app", exp=time.time() + 60)
+    endpoint.post(TOKEN_URL).mock(
+        side_effect=[httpx.Response(200, json={**OK, "id_token": token}) for token in (good, good, bad, bad)]
+    )
+    provider = make_provider(http_client)
+    with caplog.at_level(logging.WARNING):
+        assert (await provider.refresh(REFRESH_TOKEN)).subject == "9"  # a CLI-added mailbox learns its account
+        assert (await provider.refresh(REFRESH_TOKEN, account_known=True)).subject is None  # not read: kept as is
+        assert (await provider.refresh(REFRESH_TOKEN)).access_token == ACCESS_TOKEN  # ignored, with a warning
+        assert (await provider.refresh(REFRESH_TOKEN, account_known=True)).access_token == ACCESS_TOKEN  # unread
+    assert [record.message for record in caplog.records] == [
+        "ignoring an id_token from google that failed validation in a refresh answer"
+    ]
+
+
 async def test_exchange_code_accepts_an_audience_list_and_no_id_token(
     http_client: httpx.AsyncClient, endpoint: respx.MockRouter
 ) -> None:

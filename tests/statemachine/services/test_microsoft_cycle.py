@@ -75,12 +75,23 @@ async def test_the_stored_refresh_token_is_always_the_newest_over_many_cycles(
 
 
 async def test_the_first_refresh_teaches_a_cli_added_mailbox_its_tenant_and_object_id(
-    ms_runtime: Runtime, control: httpx.AsyncClient
+    ms_runtime: Runtime, control: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mailbox_id, _ = await connect(ms_runtime, control)
+    provider, asked = ms_runtime.providers["microsoft"], []
+    real_refresh = provider.refresh
+
+    async def refresh(refresh_token: str, *, account_known: bool = False) -> Any:
+        asked.append(account_known)
+        return await real_refresh(refresh_token, account_known=account_known)
+
+    monkeypatch.setattr(provider, "refresh", refresh)
     assert (await stored_token(ms_runtime, mailbox_id))[1] is None
     await run_cycle(ms_runtime.cycle_deps(), mailbox_id, actor="test")
     assert (await stored_token(ms_runtime, mailbox_id))[1] == f"{TID}/{OID}"
+    await run_cycle(ms_runtime.cycle_deps(), mailbox_id, actor="test")  # its id_token is no longer read
+    assert (await stored_token(ms_runtime, mailbox_id))[1] == f"{TID}/{OID}"
+    assert asked == [False, True]
 
 
 async def crash_in(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, step: str, mailbox_id: int) -> None:
