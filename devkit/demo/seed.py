@@ -121,8 +121,8 @@ def _seeding_deps(runtime: Runtime) -> CycleDeps:
     """One request per cycle (no in-cycle retries) and no incident guard: each step is exactly one outcome."""
     single = dataclasses.replace(runtime.settings, retry_tries=1)
     return CycleDeps(
-        runtime.sessionmaker, runtime.statements, build_providers(single, runtime.http), runtime.cipher, runtime.events,
-        runtime.settings.lease_seconds,
+        runtime.sessionmaker, runtime.statements, runtime.takeovers, build_providers(single, runtime.http),
+        runtime.cipher, runtime.events, runtime.settings.lease_seconds,
     )  # fmt: skip
 
 

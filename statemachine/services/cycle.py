@@ -34,7 +34,7 @@ from statemachine.core.states import Event, FailureKind
 from statemachine.services import metrics
 from statemachine.services.unit_of_work import EventContext, Outcome, apply_event, outcome_of
 from statemachine.store import cycle_rows, repository
-from statemachine.store.cycle_rows import Lease, RoutineRefresh
+from statemachine.store.cycle_rows import Lease, RoutineRefresh, Takeovers
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
 from statemachine.store.statements import StatementPool
@@ -96,6 +96,7 @@ class CycleDeps:
 
     sessionmaker: Sessionmaker
     statements: StatementPool  # plain asyncpg connections for the lease, a rotated token and a routine refresh
+    takeovers: Takeovers  # the process's takeovers of scan claims, sent together (on `statements`)
     providers: Mapping[str, TokenRefresher]
     cipher: TokenCipher
     events: EventContext
@@ -123,15 +124,17 @@ async def run_cycle(
     """Run one refresh cycle; raise UnknownMailboxError for an id that does not exist.
 
     `claim` is the due-scan's lease on the mailbox: a worker job takes the mailbox over only from it
-    (status "busy" when that claim is finished or taken); without it (the CLI) any free mailbox is leased.
-    `revision` (the API): run only if the row is still at that revision, else "busy" with no provider call.
+    (status "busy" when that claim is finished or taken); without it (the CLI, the API) a mailbox no live
+    lease holds is leased. `revision` (the API, without a claim): run only if the row is still at that
+    revision, else "busy" with no provider call.
     """
     started = time.perf_counter()
     now = deps.clock()
-    until = now + timedelta(seconds=deps.lease_seconds)
-    lease = await cycle_rows.take_lease(
-        deps.statements, mailbox_id, uuid.uuid4(), now, until, takeover_from=claim, revision=revision
-    )
+    owner, until = uuid.uuid4(), now + timedelta(seconds=deps.lease_seconds)
+    if claim is None:
+        lease = await cycle_rows.take_lease(deps.statements, mailbox_id, owner, now, until, revision=revision)
+    else:
+        lease = await deps.takeovers.take_over(mailbox_id, claim, owner, until)
     if lease is None:
         return CycleResult(mailbox_id, "busy")
     grant, verdict = await _call_provider(deps, lease)

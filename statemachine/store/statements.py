@@ -51,6 +51,9 @@ class StatementPool:
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self._run(lambda connection: connection.fetchval(query, *args))
 
+    async def fetch(self, query: str, *args: Any) -> list[Record]:
+        return await self._run(lambda connection: connection.fetch(query, *args))
+
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Connection]:
         """A connection for several statements; the same rules as one statement's."""
