@@ -164,7 +164,10 @@ class Takeovers:
         return await _lease_of(self._pool, mailbox_id, await asked.row)
 
     def _send(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(self._asked))
+        # in id order: two statements taking over the same claims (two copies of a batch, on two workers) then lock
+        # the rows in the same order, and one waits for the other instead of both deadlocking
+        in_order = sorted(self._asked, key=lambda asked: asked.mailbox_id)
+        task = asyncio.get_running_loop().create_task(self._run(in_order))
         self._asked = []
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)

@@ -128,3 +128,22 @@ async def test_a_cycle_cancelled_while_waiting_leaves_the_others_their_takeovers
     ended = await asyncio.gather(*cycles, return_exceptions=True)
     assert isinstance(ended[1], asyncio.CancelledError)
     assert [lease.owner for lease in (ended[0], ended[2]) if isinstance(lease, Lease)] == [owners[0], owners[2]]
+
+
+async def test_two_processes_taking_over_the_same_claims_in_opposite_orders_never_deadlock(
+    runtime: Runtime, database_url: str
+) -> None:
+    """Two copies of a batch (a re-enqueued one, say) on two workers: each claim is taken over once, no error."""
+    claimed = await claims(runtime, 300)
+    until = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)
+    async with statement_pool(database_url, max_size=1) as one, statement_pool(database_url, max_size=1) as other:
+        first, second = Takeovers(one), Takeovers(other)
+        ended = await asyncio.gather(
+            *(first.take_over(c.mailbox_id, c.owner, uuid.uuid4(), until) for c in claimed),
+            *(second.take_over(c.mailbox_id, c.owner, uuid.uuid4(), until) for c in reversed(claimed)),
+            return_exceptions=True,
+        )
+    assert not [error for error in ended if isinstance(error, BaseException)]
+    assert sorted(lease.mailbox_id for lease in ended if isinstance(lease, Lease)) == sorted(
+        c.mailbox_id for c in claimed
+    )
