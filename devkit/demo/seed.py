@@ -121,7 +121,7 @@ def _seeding_deps(runtime: Runtime) -> CycleDeps:
     """One request per cycle (no in-cycle retries) and no incident guard: each step is exactly one outcome."""
     single = dataclasses.replace(runtime.settings, retry_tries=1)
     return CycleDeps(
-        runtime.sessionmaker, runtime.statements, runtime.takeovers, build_providers(single, runtime.http),
+        runtime.sessionmaker, runtime.statements, runtime.shared, build_providers(single, runtime.http),
         runtime.cipher, runtime.events, runtime.settings.lease_seconds,
     )  # fmt: skip
 

@@ -34,7 +34,7 @@ from statemachine.core.states import Event, FailureKind
 from statemachine.services import metrics
 from statemachine.services.unit_of_work import EventContext, Outcome, apply_event, outcome_of
 from statemachine.store import cycle_rows, repository
-from statemachine.store.cycle_rows import Lease, RoutineRefresh, Takeovers
+from statemachine.store.cycle_rows import Lease, RoutineRefresh, SharedStatements
 from statemachine.store.db import Sessionmaker
 from statemachine.store.models import Mailbox
 from statemachine.store.statements import StatementPool
@@ -95,8 +95,8 @@ class CycleDeps:
     """Everything a cycle needs; built once per process (the worker's ctx, the CLI's main)."""
 
     sessionmaker: Sessionmaker
-    statements: StatementPool  # plain asyncpg connections for the lease, a rotated token and a routine refresh
-    takeovers: Takeovers  # the process's takeovers of scan claims, sent together (on `statements`)
+    statements: StatementPool  # plain asyncpg connections for a cycle's own statements
+    shared: SharedStatements  # takeovers of scan claims and routine writes, sent together per loop turn
     providers: Mapping[str, TokenRefresher]
     cipher: TokenCipher
     events: EventContext
@@ -134,7 +134,7 @@ async def run_cycle(
     if claim is None:
         lease = await cycle_rows.take_lease(deps.statements, mailbox_id, owner, now, until, revision=revision)
     else:
-        lease = await deps.takeovers.take_over(mailbox_id, claim, owner, until)
+        lease = await deps.shared.take_over(mailbox_id, claim, owner, until)
     if lease is None:
         return CycleResult(mailbox_id, "busy")
     grant, verdict = await _call_provider(deps, lease)
@@ -236,9 +236,7 @@ async def _apply_routine_refresh(deps: CycleDeps, lease: Lease, grant: Grant, ac
         return None
     sealed = seal_access_token(deps.cipher, lease.mailbox_id, grant.access_token, grant.expires_in, now)
     refresh = RoutineRefresh(sealed, grant.subject, grant.scope, now)
-    written = await cycle_rows.apply_routine_refresh(
-        deps.statements, lease, lifecycle, refresh, record_outcome=deps.observer is not None
-    )
+    written = await deps.shared.write_routine(lease, lifecycle, refresh, record_outcome=deps.observer is not None)
     if not written:
         return None
     outcome = outcome_of(lease.mailbox_id, Event.REFRESH_SUCCEEDED, from_state, lifecycle)

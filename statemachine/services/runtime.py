@@ -19,7 +19,7 @@ from statemachine.providers.registry import PROVIDERS
 from statemachine.services.cycle import CycleDeps
 from statemachine.services.settings import Settings
 from statemachine.services.unit_of_work import EventContext
-from statemachine.store.cycle_rows import Takeovers
+from statemachine.store.cycle_rows import SharedStatements
 from statemachine.store.db import Sessionmaker, make_engine, make_sessionmaker
 from statemachine.store.incidents import IncidentGuard
 from statemachine.store.statements import StatementPool, statement_pool
@@ -34,7 +34,7 @@ class Runtime:
     providers: dict[str, OAuthProvider]
     events: EventContext
     statements: StatementPool  # plain asyncpg connections for a cycle's hot statements and the access-token route
-    takeovers: Takeovers  # the worker's cycles' takeovers of scan claims, sent together on `statements`
+    shared: SharedStatements  # cycles' takeovers and routine writes, sent together per loop turn on `statements`
     incidents: IncidentGuard | None = None
 
     def cycle_deps(self) -> CycleDeps:
@@ -42,7 +42,7 @@ class Runtime:
         return CycleDeps(
             self.sessionmaker,
             self.statements,
-            self.takeovers,
+            self.shared,
             self.providers,
             self.cipher,
             self.events,
@@ -96,6 +96,6 @@ async def open_runtime(settings: Settings, *, pre_ping: bool = True) -> AsyncIte
             providers=build_providers(settings, http),
             events=EventContext.from_settings(settings),
             statements=statements,
-            takeovers=Takeovers(statements),
+            shared=SharedStatements(statements),
             incidents=IncidentGuard(settings.incidents),
         )

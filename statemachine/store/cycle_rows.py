@@ -11,21 +11,24 @@ updates the row only if the revision and every lifecycle column the machine read
 appends the incident guard's outcome row in the same statement. When anything changed, it writes
 nothing and the cycle falls back to the locking transaction, which decides on the row as it is now.
 
-A worker's cycles take their scan's claims over through `Takeovers`: the takeovers asked for in one turn of
-the event loop go as one statement (a batch job starts its cycles together, and cycles end together), each
-still with its own owner and lease time, each taken over only from its own claim.
+A worker's takeovers of its scan's claims, and every routine refresh's write, go through `SharedStatements`:
+those asked for in one turn of the event loop go as one statement of each kind (store/per_turn.py), each still
+with its own owner, lease time and claim, each routine write still compared with its own lease.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.dialects import postgresql
+
 from statemachine.core.access_tokens import SealedAccessToken
 from statemachine.core.machine import Lifecycle
+from statemachine.store.models import Mailbox
+from statemachine.store.per_turn import PerTurn
 from statemachine.store.repository import LIFECYCLE_COLUMNS, UnknownMailboxError
 from statemachine.store.statements import StatementPool
 
@@ -33,6 +36,13 @@ if TYPE_CHECKING:
     from asyncpg import Record
 
 LIFECYCLE = tuple(LIFECYCLE_COLUMNS.values())
+
+_POSTGRESQL = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+
+
+def _sql_type(column: str) -> str:
+    """The column's PostgreSQL type, read off the model, for an array of its values."""
+    return str(Mailbox.__table__.c[column].type.compile(dialect=_POSTGRESQL))
 
 
 # what a lease reads: the Lease's fields after its owner, in order
@@ -65,26 +75,36 @@ WHERE id = $1 AND lease_owner = $2 AND grant_generation = $3
 RETURNING id
 """
 
-# $1 id, $2 revision leased, $3 now, $4 lease owner, $5/$6 access token and expiry, $7 the id_token's subject,
-# $8 record the incident guard's outcome row, $9 is_active, $10 the granted scope (or NULL: keep it); then the
-# new lifecycle values, then the leased ones
-_NEW = 11
-_LEASED = _NEW + len(LIFECYCLE)
+# One element per routine refresh in each array: id, revision leased, now, lease owner, access token and expiry, the
+# id_token's subject (or NULL), record the incident guard's outcome row, is_active, the granted scope (or NULL: keep
+# it); then the new lifecycle values, then the leased ones. Written only where the row is still as leased.
+_ARRAYS = (("id", "bigint"), ("revision", "integer"), ("at", "timestamptz"), ("owner", "uuid"), ("access", "bytea"),
+           ("expires", "timestamptz"), ("subject", "text"), ("record", "boolean"), ("active", "boolean"),
+           ("scope", "text"), *((f"new_{c}", _sql_type(c)) for c in LIFECYCLE),
+           *((f"leased_{c}", _sql_type(c)) for c in LIFECYCLE))  # fmt: skip
+_UNNEST = ", ".join(f"${i}::{sql_type}[]" for i, (_, sql_type) in enumerate(_ARRAYS, start=1))
+_ASKED = ", ".join(name for name, _ in _ARRAYS)
 ROUTINE = f"""
-WITH refreshed AS (
-    UPDATE mailboxes SET {", ".join(f"{column} = ${_NEW + i}" for i, column in enumerate(LIFECYCLE))},
-        is_active = $9, revision = revision + 1, updated_at = $3, last_refreshed_at = $3,
-        access_token_ciphertext = $5, access_token_expires_at = $6, provider_subject = COALESCE(provider_subject, $7),
-        granted_scope = COALESCE($10, granted_scope),
-        lease_owner = NULLIF(lease_owner, $4), lease_until = CASE WHEN lease_owner = $4 THEN NULL ELSE lease_until END
-    WHERE id = $1 AND revision = $2
-      AND {" AND ".join(f"{c} IS NOT DISTINCT FROM ${_LEASED + i}" for i, c in enumerate(LIFECYCLE))}
-    RETURNING provider
+WITH asked AS (
+    SELECT * FROM unnest({_UNNEST}) AS asked({_ASKED})
+), refreshed AS (
+    UPDATE mailboxes SET {", ".join(f"{column} = asked.new_{column}" for column in LIFECYCLE)},
+        is_active = asked.active, revision = mailboxes.revision + 1,
+        updated_at = asked.at, last_refreshed_at = asked.at,
+        access_token_ciphertext = asked.access, access_token_expires_at = asked.expires,
+        provider_subject = COALESCE(mailboxes.provider_subject, asked.subject),
+        granted_scope = COALESCE(asked.scope, mailboxes.granted_scope),
+        lease_owner = NULLIF(mailboxes.lease_owner, asked.owner),
+        lease_until = CASE WHEN mailboxes.lease_owner = asked.owner THEN NULL ELSE mailboxes.lease_until END
+    FROM asked
+    WHERE mailboxes.id = asked.id AND mailboxes.revision = asked.revision
+      AND {" AND ".join(f"mailboxes.{c} IS NOT DISTINCT FROM asked.leased_{c}" for c in LIFECYCLE)}
+    RETURNING asked.owner, mailboxes.id, mailboxes.provider, asked.at, asked.record
 ), outcome AS (
     INSERT INTO refresh_outcomes (provider, mailbox_id, outcome, at)
-    SELECT provider, $1, 'success', $3 FROM refreshed WHERE $8::boolean
+    SELECT provider, id, 'success', at FROM refreshed WHERE record
 )
-SELECT count(*) FROM refreshed
+SELECT owner FROM refreshed
 """
 
 
@@ -127,69 +147,65 @@ async def _lease_of(pool: StatementPool, mailbox_id: int, row: Record | None) ->
     return Lease(mailbox_id, row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6:]))
 
 
-@dataclass
-class _Asked:
+@dataclass(frozen=True)
+class _Takeover:
     mailbox_id: int
     claim: uuid.UUID
     owner: uuid.UUID
     until: datetime
-    row: asyncio.Future[Record | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class Takeovers:
-    """The process's takeovers of scan claims, sent together per event-loop turn (one per process: `Runtime`).
+@dataclass(frozen=True)
+class _RoutineWrite:
+    lease: Lease
+    lifecycle: Lifecycle
+    refresh: RoutineRefresh
+    record_outcome: bool
 
-    Why: each takeover was a statement of its own, a round trip whose system calls and message handling cost
-    as much CPU as the cycle's Python around it. The cycles of a worker's batch job start together and many
-    end together; in `make bench`'s worker run, 3,000 takeovers went as about 1,100 statements.
-    The first takeover of a turn schedules the statement for the end of that turn (`call_soon`), so none waits
-    for more than the cycles that asked in the same turn. The statement runs in a task of its own: a cycle
-    cancelled while waiting (its timeout, a shutdown) does not cancel the others' takeovers; its own may still
-    take effect, like a cancelled single statement's, and its lease then runs out unused.
+
+class SharedStatements:
+    """A process's takeovers of scan claims and its routine refreshes' writes, each kind sent as one statement per
+    event-loop turn (store/per_turn.py); one per process (`Runtime`).
+
+    The statements go in id order: two of them touching the same rows (two workers taking over the same claims,
+    two copies of a batch) then lock the rows in the same order, and one waits for the other instead of both
+    deadlocking. In `make bench`'s worker run, 3,000 takeovers went as about 1,100 statements.
     """
 
     def __init__(self, pool: StatementPool) -> None:
         self._pool = pool
-        self._asked: list[_Asked] = []
-        self._sending: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+        self._takeovers = PerTurn(self._take_over_all, order=lambda asked: asked.mailbox_id)
+        self._routine = PerTurn(self._write_all, order=lambda asked: asked.lease.mailbox_id)
 
     async def take_over(self, mailbox_id: int, claim: uuid.UUID, owner: uuid.UUID, until: datetime) -> Lease | None:
         """Lease the mailbox to `owner` until `until`, only from the scan's `claim` (live or not): a job whose
         claim is finished, or was taken by a copy of the same job, gets None and does nothing. A removed mailbox:
         None. An id that does not exist: UnknownMailboxError."""
-        asked = _Asked(mailbox_id, claim, owner, until)
-        if not self._asked:
-            asyncio.get_running_loop().call_soon(self._send)
-        self._asked.append(asked)
-        return await _lease_of(self._pool, mailbox_id, await asked.row)
+        row = await self._takeovers.ask(_Takeover(mailbox_id, claim, owner, until))
+        return await _lease_of(self._pool, mailbox_id, row)
 
-    def _send(self) -> None:
-        # in id order: two statements taking over the same claims (two copies of a batch, on two workers) then lock
-        # the rows in the same order, and one waits for the other instead of both deadlocking
-        in_order = sorted(self._asked, key=lambda asked: asked.mailbox_id)
-        task = asyncio.get_running_loop().create_task(self._run(in_order))
-        self._asked = []
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+    async def write_routine(
+        self, lease: Lease, lifecycle: Lifecycle, refresh: RoutineRefresh, *, record_outcome: bool
+    ) -> bool:
+        """Write the refreshed row, release the lease and record the outcome, only if the row is as leased."""
+        return await self._routine.ask(_RoutineWrite(lease, lifecycle, refresh, record_outcome))
 
-    async def _run(self, asked: list[_Asked]) -> None:
+    async def _take_over_all(self, asked: list[_Takeover]) -> list[Record | None]:
         columns = ([a.mailbox_id for a in asked], [a.claim for a in asked], [a.owner for a in asked],
                    [a.until for a in asked])  # fmt: skip
-        try:
-            rows = await self._pool.fetch(TAKEOVERS, *columns)
-        except Exception as err:  # each cycle that asked raises it, as it would have raised its own statement's
-            for one in asked:
-                if not one.row.done():
-                    one.row.set_exception(err)
-            return
-        except asyncio.CancelledError:  # the loop is closing
-            for one in asked:
-                one.row.cancel()
-            raise
-        by_owner = {row[0]: row for row in rows}
-        for one in asked:
-            if not one.row.done():
-                one.row.set_result(by_owner.get(one.owner))
+        by_owner = {row[0]: row for row in await self._pool.fetch(TAKEOVERS, *columns)}
+        return [by_owner.get(a.owner) for a in asked]
+
+    async def _write_all(self, asked: list[_RoutineWrite]) -> list[bool]:
+        rows = [
+            (a.lease.mailbox_id, a.lease.revision, a.refresh.at, a.lease.owner, *a.refresh.sealed, a.refresh.subject,
+             a.record_outcome, a.lifecycle.is_active, a.refresh.scope,
+             *(getattr(a.lifecycle, field) for field in LIFECYCLE_COLUMNS), *a.lease.leased)
+            for a in asked
+        ]  # fmt: skip
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        written = {row[0] for row in await self._pool.fetch(ROUTINE, *columns)}
+        return [a.lease.owner in written for a in asked]
 
 
 async def store_rotated_refresh_token(pool: StatementPool, lease: Lease, ciphertext: bytes) -> bool:
@@ -207,15 +223,3 @@ class RoutineRefresh:
     subject: str | None
     scope: str | None
     at: datetime
-
-
-async def apply_routine_refresh(
-    pool: StatementPool, lease: Lease, lifecycle: Lifecycle, refresh: RoutineRefresh, *, record_outcome: bool
-) -> bool:
-    """Write the refreshed row, release the lease and record the outcome, only if the row is as leased."""
-    new = tuple(getattr(lifecycle, field) for field in LIFECYCLE_COLUMNS)
-    written = await pool.fetchval(
-        ROUTINE, lease.mailbox_id, lease.revision, refresh.at, lease.owner, *refresh.sealed, refresh.subject,
-        record_outcome, lifecycle.is_active, refresh.scope, *new, *lease.leased,
-    )  # fmt: skip
-    return bool(written)

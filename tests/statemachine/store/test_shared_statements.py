@@ -1,4 +1,5 @@
-"""Takeovers of scan claims asked for in one event-loop turn go as one statement, each cycle still on its own claim.
+"""A cycle's takeovers and routine writes asked for in one event-loop turn go as one statement of each kind, each
+still on its own claim and its own lease.
 
 Real PostgreSQL: the claims come from the due-scan's own statement.
 """
@@ -14,9 +15,10 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from statemachine.core.access_tokens import SealedAccessToken
 from statemachine.services.runtime import Runtime
 from statemachine.store import scheduling
-from statemachine.store.cycle_rows import Lease, Takeovers
+from statemachine.store.cycle_rows import Lease, RoutineRefresh, SharedStatements
 from statemachine.store.repository import UnknownMailboxError
 from statemachine.store.statements import StatementPool, statement_pool
 from tests.jobs.support import add_mailboxes, fetch, tokens
@@ -31,7 +33,7 @@ async def claims(runtime: Runtime, count: int) -> list[scheduling.Claim]:
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, pool: StatementPool) -> list[str]:
-    """The statements `pool.fetch` sends (the takeovers' only way to the database)."""
+    """The statements `pool.fetch` sends (the shared statements' only way to the database)."""
     sent: list[str] = []
     real_fetch = pool.fetch
 
@@ -53,7 +55,7 @@ async def test_takeovers_asked_in_one_turn_go_as_one_statement_each_with_its_own
     untils = [until + timedelta(seconds=i) for i in range(len(claimed))]
     leases = await asyncio.gather(
         *(
-            runtime.takeovers.take_over(c.mailbox_id, c.owner, o, u)
+            runtime.shared.take_over(c.mailbox_id, c.owner, o, u)
             for c, o, u in zip(claimed, owners, untils, strict=True)
         )
     )
@@ -63,7 +65,7 @@ async def test_takeovers_asked_in_one_turn_go_as_one_statement_each_with_its_own
     ]
     rows = await fetch(runtime, "select id, lease_owner, lease_until from mailboxes order by id")
     assert rows == sorted((c.mailbox_id, o, u) for c, o, u in zip(claimed, owners, untils, strict=True))
-    later = await asyncio.gather(*(runtime.takeovers.take_over(c.mailbox_id, c.owner, uuid.uuid4(), until)
+    later = await asyncio.gather(*(runtime.shared.take_over(c.mailbox_id, c.owner, uuid.uuid4(), until)
                                    for c in claimed))  # fmt: skip
     assert later == [None] * len(claimed)  # each claim was taken over once: a copy of the job does nothing
     assert len(sent) == 2
@@ -74,8 +76,8 @@ async def test_of_two_takeovers_of_one_claim_in_one_turn_exactly_one_wins(runtim
     until = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)
     first, second = uuid.uuid4(), uuid.uuid4()
     leases = await asyncio.gather(
-        runtime.takeovers.take_over(claim.mailbox_id, claim.owner, first, until),
-        runtime.takeovers.take_over(claim.mailbox_id, claim.owner, second, until),
+        runtime.shared.take_over(claim.mailbox_id, claim.owner, first, until),
+        runtime.shared.take_over(claim.mailbox_id, claim.owner, second, until),
     )
     [won] = [lease for lease in leases if lease is not None]
     assert won.owner in (first, second)
@@ -92,10 +94,10 @@ async def test_a_finished_claim_or_a_removed_mailbox_gets_none_and_an_unknown_id
         )
     until = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)
     ended = await asyncio.gather(
-        runtime.takeovers.take_over(good.mailbox_id, good.owner, uuid.uuid4(), until),
-        runtime.takeovers.take_over(good.mailbox_id, uuid.uuid4(), uuid.uuid4(), until),  # not its claim
-        runtime.takeovers.take_over(removed.mailbox_id, removed.owner, uuid.uuid4(), until),
-        runtime.takeovers.take_over(10**12, uuid.uuid4(), uuid.uuid4(), until),
+        runtime.shared.take_over(good.mailbox_id, good.owner, uuid.uuid4(), until),
+        runtime.shared.take_over(good.mailbox_id, uuid.uuid4(), uuid.uuid4(), until),  # not its claim
+        runtime.shared.take_over(removed.mailbox_id, removed.owner, uuid.uuid4(), until),
+        runtime.shared.take_over(10**12, uuid.uuid4(), uuid.uuid4(), until),
         return_exceptions=True,
     )
     assert isinstance(ended[0], Lease)
@@ -107,7 +109,7 @@ async def test_a_failed_statement_raises_in_each_cycle_that_asked(runtime: Runti
     claimed = await claims(runtime, 3)
     until = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)
     async with statement_pool(database_url, max_size=1) as pool:
-        takeovers = Takeovers(pool)
+        takeovers = SharedStatements(pool)
     ended = await asyncio.gather(
         *(takeovers.take_over(c.mailbox_id, c.owner, uuid.uuid4(), until) for c in claimed), return_exceptions=True
     )
@@ -120,7 +122,7 @@ async def test_a_cycle_cancelled_while_waiting_leaves_the_others_their_takeovers
     until = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)
     owners = [uuid.uuid4() for _ in claimed]
     cycles = [
-        asyncio.create_task(runtime.takeovers.take_over(c.mailbox_id, c.owner, o, until))
+        asyncio.create_task(runtime.shared.take_over(c.mailbox_id, c.owner, o, until))
         for c, o in zip(claimed, owners, strict=True)
     ]
     await asyncio.sleep(0)  # each has asked; the statement goes at the end of this turn
@@ -137,7 +139,7 @@ async def test_two_processes_taking_over_the_same_claims_in_opposite_orders_neve
     claimed = await claims(runtime, 300)
     until = datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)
     async with statement_pool(database_url, max_size=1) as one, statement_pool(database_url, max_size=1) as other:
-        first, second = Takeovers(one), Takeovers(other)
+        first, second = SharedStatements(one), SharedStatements(other)
         ended = await asyncio.gather(
             *(first.take_over(c.mailbox_id, c.owner, uuid.uuid4(), until) for c in claimed),
             *(second.take_over(c.mailbox_id, c.owner, uuid.uuid4(), until) for c in reversed(claimed)),
@@ -147,3 +149,38 @@ async def test_two_processes_taking_over_the_same_claims_in_opposite_orders_neve
     assert sorted(lease.mailbox_id for lease in ended if isinstance(lease, Lease)) == sorted(
         c.mailbox_id for c in claimed
     )
+
+
+async def test_routine_writes_of_one_turn_go_as_one_statement_each_compared_with_its_own_lease(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimed = await claims(runtime, 3)
+    now = datetime.now(UTC)
+    leases = [await runtime.shared.take_over(c.mailbox_id, c.owner, uuid.uuid4(), now + timedelta(minutes=1))
+              for c in claimed]  # fmt: skip
+    assert all(leases)
+    changed = leases[1]
+    assert changed is not None
+    async with runtime.sessionmaker() as session, session.begin():  # e.g. an operator's action since the lease
+        await session.execute(
+            text("update mailboxes set revision = revision + 1 where id = :id"), {"id": changed.mailbox_id}
+        )
+    sent = counting(monkeypatch, runtime.statements)
+    refresh = RoutineRefresh(SealedAccessToken(b"sealed", now + timedelta(hours=1)), None, "openid", now)
+    written = await asyncio.gather(
+        *(
+            runtime.shared.write_routine(lease, lease.lifecycle(), refresh, record_outcome=True)
+            for lease in leases
+            if lease
+        )
+    )
+    assert written == [True, False, True]
+    assert len(sent) == 1
+    rows = await fetch(
+        runtime, "select id, revision, lease_owner, access_token_ciphertext, granted_scope from mailboxes order by id"
+    )
+    assert [(row[1], row[2] is None, row[3], row[4]) for row in rows] == [
+        (1, True, b"sealed", "openid"), (1, False, None, None), (1, True, b"sealed", "openid")
+    ]  # fmt: skip
+    outcomes = await fetch(runtime, "select mailbox_id, outcome from refresh_outcomes order by mailbox_id")
+    assert outcomes == [(claimed[0].mailbox_id, "success"), (claimed[2].mailbox_id, "success")]
