@@ -48,15 +48,14 @@ class PerTurn(Generic[Request, Result]):
     async def _run(self, asked: list[tuple[Request, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._send([request for request, _ in asked])
+            for (_, waiting), result in zip(asked, results, strict=True):  # a short list: the others raise
+                if not waiting.done():
+                    waiting.set_result(result)
         except Exception as err:  # each caller raises it, as it would have raised its own statement's
             for _, waiting in asked:
                 if not waiting.done():
                     waiting.set_exception(err)
-            return
         except asyncio.CancelledError:  # the loop is closing
             for _, waiting in asked:
                 waiting.cancel()
             raise
-        for (_, waiting), result in zip(asked, results, strict=True):
-            if not waiting.done():
-                waiting.set_result(result)
