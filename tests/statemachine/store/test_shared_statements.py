@@ -126,10 +126,10 @@ async def test_a_cycle_cancelled_while_waiting_leaves_the_others_their_takeovers
         for c, o in zip(claimed, owners, strict=True)
     ]
     await asyncio.sleep(0)  # each has asked; the statement goes at the end of this turn
-    cycles[1].cancel()
+    cycles[0].cancel()  # the first to ask: the statement is not its to send
     ended = await asyncio.gather(*cycles, return_exceptions=True)
-    assert isinstance(ended[1], asyncio.CancelledError)
-    assert [lease.owner for lease in (ended[0], ended[2]) if isinstance(lease, Lease)] == [owners[0], owners[2]]
+    assert isinstance(ended[0], asyncio.CancelledError)
+    assert [lease.owner for lease in (ended[1], ended[2]) if isinstance(lease, Lease)] == [owners[1], owners[2]]
 
 
 async def test_two_processes_taking_over_the_same_claims_in_opposite_orders_never_deadlock(
