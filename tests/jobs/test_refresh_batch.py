@@ -17,7 +17,7 @@ import jobs.refresh
 from jobs import timed
 from jobs.refresh import refresh_batch, refresh_mailbox, refresh_timeout_seconds
 from jobs.scan import REFRESH_QUEUE, refresh_batch_size, scan_due
-from jobs.worker import batch_timeout_seconds, worker_settings
+from jobs.worker import batch_jobs_in_flight, batch_timeout_seconds, worker_settings
 from statemachine.services.cycle import CycleResult
 from statemachine.services.runtime import Runtime
 from statemachine.services.settings import load_settings
@@ -193,9 +193,10 @@ def test_a_batch_job_outlasts_its_cycles_queued_behind_every_other_batch_of_the_
     settings = load_settings({"TOKENWARDEN_LEASE_SECONDS": "60", "TOKENWARDEN_WORKER_MAX_JOBS": "4"})
     functions = {function.name: function for function in worker_settings(settings)["functions"]}
     assert functions["refresh_mailbox"].timeout_s == refresh_timeout_seconds(settings) == 55
-    # 4 slots: batches of 8, 2 of them at once: 16 cycles in 4 slots, 4 rounds of a whole cycle timeout at
+    # 4 slots: batches of 8, 4 of them at once: 32 cycles in 4 slots, 8 rounds of a whole cycle timeout at
     # worst, and a margin
-    assert functions["refresh_batch"].timeout_s == batch_timeout_seconds(settings) == 4 * 55 + 10
+    assert batch_jobs_in_flight(4) == 4
+    assert functions["refresh_batch"].timeout_s == batch_timeout_seconds(settings) == 8 * 55 + 10
 
 
 @pytest.mark.parametrize("overrides", [{"TOKENWARDEN_WORKER_MAX_JOBS": "2"}])
@@ -212,6 +213,8 @@ async def test_a_worker_takes_only_the_batches_its_slots_can_run_and_leaves_the_
         while await scalar(runtime, "select count(*) from mailboxes where last_refreshed_at is null"):
             held.add(sum(not task.done() for task in lane.tasks.values()))
             await asyncio.sleep(0.02)
-    assert max(held) == 2  # the others waited in Redis, where another worker could have taken them
+    # 2 slots hold 4 batches of 4 (what they run in a poll delay at the quickest cycle); the other 2 waited in
+    # Redis, where another worker could have taken them
+    assert max(held) == batch_jobs_in_flight(2) == 4
     assert worker.jobs_failed == 0
     assert sandbox.requests_by_token() == dict.fromkeys(MANY, 1)
