@@ -45,8 +45,9 @@ POLL_DELAY_SECONDS = 0.05
 MAX_TRIES = 3
 BATCH_TIMEOUT_MARGIN_SECONDS = 10  # for the batch's own work around its cycles: logs, gathering the results
 # A cycle against a token endpoint on the same host, 10 at once (`make bench`: 7 ms): the quickest a lane's claims
-# are used up.
+# are used up; and the most refreshes a second one process does (one core at 0.35 ms each, `make bench`).
 QUICKEST_CYCLE_SECONDS = 0.008
+TOP_REFRESH_RATE = 3000
 URGENT_MAX_JOBS = 4  # the urgent lane's own slots: confirming cycles and email deliveries (jobs/timed.py)
 
 
@@ -63,15 +64,17 @@ def cron_fields(seconds: float) -> dict[str, Any]:
 
 def batch_jobs_in_flight(worker_max_jobs: int) -> int:
     """The batch lane's arq slots: enough claims to fill the process's cycle slots and to keep them busy until the
-    lane polls again (4 batches of 20, 80 claims, for 10 slots).
+    lane polls again (10 batches of 20, 200 claims, for the default 40 slots; 4 batches for 10 slots).
 
     arq starts a lane's jobs only when it polls, every POLL_DELAY_SECONDS: with just enough batches to fill the
-    slots and one more (2 of 20), a worker whose cycles were quick ran its 40 claims and then sat idle until the
-    next poll, 800 refreshes/s at most whatever its CPU (`make bench`: 790/s, and 1,390/s with 4 batches). No
-    more than that: the other claims wait in Redis, where any worker may take them, rather than in one worker's
-    memory behind its own slots.
+    slots and one more (2 of 20 for 10 slots), a worker whose cycles were quick ran its 40 claims and then sat
+    idle until the next poll, 800 refreshes/s at most whatever its CPU (`make bench`: 790/s, and 1,390/s with 4
+    batches). So the lane holds the slots' fill and what they can run in a poll delay, at the quickest cycle
+    and at most at the process's top speed. No more than that: the other claims wait in Redis, where any worker
+    may take them, rather than in one worker's memory behind its own slots.
     """
-    claims = worker_max_jobs * (1 + POLL_DELAY_SECONDS / QUICKEST_CYCLE_SECONDS)
+    top_rate = min(worker_max_jobs / QUICKEST_CYCLE_SECONDS, TOP_REFRESH_RATE)
+    claims = worker_max_jobs + top_rate * POLL_DELAY_SECONDS
     return math.ceil(claims / refresh_batch_size(worker_max_jobs))
 
 
@@ -82,7 +85,7 @@ def batch_timeout_seconds(settings: Settings) -> float:
     The batch's cycles share the process's `worker_max_jobs` slots with the cycles of the other batches its
     batch lane runs, `batch_jobs_in_flight` in all: that many times `refresh_batch_size` cycles for
     `worker_max_jobs` slots. In the worst case (every cycle taking its whole timeout, the slots served in
-    order) that is their quotient, rounded up, in rounds before the batch's last cycle ends: 8 at the defaults.
+    order) that is their quotient, rounded up, in rounds before the batch's last cycle ends: 5 at the defaults.
     """
     slots = settings.worker_max_jobs
     cycles = batch_jobs_in_flight(slots) * refresh_batch_size(slots)

@@ -76,12 +76,22 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, OA
     return adapters
 
 
+def pool_size_for(worker_max_jobs: int) -> int:
+    """Each pool's size (the engine's overflow doubles its own): a quarter of the cycle slots and 4, at least 10.
+
+    A routine cycle holds no connection of its own (its takeover and its write are shared per event-loop turn,
+    store/cycle_rows.py), and no cycle holds one across its provider call: one is held only for a cycle's own
+    transaction (a failure, a state change) or a rotated token. Cycles beyond that wait for a connection: 14 per
+    pool for the default 40 slots, as many as 10 slots had when each cycle held its own.
+    """
+    return max(10, worker_max_jobs // 4 + 4)
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, pre_ping: bool = True) -> AsyncIterator[Runtime]:
     settings.require("database_url", "encryption_keys")
     assert settings.database_url is not None
-    # every cycle holds at most one connection of each pool at a time; the rest is for crons and the web app
-    pool_size = max(10, settings.worker_max_jobs + 4)
+    pool_size = pool_size_for(settings.worker_max_jobs)
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.database_url, pool_size=pool_size, pre_ping=pre_ping)
         stack.push_async_callback(engine.dispose)

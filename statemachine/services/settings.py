@@ -95,7 +95,7 @@ class Settings:
     outbox_max_attempts: int = 40
     reminder_days: tuple[float, ...] = (1.0, 3.0, 7.0)
     metrics_port: int = 9464
-    worker_max_jobs: int = 10
+    worker_max_jobs: int = 40
     scan_batch_size: int = 500
     shutdown_grace_seconds: float = 20.0
     redis_outage_seconds: float = 120.0
@@ -414,7 +414,7 @@ def read_settings(environ: Mapping[str, str]) -> tuple[Settings, tuple[Reading, 
         outbox_max_attempts=env.get("TOKENWARDEN_OUTBOX_MAX_ATTEMPTS", 40, _whole(1)),
         reminder_days=env.get("TOKENWARDEN_REMINDER_DAYS", (1.0, 3.0, 7.0), _days),
         metrics_port=env.get("TOKENWARDEN_METRICS_PORT", 9464, _port),
-        worker_max_jobs=env.get("TOKENWARDEN_WORKER_MAX_JOBS", 10, _whole(1)),
+        worker_max_jobs=env.get("TOKENWARDEN_WORKER_MAX_JOBS", 40, _whole(1)),
         scan_batch_size=env.get("TOKENWARDEN_SCAN_BATCH_SIZE", 500, _whole(1)),
         shutdown_grace_seconds=env.get("TOKENWARDEN_SHUTDOWN_GRACE_SECONDS", 20.0, _number(0)),
         redis_outage_seconds=env.get("TOKENWARDEN_REDIS_OUTAGE_SECONDS", 120.0, _number(1)),

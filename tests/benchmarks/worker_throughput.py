@@ -1,7 +1,7 @@
 """Benchmark: the whole refresh pipeline in `tokenwarden worker` processes against a local token endpoint.
 
-Run: `.venv/bin/python -m tests.benchmarks.worker_throughput [--count 3000] [--max-jobs 10]`. It starts
-its own embedded PostgreSQL and Redis, serves the sandbox Google token endpoint on 127.0.0.1 in a
+Run: `.venv/bin/python -m tests.benchmarks.worker_throughput [--count 3000] [--max-jobs 40]` (the default slots).
+It starts its own embedded PostgreSQL and Redis, serves the sandbox Google token endpoint on 127.0.0.1 in a
 thread of this process, connects `--count` mailboxes all due now, then, three times with one worker
 process and once with two, waits until every mailbox is refreshed. Printed: the workers' CPU per refresh
 (from /proc, between the first refresh seen and the last), the whole box's busy CPU per refresh over
@@ -33,7 +33,7 @@ from sqlalchemy import text
 
 from devkit.embedded import start_embedded_postgres, start_embedded_redis
 from statemachine.services.runtime import Runtime, open_runtime
-from statemachine.services.settings import load_settings
+from statemachine.services.settings import Settings, load_settings
 from statemachine.store.migrations import migrate
 from tests.benchmarks import floors, prototype, scale
 from tests.benchmarks.figures import Figure, print_figures
@@ -136,6 +136,7 @@ async def measure(env: dict[str, str], count: int, refresh_tokens: list[str], to
     sql = await floors.sql_lock_update(env["DATABASE_URL"], count)
     arq = await floors.arq_noop_jobs(env["REDIS_URL"], count)
     mb = 1024 * 1024
+    rss = f"worker RSS, max {env['TOKENWARDEN_WORKER_MAX_JOBS']} jobs in flight"
     return [
         Figure("worker CPU per refresh, 1 worker", one.cpu_per_refresh * 1000, "ms", "bare aiohttp loop",
                http * 1000, COMMAND, "<= 1.5 ms"),
@@ -157,12 +158,12 @@ async def measure(env: dict[str, str], count: int, refresh_tokens: list[str], to
                one.postgres_cpu_per_refresh * 1000, COMMAND),
         Figure("  of which the token endpoint's, 2 workers", two.endpoint_cpu_per_refresh * 1000, "ms", "1 worker",
                one.endpoint_cpu_per_refresh * 1000, COMMAND),
-        Figure("worker RSS, max 10 jobs in flight", one.peak_rss / mb, "MB", "RSS of 2 workers' largest",
+        Figure(rss, one.peak_rss / mb, "MB", "RSS of 2 workers' largest",
                two.peak_rss / mb, COMMAND, "<= 150 MB"),
     ]  # fmt: skip
 
 
-def figures(count: int = 3000, max_jobs: int = 10) -> list[Figure]:
+def figures(count: int = 3000, max_jobs: int = Settings.worker_max_jobs) -> list[Figure]:
     refresh_tokens = tokens(count, "bench")
     with start_embedded_postgres() as db, start_embedded_redis() as redis, serve_sandbox(refresh_tokens) as sandbox:
         env = {**CLIENT, "DATABASE_URL": db, "REDIS_URL": redis, "GOOGLE_TOKEN_URL": sandbox.token_url,
@@ -175,7 +176,7 @@ def figures(count: int = 3000, max_jobs: int = 10) -> list[Figure]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--max-jobs", type=int, default=10)
+    parser.add_argument("--max-jobs", type=int, default=Settings.worker_max_jobs)
     args = parser.parse_args()
     print_figures(figures(args.count, args.max_jobs))
 

@@ -19,7 +19,7 @@ from jobs.refresh import refresh_batch, refresh_mailbox, refresh_timeout_seconds
 from jobs.scan import REFRESH_QUEUE, refresh_batch_size, scan_due
 from jobs.worker import batch_jobs_in_flight, batch_timeout_seconds, worker_settings
 from statemachine.services.cycle import CycleResult
-from statemachine.services.runtime import Runtime
+from statemachine.services.runtime import Runtime, pool_size_for
 from statemachine.services.settings import load_settings
 from tests.database import service_environment
 from tests.jobs.support import (
@@ -175,6 +175,20 @@ async def test_the_process_slots_bound_the_cycles_running_at_once_across_batches
     assert sum(result["refreshed"] for result in await running) == len(MANY)
     assert max(seen) == slots  # reached, never passed, with all 23 cycles waiting for them
     assert sandbox.requests_by_token() == dict.fromkeys(MANY, 1)
+
+
+async def test_when_every_cycle_of_the_default_slots_fails_at_once_each_waits_for_a_connection_and_records_it(
+    runtime, arq_redis, sandbox
+) -> None:
+    slots = runtime.settings.worker_max_jobs
+    assert (slots, pool_size_for(slots)) == (40, 14)  # the ORM pool holds 14 and 14 more: not one per cycle
+    unknown = tokens(slots, "revoked-everywhere")  # the sandbox answers invalid_grant to each
+    batches = await scanned(runtime, arq_redis, unknown)
+    results = await asyncio.gather(*(refresh_batch(job_ctx(runtime, arq_redis), claims) for claims in batches))
+    assert sum(result["failed"] for result in results) == slots  # none raised waiting for a connection
+    recorded = "select count(*) from mailbox_state_transitions where event = 'refresh_failed_permanent'"
+    assert await scalar(runtime, recorded) == slots
+    assert await fetch(runtime, "select distinct state, lease_owner from mailboxes") == [("retrying", None)]
 
 
 async def test_a_claim_whose_due_time_a_timed_job_waits_for_stays_out_of_the_batch(runtime, arq_redis, sandbox) -> None:

@@ -14,7 +14,7 @@ def test_defaults() -> None:
     settings = load_settings({})
     rules = settings.incidents
     assert (rules.window_seconds, rules.failure_ratio, rules.min_mailboxes) == (600.0, 0.5, 5)
-    assert (settings.metrics_port, settings.worker_max_jobs, settings.scan_batch_size) == (9464, 10, 500)
+    assert (settings.metrics_port, settings.worker_max_jobs, settings.scan_batch_size) == (9464, 40, 500)
 
 
 def test_values_are_read() -> None:
