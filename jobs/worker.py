@@ -64,7 +64,7 @@ def cron_fields(seconds: float) -> dict[str, Any]:
 
 def batch_jobs_in_flight(worker_max_jobs: int) -> int:
     """The batch lane's arq slots: enough claims to fill the process's cycle slots and to keep them busy until the
-    lane polls again (10 batches of 20, 200 claims, for the default 40 slots; 4 batches for 10 slots).
+    lane polls again (5 batches of 40, 200 claims, for the default 40 slots; 4 batches of 20 for 10 slots).
 
     arq starts a lane's jobs only when it polls, every POLL_DELAY_SECONDS: with just enough batches to fill the
     slots and one more (2 of 20 for 10 slots), a worker whose cycles were quick ran its 40 claims and then sat
