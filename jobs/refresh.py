@@ -2,9 +2,9 @@
 
 `refresh_batch` is what the due-scan enqueues: a few claims, their cycles run concurrently, each with
 its own lease and its own transactions, at most `worker_max_jobs` cycles at once in the process
-(the database pool is sized for that). One job per batch rather than per mailbox spares arq's and
-Redis's per-job cost. `refresh_mailbox` carries one claim: a timed job's (jobs/timed.py), or a job
-an older release queued.
+(40 by default: a cycle mostly waits for its provider, and the cycles that start or end together share
+their statements). One job per batch rather than per mailbox spares arq's and Redis's per-job cost.
+`refresh_mailbox` carries one claim: a timed job's (jobs/timed.py), or a job an older release queued.
 
 Each cycle takes the mailbox over from the scan's claim in the same statement that leases it; that
 takeover is what makes each due time's refresh happen once: a batch that arq runs again, or a claim
@@ -46,7 +46,8 @@ def refresh_timeout_seconds(settings: Settings) -> float:
 
 
 def cycle_slots(settings: Settings) -> asyncio.Semaphore:
-    """The process's bound on batch cycles running at once: what its database pool is sized for."""
+    """The process's bound on batch cycles running at once (its cycles share their statements: the database pools
+    are smaller, services/runtime.py `pool_size_for`)."""
     return asyncio.Semaphore(settings.worker_max_jobs)
 
 
