@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from asyncpg import PostgresError
+from asyncpg import InterfaceError, InternalClientError, PostgresError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from statemachine.core.access_tokens import seal_access_token
@@ -42,6 +42,11 @@ from statemachine.store.statements import StatementPool
 logger = logging.getLogger(__name__)
 
 ROTATED_TOKEN_FIRST_WAIT, ROTATED_TOKEN_MAX_WAIT = 0.25, 4.0
+# What a lost database raises: a failed statement or server error, a socket error, and, for a connection the server
+# cut while it sat idle in the pool (it can look open until used), asyncpg's interface or internal client error
+# ("cannot switch to state 11; another operation is in progress", seen once in CI). The pool terminates a connection
+# whose use failed, so the next attempt opens a fresh one.
+DATABASE_ERRORS = (PostgresError, OSError, InterfaceError, InternalClientError)
 
 EVENT_FOR_KIND = {
     FailureKind.TRANSIENT: Event.REFRESH_FAILED_TRANSIENT,
@@ -179,7 +184,7 @@ async def _keep_rotated_token(deps: CycleDeps, lease: Lease, refresh_token: str)
             # one UPDATE, committed the moment it runs
             await cycle_rows.store_rotated_refresh_token(deps.statements, lease, ciphertext)
             return
-        except (PostgresError, OSError) as err:
+        except DATABASE_ERRORS as err:
             if not _database_lost(err) or time.monotonic() + wait > deadline:
                 raise
             logger.warning("keeping a rotated refresh token: the database is unreachable; retrying in %.2f s", wait)
@@ -190,7 +195,7 @@ async def _keep_rotated_token(deps: CycleDeps, lease: Lease, refresh_token: str)
 def _database_lost(err: Exception) -> bool:
     """A dropped connection, or a server restarting (SQLSTATE class 08, 57P0x), not a failed statement."""
     if not isinstance(err, PostgresError):
-        return True  # OSError: the connection could not even be made, or broke
+        return True  # OSError: the connection could not even be made, or broke; or a connection found cut
     return str(err.sqlstate or "").startswith(("08", "57P"))
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import select, text
@@ -19,7 +20,7 @@ from statemachine.services.cycle import run_cycle
 from statemachine.services.operations import operator_action
 from statemachine.services.reconnect import complete_reconnect
 from statemachine.services.runtime import Runtime, open_runtime
-from statemachine.store import queries
+from statemachine.store import cycle_rows, queries
 from statemachine.store.models import Mailbox
 from statemachine.store.repository import UnknownMailboxError
 from tests.database import CLIENT_SECRET
@@ -323,3 +324,23 @@ async def test_a_rotated_token_survives_the_database_cutting_its_connections(set
         stored = await row(reader, mailbox_id)
     token = runtime.cipher.decrypt(stored.refresh_token_ciphertext, mailbox_id=mailbox_id, role="refresh")
     assert token == "1//rotated-SECRET-0003"  # the provider killed the old one: losing this would lose the mailbox
+
+
+async def test_a_rotated_token_survives_a_pooled_connection_found_cut_when_used(runtime, provider, monkeypatch) -> None:
+    """The server cut a connection while it sat idle in the pool; asyncpg reports it when the commit uses it."""
+    mailbox_id = await add_mailbox(runtime, REFRESH_TOKEN)
+    provider.respond(200, json={**ACCESS, "refresh_token": "1//rotated-SECRET-0004"})
+    store = cycle_rows.store_rotated_refresh_token
+    attempts: list[int] = []
+
+    async def cut_once(*args: object) -> bool:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+        return await store(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cycle_rows, "store_rotated_refresh_token", cut_once)
+    assert (await cycle(runtime, mailbox_id)).status == "refreshed"
+    stored = await row(runtime, mailbox_id)
+    token = runtime.cipher.decrypt(stored.refresh_token_ciphertext, mailbox_id=mailbox_id, role="refresh")
+    assert (len(attempts), token) == (2, "1//rotated-SECRET-0004")
