@@ -44,8 +44,9 @@ HEALTH_CHECK_SECONDS = 10
 POLL_DELAY_SECONDS = 0.05
 MAX_TRIES = 3
 BATCH_TIMEOUT_MARGIN_SECONDS = 10  # for the batch's own work around its cycles: logs, gathering the results
-# A cycle against a token endpoint on the same host, 10 at once (`make bench`: 7 ms): the quickest a lane's claims
-# are used up; and the most refreshes a second one process does (one core at 0.35 ms each, `make bench`).
+# The quickest a lane's claims are used up: a cycle against a token endpoint on the same host, 10 at once, took 7 ms
+# (1,430 cycles/s in one process, the note of issue 12); and the most refreshes a second one process does (one core
+# at 0.29-0.35 ms each, `make bench`).
 QUICKEST_CYCLE_SECONDS = 0.008
 TOP_REFRESH_RATE = 3000
 URGENT_MAX_JOBS = 4  # the urgent lane's own slots: confirming cycles and email deliveries (jobs/timed.py)
